@@ -1,0 +1,1 @@
+"""Adapters: the ports of ``workerfacing_api.core`` implemented on real infrastructure."""

@@ -1,0 +1,87 @@
+"""The local token issuer of the embedded default: HS256 tokens that look like Cognito's.
+
+The key is a random file in ``LOCAL_STATE_DIR``, created on first use, so that
+``workerfacing-api token`` and ``workerfacing-api serve`` run from the same directory agree.
+Tokens carry ``username`` and ``cognito:groups`` like a Cognito access token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from workerfacing_api.core.errors import Unauthenticated
+from workerfacing_api.core.model import Identity
+
+ISSUER = "workerfacing-api-local"
+
+
+def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
+    """A random secret kept in ``path`` (mode 0600), created on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(nbytes)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+class LocalIssuer:
+    """Mints and verifies tokens with a key from ``key_file``. Implements ``IdentityVerifier``."""
+
+    def __init__(self, key_file: Path) -> None:
+        self.key_file = key_file
+        self._key = read_or_create_secret(key_file)
+
+    def mint(self, username: str, groups: list[str], ttl: timedelta, now: datetime) -> str:
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": username,
+            "username": username,
+            "cognito:groups": groups,
+            "token_use": "access",
+            "iat": int(now.timestamp()),
+            "exp": int((now + ttl).timestamp()),
+        }
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    async def verify(self, token: str) -> Identity:
+        return self.verify_sync(token)
+
+    def verify_sync(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=["HS256"],
+                issuer=ISSUER,
+                options={"require": ["exp", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired; get a new one") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"invalid token ({exc})") from None
+        return identity_from_claims(claims)
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    """``cognito:username`` (ID tokens) or ``username`` (access tokens), and the groups."""
+    username = claims.get("cognito:username") or claims.get("username")
+    if not isinstance(username, str) or not username:
+        raise Unauthenticated("token names no user (cognito:username or username claim)")
+    groups = claims.get("cognito:groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise Unauthenticated("token has a malformed cognito:groups claim")
+    return Identity(username=username, groups=frozenset(groups))

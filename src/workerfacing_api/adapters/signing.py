@@ -1,0 +1,46 @@
+"""Signed links to this service's own ``/download`` and ``/upload`` endpoints.
+
+Local storage has no S3 to pre-sign requests, so the service signs them itself: an HMAC-SHA256
+over the method, the path, every query parameter and an expiry, keyed by a key derived from
+``INTERNAL_API_KEY_SECRET`` so that every API process accepts every other's links. The DECODE
+worker sends such links as they are, without its token; the caller's token is never echoed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from urllib.parse import quote, urlencode
+
+SIGNATURE = "signature"
+EXPIRES = "expires"
+
+
+class UrlSigner:
+    def __init__(self, secret: str, *, lifetime: int = 600) -> None:
+        self._key = hmac.new(
+            secret.encode(), b"workerfacing-api/signed-links/v1", hashlib.sha256
+        ).digest()
+        self.lifetime = lifetime
+
+    def _mac(self, method: str, path: str, params: Mapping[str, str]) -> str:
+        canonical = "\n".join([method.upper(), path, *(f"{k}={params[k]}" for k in sorted(params))])
+        return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()
+
+    def sign(
+        self, method: str, base_url: str, path: str, params: Mapping[str, str], now: float
+    ) -> str:
+        """An absolute URL to ``path`` (unquoted) carrying ``params``, an expiry and a MAC."""
+        signed = {**params, EXPIRES: str(int(now) + self.lifetime)}
+        signed[SIGNATURE] = self._mac(method, path, signed)
+        return f"{base_url.rstrip('/')}{quote(path, safe='/:')}?{urlencode(signed)}"
+
+    def verify(self, method: str, path: str, params: Mapping[str, str], now: float) -> bool:
+        """True when ``params`` carry an unexpired signature of this exact request."""
+        given = params.get(SIGNATURE)
+        expires = params.get(EXPIRES)
+        if not given or not expires or not expires.isdigit() or int(expires) < now:
+            return False
+        unsigned = {k: v for k, v in params.items() if k != SIGNATURE}
+        return hmac.compare_digest(given, self._mac(method, path, unsigned))

@@ -1,0 +1,115 @@
+"""Database URLs and engines: the forms users write, mapped to the async drivers.
+
+``QUEUE_DB_URL`` accepts ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``postgresql://…`` (also
+``postgres://`` and explicit ``+asyncpg``/``+aiosqlite`` drivers), and may hold a ``{}`` placeholder
+that ``QUEUE_DB_SECRET`` fills, URL-escaped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+# Connection option read by the "begin" hook below: reads on SQLite run without a transaction.
+READ_ONLY = "workerfacing_read_only"
+
+
+class DatabaseUrlError(ValueError):
+    """``QUEUE_DB_URL`` cannot be used; the message says why."""
+
+
+def database_url(raw: str, secret: str | None = None) -> URL:
+    """The async-driver URL for ``raw``, with ``{}`` replaced by the URL-escaped ``secret``."""
+    if "{}" in raw:
+        if not secret:
+            raise DatabaseUrlError("holds a {} placeholder but QUEUE_DB_SECRET is not set")
+        raw = raw.replace("{}", quote(secret, safe=""))
+    scheme = raw.split(":", 1)[0].lower()
+    if scheme == "postgres":  # Heroku-style alias; SQLAlchemy only knows "postgresql"
+        raw = "postgresql" + raw[len("postgres") :]
+        scheme = "postgresql"
+    driver = _DRIVERS.get(scheme)
+    if driver is None:
+        raise DatabaseUrlError(
+            f"unsupported scheme {scheme!r}; use sqlite:///path.db or postgresql://user@host/db"
+        )
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise DatabaseUrlError(f"is not a database URL ({exc})") from None
+    url = url.set(drivername=driver)
+    if driver.startswith("postgresql") and not url.database:
+        raise DatabaseUrlError("names no database (postgresql://user@host:5432/DATABASE)")
+    return url
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine tuned for the queue: SQLite in WAL mode with immediate write transactions,
+    PostgreSQL with a pool of ``pool_size`` connections."""
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "workerfacing-api"}},
+    )
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    database = url.database or ""
+    in_memory = database in {"", ":memory:"}
+    if not in_memory:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = (
+        {"poolclass": StaticPool} if in_memory else {"pool_size": 4, "max_overflow": 0}
+    )
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let the hook below issue BEGIN itself (the sqlite3 module would defer the lock).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the database lock up front: a transaction that reads, then writes, can
+        # then never fail half-way with "database is locked", and a claim's read and update
+        # see the same queue. Reads need no transaction at all.
+        if conn.get_execution_options().get(READ_ONLY):
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

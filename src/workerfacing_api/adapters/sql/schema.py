@@ -1,0 +1,148 @@
+"""The queue's tables. Alembic migrations create them; this module is what the migrations are
+checked against (a test fails if autogenerate finds a difference).
+
+Timestamps are UTC. Hardware requirements are stored with "anything" as 0 (numbers) and the
+environment "any" as ``'any'`` so that a pull can range-scan an index; the job document as
+submitted (``spec``) keeps the nulls the user-facing API sent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+_Timestamp = DateTime(timezone=True)
+
+STATUSES = (
+    "queued",
+    "pulled",
+    "preprocessing",
+    "running",
+    "postprocessing",
+    "finished",
+    "error",
+    "cancelled",
+)
+_ACTIVE = "status IN ('pulled', 'preprocessing', 'running', 'postprocessing')"
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("upstream_id", BigInteger, nullable=False, comment="meta.job_id of the user-facing API"),
+    Column("status", String(16), nullable=False),
+    Column("environment", String(8), nullable=False, comment="cloud, local or any"),
+    Column("job_group", String(255)),
+    Column("priority", Integer, nullable=False),
+    Column("req_cpu_cores", BigInteger, nullable=False),
+    Column("req_memory", BigInteger, nullable=False),
+    Column("req_gpu_mem", BigInteger, nullable=False),
+    Column("req_gpu_model", String(255)),
+    Column("req_gpu_archi", String(255)),
+    Column("spec", Text, nullable=False, comment="the job document exactly as submitted"),
+    Column("paths_upload", Text, nullable=False),
+    Column("worker", String(255)),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("num_retries", Integer, nullable=False, server_default=text("0")),
+    Column("runtime_details", Text),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("updated_at", _Timestamp, nullable=False),
+    Column("last_heartbeat_at", _Timestamp),
+    CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+    CheckConstraint("environment IN ('cloud', 'local', 'any')", name="environment"),
+)
+
+# Pull, when few queued jobs fit: range-scan the jobs of the worker's environment that need no
+# more memory than it has, then sort those few.
+Index(
+    "ix_jobs_queued_fit",
+    jobs.c.environment,
+    jobs.c.req_memory,
+    postgresql_where=text("status = 'queued'"),
+    sqlite_where=text("status = 'queued'"),
+)
+# Pull, when many queued jobs fit: walk the queue in hand-out order and stop at the first fits.
+Index(
+    "ix_jobs_queued_order",
+    jobs.c.priority.desc(),
+    jobs.c.created_at,
+    jobs.c.id,
+    postgresql_where=text("status = 'queued'"),
+    sqlite_where=text("status = 'queued'"),
+)
+# Sweep: only active jobs can time out.
+Index(
+    "ix_jobs_active_heartbeat",
+    jobs.c.last_heartbeat_at,
+    postgresql_where=text(_ACTIVE),
+    sqlite_where=text(_ACTIVE),
+)
+# Downloads: the active jobs of one worker.
+Index(
+    "ix_jobs_active_worker",
+    jobs.c.worker,
+    postgresql_where=text(_ACTIVE),
+    sqlite_where=text(_ACTIVE),
+)
+# One live job per upstream id: a resubmission cancels the older job in the same transaction,
+# and two racing resubmissions cannot both stay live.
+Index(
+    "ix_jobs_live_upstream_id",
+    jobs.c.upstream_id,
+    unique=True,
+    postgresql_where=text("status <> 'cancelled'"),
+    sqlite_where=text("status <> 'cancelled'"),
+)
+
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("worker", String(255), nullable=False),
+    Column("pulled_at", _Timestamp, nullable=False),
+)
+# RETRY_DIFFERENT: "has this worker attempted this job?" is one index probe.
+Index("ix_job_attempts_job_id_worker", job_attempts.c.job_id, job_attempts.c.worker)
+
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("upstream_id", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("runtime_details", Text),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("due_at", _Timestamp, nullable=False),
+    Column("leased_until", _Timestamp),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    comment="outbox: status changes not yet delivered to the user-facing API",
+)
+# In order per job: an event may be delivered only when no older event of its job is left.
+Index("ix_status_events_job_id_id", status_events.c.job_id, status_events.c.id)

@@ -1,0 +1,110 @@
+"""Job files on a local (or mounted) file system under ``USER_DATA_ROOT_PATH``.
+
+Every path is resolved (symlinks included) and must stay inside the root: ``..`` or a symlink
+pointing out is refused. Uploads are written to a temporary file beside the target, flushed to
+disk, then renamed over it, so a reader never sees half a file and an aborted upload leaves none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
+
+from workerfacing_api.core.errors import (
+    AccessDenied,
+    FileNotFound,
+    InvalidRequest,
+    NotSupported,
+    PayloadTooLarge,
+)
+from workerfacing_api.core.model import PresignedRequest
+
+
+class LocalStorage:
+    """Implements ``FileStorage`` with direct transfer through this service."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def direct_transfer(self) -> bool:
+        return True
+
+    def _inside_root(self, raw: str, what: str) -> Path:
+        if "\x00" in raw:
+            raise InvalidRequest(f"{what} {raw!r} contains a NUL byte")
+        # Relative ids are relative to the working directory, as the user-facing API writes them
+        # when its USER_DATA_ROOT_PATH is relative too (e.g. "user_data/alice/…").
+        path = Path(os.path.abspath(raw)).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise AccessDenied(f"{what} {raw!r} is outside the data root")
+        return path
+
+    def canonical_id(self, file_id: str) -> str:
+        if file_id.startswith("s3://"):
+            raise InvalidRequest(
+                f"file {file_id!r} is on S3, but this service stores files locally"
+            )
+        return str(self._inside_root(file_id, "file"))
+
+    def upload_folder(self, folder: str, base_path: str) -> str:
+        base = PurePosixPath(base_path.replace("\\", "/"))
+        if base.is_absolute() or ".." in base.parts:
+            raise InvalidRequest(
+                f"base_path {base_path!r} must be a relative path without '..' segments"
+            )
+        root_folder = self._inside_root(folder, "upload folder")
+        target = self._inside_root(str(root_folder / base), "upload folder")
+        if target != root_folder and root_folder not in target.parents:
+            raise AccessDenied(f"base_path {base_path!r} leaves the job's upload folder")
+        return str(target)
+
+    def presign_upload(self, folder: str) -> PresignedRequest:
+        raise NotSupported("local storage uploads go through this service; no pre-signed URL")
+
+    def presign_download(self, file_id: str) -> PresignedRequest:
+        raise NotSupported("local storage downloads go through this service; no pre-signed URL")
+
+    async def write(
+        self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> int:
+        directory = self._inside_root(folder, "upload folder")
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        # mkdir may have walked through a symlink created meanwhile: check again once it exists.
+        directory = self._inside_root(str(directory), "upload folder")
+        target = directory / filename
+        if target.is_dir():
+            raise InvalidRequest(f"{filename!r} is a folder in the upload folder, not a file")
+        partial = directory / f".{filename}.{uuid.uuid4().hex}.part"
+        size = 0
+        handle = await asyncio.to_thread(partial.open, "xb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        f"upload exceeds the limit of {max_bytes} bytes (MAX_UPLOAD_BYTES)"
+                    )
+                handle.write(chunk)
+            await asyncio.to_thread(_flush, handle)
+            handle.close()
+            os.replace(partial, target)  # atomic: readers see the old file or the whole new one
+        except BaseException:
+            handle.close()
+            partial.unlink(missing_ok=True)
+            raise
+        return size
+
+    def local_path(self, file_id: str) -> Path:
+        path = Path(self.canonical_id(file_id))
+        if not path.is_file():
+            raise FileNotFound(f"file {file_id!r} does not exist")
+        return path
+
+
+def _flush(handle: object) -> None:
+    handle.flush()  # type: ignore[attr-defined]
+    os.fsync(handle.fileno())  # type: ignore[attr-defined]

@@ -1,0 +1,5 @@
+"""Upstream adapters: telling the user-facing API about status changes."""
+
+from workerfacing_api.adapters.upstream.none import NoUpstream
+
+__all__ = ["NoUpstream"]

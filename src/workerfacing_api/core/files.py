@@ -1,0 +1,137 @@
+"""Use cases of file transfer: where a worker may upload results and which inputs it may read.
+
+Rules (DESIGN §3, §6): uploads only by the worker holding the job, while the job is active or
+final and still on the same attempt; downloads only of files named in the ``files_down`` of one
+of the caller's active jobs. Paths are the storage adapter's to keep inside their root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+
+from workerfacing_api.core.errors import AccessDenied, InvalidRequest, NotSupported
+from workerfacing_api.core.lifecycle import ensure_assigned
+from workerfacing_api.core.model import MAX_DB_INT, FileType, Job, PresignedRequest
+from workerfacing_api.core.ports import FileStorage, JobQueue
+
+
+class UploadGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """Permission to upload into ``folder`` for one attempt of a job. ``presigned`` is set when
+    the storage takes the upload itself; otherwise the entry point signs a link to itself."""
+
+    job_id: int
+    attempt: int
+    worker: str
+    file_type: FileType
+    base_path: str
+    folder: str
+    presigned: PresignedRequest | None
+
+
+class DownloadGrant(msgspec.Struct, frozen=True, kw_only=True):
+    file_id: str  # canonical
+    presigned: PresignedRequest | None
+
+
+def parse_file_type(value: str) -> FileType:
+    try:
+        return FileType(value)
+    except ValueError:
+        allowed = ", ".join(t.value for t in FileType)
+        raise InvalidRequest(f"type {value!r} is not a file type; use one of: {allowed}") from None
+
+
+def check_file_name(name: str) -> str:
+    """A plain file name: uploads name a file, never a path."""
+    if (
+        not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or len(name.encode()) > 255
+    ):
+        raise InvalidRequest(
+            f"file name {name!r} is not acceptable: send a plain name (no path), at most 255 bytes"
+        )
+    return name
+
+
+class FileService:
+    def __init__(self, queue: JobQueue, storage: FileStorage, max_upload_bytes: int) -> None:
+        self._queue = queue
+        self._storage = storage
+        self.max_upload_bytes = max_upload_bytes
+
+    @property
+    def direct_transfer(self) -> bool:
+        return self._storage.direct_transfer
+
+    async def grant_upload(
+        self, job_id: int, worker: str, file_type: str, base_path: str
+    ) -> UploadGrant:
+        kind = parse_file_type(file_type)
+        job = await self._assigned(job_id, worker)
+        folder = self._storage.upload_folder(job.paths_upload.folder(kind), base_path)
+        presigned = None if self._storage.direct_transfer else self._storage.presign_upload(folder)
+        return UploadGrant(
+            job_id=job.id,
+            attempt=job.attempt,
+            worker=worker,
+            file_type=kind,
+            base_path=base_path,
+            folder=folder,
+            presigned=presigned,
+        )
+
+    async def store_upload(
+        self,
+        grant: UploadGrant,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+    ) -> int:
+        """Write one uploaded file, re-checking at write time that the grant still holds."""
+        if not self._storage.direct_transfer:
+            raise NotSupported(
+                "direct upload is only available with local storage; upload to the URL from "
+                "POST /jobs/{id}/files/url instead"
+            )
+        check_file_name(filename)
+        job = await self._assigned(grant.job_id, grant.worker)
+        if job.attempt != grant.attempt:
+            raise AccessDenied(
+                f"this upload link belongs to an earlier attempt of job {grant.job_id}"
+            )
+        return await self._storage.write(grant.folder, filename, chunks, self.max_upload_bytes)
+
+    async def grant_download(self, worker: str, file_id: str) -> DownloadGrant:
+        """Allow ``worker`` to read ``file_id`` if one of its active jobs names it."""
+        wanted = self._storage.canonical_id(file_id)
+        for job in await self._queue.active_jobs_of(worker):
+            for named in job.files_down().values():
+                try:
+                    if self._storage.canonical_id(named) == wanted:
+                        presigned = (
+                            None
+                            if self._storage.direct_transfer
+                            else self._storage.presign_download(wanted)
+                        )
+                        return DownloadGrant(file_id=wanted, presigned=presigned)
+                except (InvalidRequest, AccessDenied):
+                    continue
+        raise AccessDenied(f"file {file_id!r} is not an input of any job assigned to you")
+
+    def local_file(self, file_id: str) -> Path:
+        if not self._storage.direct_transfer:
+            raise NotSupported(
+                "direct download is only available with local storage; use the URL from "
+                "GET /files/{file_id}/url instead"
+            )
+        return self._storage.local_path(file_id)
+
+    async def _assigned(self, job_id: int, worker: str) -> Job:
+        job = await self._queue.get(job_id) if 0 < job_id <= MAX_DB_INT else None
+        return ensure_assigned(job, worker, job_id)

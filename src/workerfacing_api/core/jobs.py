@@ -1,0 +1,170 @@
+"""Use cases of the job queue: submit, pull, read status, update status, sweep silent jobs.
+
+``JobService`` holds the rules of DESIGN §3 and applies them through the ``JobQueue`` port with
+compare-and-set, re-reading and re-deciding when a concurrent change won the race.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from workerfacing_api.core.errors import InvalidRequest, JobNotFound, StatusConflict
+from workerfacing_api.core.lifecycle import (
+    Fail,
+    RetryPolicy,
+    decide_expiry,
+    decide_update,
+    ensure_assigned,
+    parse_worker_status,
+)
+from workerfacing_api.core.model import (
+    MAX_DB_INT,
+    Job,
+    JobStatus,
+    Submission,
+    SweepReport,
+    WorkerProfile,
+)
+from workerfacing_api.core.ports import Clock, JobQueue
+from workerfacing_api.core.sync import StatusSync
+
+log = logging.getLogger("workerfacing_api.jobs")
+
+MAX_PULL_LIMIT = 100
+# A compare-and-set loses only when the job changed meanwhile; each retry sees a newer state, so
+# a handful of rounds is plenty even under heavy contention from one worker's retried requests.
+_CAS_ROUNDS = 8
+_SWEEP_BATCH = 500
+
+
+class JobService:
+    def __init__(
+        self,
+        queue: JobQueue,
+        clock: Clock,
+        policy: RetryPolicy,
+        sync: StatusSync,
+    ) -> None:
+        self._queue = queue
+        self._clock = clock
+        self._policy = policy
+        self._sync = sync
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    async def submit(self, submission: Submission) -> Job:
+        job, superseded = await self._queue.add(submission, self._clock.now())
+        for old in superseded:
+            log.info(
+                "job %s supersedes job %s (same meta.job_id %s): the older one is cancelled",
+                job.id,
+                old,
+                job.upstream_id,
+            )
+        return job
+
+    async def pull(self, worker: WorkerProfile, limit: int) -> list[Job]:
+        """Hand out up to ``limit`` fitting jobs to ``worker``.
+
+        A job whose ``pulled`` event the user-facing API rejects as deleted is cancelled and not
+        handed out; the pull then takes the next fitting job.
+        """
+        if not 1 <= limit <= MAX_PULL_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PULL_LIMIT}, got {limit}")
+        handed: list[Job] = []
+        while len(handed) < limit:
+            claimed = await self._queue.claim_jobs(
+                worker,
+                limit - len(handed),
+                self._clock.now(),
+                exclude_attempted=self._policy.retry_different,
+            )
+            if not claimed:
+                break
+            gone = await self._sync.deliver_now([c.event_id for c in claimed])
+            handed.extend(c.job for c in claimed if c.event_id not in gone)
+            if not gone:
+                break
+        return handed
+
+    async def status_of(self, job_id: int) -> JobStatus:
+        job = await self._get(job_id)
+        if job is None or job.status is JobStatus.CANCELLED:
+            raise JobNotFound(f"job {job_id} not found")
+        return job.status
+
+    async def update_status(
+        self, job_id: int, worker: str, status: str, runtime_details: str | None
+    ) -> Job:
+        """Apply a worker's status report (or keep-alive) to a job it holds."""
+        target = parse_worker_status(status)
+        for _ in range(_CAS_ROUNDS):
+            job = ensure_assigned(await self._get(job_id), worker, job_id)
+            decision = decide_update(job, target, runtime_details)
+            committed = await self._queue.record_update(
+                job,
+                decision.status,
+                runtime_details if decision.forward else None,
+                self._clock.now(),
+                forward=decision.forward,
+            )
+            if committed is None:
+                continue  # the job moved on meanwhile: decide again on its new state
+            # Tell the user-facing API at once. Should it answer that the job was deleted, the job
+            # is cancelled and the worker learns it from a 404 on its next call: this update was
+            # accepted and committed, so it is answered as such.
+            await self._sync.deliver_now([committed.event_id])
+            return committed.job
+        raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
+
+    async def sweep(self) -> SweepReport:
+        """Take back active jobs whose keep-alive stopped: re-queue them, or fail them once
+        ``MAX_RETRIES`` is reached. Safe to run in several processes at once: each change is a
+        compare-and-set that also requires the heartbeat to still be old."""
+        now = self._clock.now()
+        cutoff = self._policy.cutoff(now)
+        requeued: list[int] = []
+        failed: list[int] = []
+        event_ids: list[int | None] = []
+        seen: set[int] = set()
+        while True:
+            batch = await self._queue.find_expired(cutoff, _SWEEP_BATCH)
+            fresh = [e for e in batch if e.job.id not in seen]
+            for expired in fresh:
+                seen.add(expired.job.id)
+                decision = decide_expiry(expired.job, expired.workers_tried, self._policy)
+                if isinstance(decision, Fail):
+                    done = await self._queue.fail(
+                        expired.job, decision.detail, now, heartbeat_before=cutoff
+                    )
+                    if done is not None:
+                        failed.append(expired.job.id)
+                else:
+                    done = await self._queue.requeue(
+                        expired.job, decision.detail, now, heartbeat_before=cutoff
+                    )
+                    if done is not None:
+                        requeued.append(expired.job.id)
+                if done is not None:
+                    event_ids.append(done.event_id)
+            if len(batch) < _SWEEP_BATCH or not fresh:
+                break
+        if event_ids:
+            await self._sync.deliver_now(event_ids)
+        if requeued or failed:
+            log.info(
+                "sweep: re-queued %d job(s) %s, failed %d job(s) %s",
+                len(requeued),
+                requeued,
+                len(failed),
+                failed,
+            )
+        return SweepReport(requeued=tuple(requeued), failed=tuple(failed))
+
+    async def _get(self, job_id: int) -> Job | None:
+        # Ids outside the database's integer range cannot exist; asking would be an error there.
+        if not 0 < job_id <= MAX_DB_INT:
+            return None
+        return await self._queue.get(job_id)

@@ -1,0 +1,277 @@
+"""In-memory queue and outbox: the reference model of the ``JobQueue`` and ``Outbox`` ports.
+
+Written for obviousness, not speed. The SQL adapter is property-tested against it, and it serves
+tests and embedders that need a queue without a database. Not shared between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from workerfacing_api.core.matching import fits, pull_order
+from workerfacing_api.core.model import (
+    ACTIVE_STATUSES,
+    DEFAULT_PRIORITY,
+    Claimed,
+    Committed,
+    ExpiredJob,
+    Job,
+    JobStatus,
+    StatusEvent,
+    Submission,
+    WorkerProfile,
+)
+
+
+class _Event(msgspec.Struct, kw_only=True):
+    event: StatusEvent
+    due_at: datetime
+    leased_until: datetime | None = None
+
+
+class InMemoryQueue:
+    """Implements ``JobQueue`` and ``Outbox``. ``record_events`` says whether status changes
+    leave outbox events (only when an upstream is configured)."""
+
+    def __init__(self, *, record_events: bool = False) -> None:
+        self._jobs: dict[int, Job] = {}
+        self._attempts: dict[int, list[str]] = {}
+        self._events: dict[int, _Event] = {}
+        self._next_job_id = 1
+        self._next_event_id = 1
+        self._record_events = record_events
+        self._lock = asyncio.Lock()
+
+    # -- JobQueue ------------------------------------------------------------------------------
+
+    async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
+        async with self._lock:
+            sub = submission.job
+            upstream_id = sub.job.meta.job_id
+            superseded = tuple(
+                j.id
+                for j in self._jobs.values()
+                if j.upstream_id == upstream_id and j.status is not JobStatus.CANCELLED
+            )
+            for job_id in superseded:
+                self._cancel(job_id, now)
+            job = Job(
+                id=self._next_job_id,
+                upstream_id=upstream_id,
+                status=JobStatus.QUEUED,
+                environment=sub.environment,
+                group=sub.group,
+                priority=DEFAULT_PRIORITY if sub.priority is None else sub.priority,
+                hardware=sub.job.hardware,
+                created_at=now,
+                spec=submission.spec,
+                paths_upload=sub.paths_upload,
+                updated_at=now,
+            )
+            self._next_job_id += 1
+            self._jobs[job.id] = job
+            self._attempts[job.id] = []
+            return job, superseded
+
+    async def get(self, job_id: int) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def claim_jobs(
+        self,
+        worker: WorkerProfile,
+        limit: int,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+    ) -> list[Claimed]:
+        async with self._lock:
+            candidates = [
+                j
+                for j in self._jobs.values()
+                if fits(j, worker, now)
+                and not (exclude_attempted and worker.worker in self._attempts[j.id])
+            ]
+            candidates.sort(key=lambda j: pull_order(j, worker.groups))
+            claimed: list[Claimed] = []
+            for job in candidates[:limit]:
+                taken = msgspec.structs.replace(
+                    job,
+                    status=JobStatus.PULLED,
+                    worker=worker.worker,
+                    attempt=job.attempt + 1,
+                    last_heartbeat_at=now,
+                    updated_at=now,
+                )
+                self._jobs[job.id] = taken
+                self._attempts[job.id].append(worker.worker)
+                claimed.append(Claimed(job=taken, event_id=self._event(taken, None, now)))
+            return claimed
+
+    async def record_update(
+        self,
+        job: Job,
+        status: JobStatus,
+        runtime_details: str | None,
+        now: datetime,
+        *,
+        forward: bool,
+    ) -> Committed | None:
+        async with self._lock:
+            if not self._unchanged(job):
+                return None
+            updated = msgspec.structs.replace(
+                self._jobs[job.id],
+                status=status,
+                last_heartbeat_at=now,
+                updated_at=now,
+                runtime_details=job.runtime_details if runtime_details is None else runtime_details,
+            )
+            self._jobs[job.id] = updated
+            event_id = self._event(updated, runtime_details, now) if forward else None
+            return Committed(job=updated, event_id=event_id)
+
+    async def requeue(
+        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+    ) -> Committed | None:
+        return await self._expire(job, JobStatus.QUEUED, detail, now, heartbeat_before)
+
+    async def fail(
+        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+    ) -> Committed | None:
+        return await self._expire(job, JobStatus.ERROR, detail, now, heartbeat_before)
+
+    async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
+        expired = [
+            j
+            for j in self._jobs.values()
+            if j.status in ACTIVE_STATUSES
+            and j.last_heartbeat_at is not None
+            and j.last_heartbeat_at < heartbeat_before
+        ]
+        expired.sort(key=lambda j: (j.last_heartbeat_at, j.id))
+        return [
+            ExpiredJob(job=j, workers_tried=tuple(self._attempts[j.id])) for j in expired[:limit]
+        ]
+
+    async def cancel(self, job_id: int, now: datetime) -> bool:
+        async with self._lock:
+            return self._cancel(job_id, now)
+
+    async def active_jobs_of(self, worker: str) -> list[Job]:
+        return [
+            j for j in self._jobs.values() if j.worker == worker and j.status in ACTIVE_STATUSES
+        ]
+
+    # -- Outbox --------------------------------------------------------------------------------
+
+    async def lease_events(
+        self,
+        now: datetime,
+        lease_seconds: float,
+        limit: int,
+        event_ids: Sequence[int] | None = None,
+    ) -> list[StatusEvent]:
+        async with self._lock:
+            heads: dict[int, _Event] = {}
+            for ev in sorted(self._events.values(), key=lambda e: e.event.id):
+                heads.setdefault(ev.event.job_id, ev)
+            wanted = None if event_ids is None else set(event_ids)
+            leased: list[StatusEvent] = []
+            for ev in sorted(heads.values(), key=lambda e: e.event.id):
+                if len(leased) >= limit:
+                    break
+                if wanted is not None and ev.event.id not in wanted:
+                    continue
+                if ev.due_at > now or (ev.leased_until is not None and ev.leased_until > now):
+                    continue
+                ev.leased_until = now + timedelta(seconds=lease_seconds)
+                leased.append(ev.event)
+            return leased
+
+    async def complete_events(self, event_ids: Sequence[int]) -> None:
+        async with self._lock:
+            for event_id in event_ids:
+                self._events.pop(event_id, None)
+
+    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
+        async with self._lock:
+            ev = self._events.get(event_id)
+            if ev is not None:
+                ev.event = msgspec.structs.replace(ev.event, attempts=ev.event.attempts + 1)
+                ev.due_at = until
+                ev.leased_until = None
+
+    def pending_events(self) -> list[StatusEvent]:
+        """Undelivered events, oldest first (for tests and operators)."""
+        return [e.event for e in sorted(self._events.values(), key=lambda e: e.event.id)]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _unchanged(self, job: Job) -> bool:
+        current = self._jobs.get(job.id)
+        return (
+            current is not None
+            and current.status is job.status
+            and current.attempt == job.attempt
+            and current.worker == job.worker
+        )
+
+    async def _expire(
+        self,
+        job: Job,
+        status: JobStatus,
+        detail: str,
+        now: datetime,
+        heartbeat_before: datetime,
+    ) -> Committed | None:
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or not self._unchanged(job)
+                or current.status not in ACTIVE_STATUSES
+                or current.last_heartbeat_at is None
+                or current.last_heartbeat_at >= heartbeat_before
+            ):
+                return None
+            requeue = status is JobStatus.QUEUED
+            updated = msgspec.structs.replace(
+                current,
+                status=status,
+                worker=None if requeue else current.worker,
+                num_retries=current.num_retries + 1 if requeue else current.num_retries,
+                runtime_details=detail,
+                updated_at=now,
+            )
+            self._jobs[job.id] = updated
+            return Committed(job=updated, event_id=self._event(updated, detail, now))
+
+    def _cancel(self, job_id: int, now: datetime) -> bool:
+        current = self._jobs.get(job_id)
+        if current is None or current.status is JobStatus.CANCELLED:
+            return False
+        self._jobs[job_id] = msgspec.structs.replace(
+            current, status=JobStatus.CANCELLED, updated_at=now
+        )
+        for event_id in [e.event.id for e in self._events.values() if e.event.job_id == job_id]:
+            del self._events[event_id]
+        return True
+
+    def _event(self, job: Job, runtime_details: str | None, now: datetime) -> int | None:
+        if not self._record_events:
+            return None
+        event = StatusEvent(
+            id=self._next_event_id,
+            job_id=job.id,
+            upstream_id=job.upstream_id,
+            status=job.status,
+            runtime_details=runtime_details,
+            created_at=now,
+        )
+        self._next_event_id += 1
+        self._events[event.id] = _Event(event=event, due_at=now)
+        return event.id

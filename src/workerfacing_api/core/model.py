@@ -1,0 +1,268 @@
+"""The domain's vocabulary: job specifications as clients exchange them, and the queue's records.
+
+Wire shapes (``JobSpecs``, ``SubmittedJob``) are defined here because they *are* the domain: the
+user-facing API submits them and workers receive them back byte for byte. The queue's own view of
+a job (``Job``) adds what this service tracks: state, assignment, attempts and heartbeats.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+# Postgres BIGINT bounds every integer that reaches the database; larger values are bad input.
+MAX_DB_INT = 2**63 - 1
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_DB_INT)]
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PULLED = "pulled"
+    PREPROCESSING = "preprocessing"
+    RUNNING = "running"
+    POSTPROCESSING = "postprocessing"
+    FINISHED = "finished"
+    ERROR = "error"
+    # Internal only: the job left the queue because the user deleted it upstream or a newer
+    # submission reused its id. Workers never see this value; they get 404s.
+    CANCELLED = "cancelled"
+
+
+# Forward order of the lifecycle; a lower rank never replaces a higher one.
+STATUS_RANK: dict[JobStatus, int] = {
+    JobStatus.QUEUED: 0,
+    JobStatus.PULLED: 1,
+    JobStatus.PREPROCESSING: 2,
+    JobStatus.RUNNING: 3,
+    JobStatus.POSTPROCESSING: 4,
+    JobStatus.FINISHED: 5,
+    JobStatus.ERROR: 5,
+}
+ACTIVE_STATUSES = frozenset(
+    {JobStatus.PULLED, JobStatus.PREPROCESSING, JobStatus.RUNNING, JobStatus.POSTPROCESSING}
+)
+FINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.ERROR})
+WORKER_STATUSES = frozenset(
+    {
+        JobStatus.PREPROCESSING,
+        JobStatus.RUNNING,
+        JobStatus.POSTPROCESSING,
+        JobStatus.FINISHED,
+        JobStatus.ERROR,
+    }
+)
+
+
+class Environment(enum.StrEnum):
+    CLOUD = "cloud"
+    LOCAL = "local"
+
+
+class FileType(enum.StrEnum):
+    OUTPUT = "output"
+    LOG = "log"
+    ARTIFACT = "artifact"
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire shapes, as the user-facing API submits them and the DECODE worker reads them.
+
+
+class HardwareSpecs(msgspec.Struct, kw_only=True):
+    """Hardware a job requires (null = anything) or, for a worker, what it offers."""
+
+    cpu_cores: NonNegative | None = None
+    memory: NonNegative | None = None
+    gpu_model: str | None = None
+    gpu_archi: str | None = None
+    gpu_mem: NonNegative | None = None
+
+
+class AppSpecs(msgspec.Struct, kw_only=True):
+    cmd: list[str] | None = None
+    env: dict[str, str] | None = None
+
+
+class HandlerSpecs(msgspec.Struct, kw_only=True):
+    image_url: str
+    image_name: str | None = None
+    image_version: str | None = None
+    entrypoint: str | None = None
+    files_down: dict[str, str] | None = None
+    files_up: dict[FileType, str] | None = None
+
+
+class MetaSpecs(msgspec.Struct, kw_only=True):
+    """Job metadata. Fields beyond these two are kept: the stored job is the submitted bytes."""
+
+    job_id: NonNegative
+    date_created: str
+
+
+class JobSpecs(msgspec.Struct, kw_only=True):
+    """What the worker runs. All four parts are required: the DECODE worker reads each of them."""
+
+    app: AppSpecs
+    handler: HandlerSpecs
+    meta: MetaSpecs
+    hardware: HardwareSpecs
+
+
+class PathsUpload(msgspec.Struct, kw_only=True):
+    output: str
+    log: str
+    artifact: str
+
+    def folder(self, file_type: FileType) -> str:
+        return {
+            FileType.OUTPUT: self.output,
+            FileType.LOG: self.log,
+            FileType.ARTIFACT: self.artifact,
+        }[file_type]
+
+
+DEFAULT_PRIORITY = 5  # what the user-facing API's own queue used when none was given
+
+
+class SubmittedJob(msgspec.Struct, kw_only=True):
+    job: JobSpecs
+    paths_upload: PathsUpload
+    environment: Environment | None = None
+    group: str | None = None
+    priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
+
+
+class _RawSubmission(msgspec.Struct):
+    job: msgspec.Raw
+
+
+class Submission(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated submission together with the job document exactly as it was sent."""
+
+    job: SubmittedJob
+    spec: bytes  # the JSON text of ``job.job``, byte for byte as submitted
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Submission:
+        """Validate a ``POST /_jobs`` body; raises ``msgspec.ValidationError``/``DecodeError``."""
+        return cls(job=msgspec.json.decode(body, type=SubmittedJob), spec=cls.raw_job(body))
+
+    @staticmethod
+    def raw_job(body: bytes) -> bytes:
+        """The ``job`` member of a submission body, byte for byte."""
+        return bytes(msgspec.json.decode(body, type=_RawSubmission).job)
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue's own records.
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as the queue holds it. ``spec`` is the submitted job document, untouched."""
+
+    id: int
+    upstream_id: int  # meta.job_id: the user-facing API's id, used when forwarding status
+    status: JobStatus
+    environment: Environment | None
+    group: str | None
+    priority: int
+    hardware: HardwareSpecs
+    created_at: datetime
+    spec: bytes
+    paths_upload: PathsUpload
+    worker: str | None = None
+    attempt: int = 0  # number of times the job was pulled; the current attempt's number
+    num_retries: int = 0
+    last_heartbeat_at: datetime | None = None
+    updated_at: datetime | None = None
+    runtime_details: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def files_down(self) -> dict[str, str]:
+        return msgspec.json.decode(self.spec, type=_FilesDownView).handler.files_down or {}
+
+
+class _HandlerFilesView(msgspec.Struct):
+    files_down: dict[str, str] | None = None
+
+
+class _FilesDownView(msgspec.Struct):
+    handler: _HandlerFilesView
+
+
+class WorkerProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is pulling and what it offers; built from the token and the query of ``GET /jobs``."""
+
+    worker: str
+    environment: Environment
+    cpu_cores: int
+    memory: int
+    gpu_mem: int = 0
+    gpu_model: str | None = None
+    gpu_archi: str | None = None
+    groups: tuple[str, ...] = ()
+    older_than: float = 0.0  # seconds a job with no environment must wait before it fits
+
+
+class ExpiredJob(msgspec.Struct, frozen=True, kw_only=True):
+    job: Job
+    workers_tried: tuple[str, ...]
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    job: Job
+    event_id: int | None = None  # outbox record written with the claim, when forwarding
+
+
+class Committed(msgspec.Struct, frozen=True, kw_only=True):
+    """A compare-and-set that won; ``event_id`` is the outbox record written with it, if any."""
+
+    job: Job
+    event_id: int | None = None
+
+
+class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One status change to forward upstream, kept in the outbox until delivered."""
+
+    id: int
+    job_id: int  # queue id
+    upstream_id: int  # meta.job_id, what the user-facing API knows the job by
+    status: JobStatus
+    runtime_details: str | None
+    created_at: datetime
+    attempts: int = 0
+
+
+class Delivery(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"  # the user-facing API answered 404: the user deleted the job
+    RETRY = "retry"  # upstream down, 5xx or timeout: try again later
+
+
+class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
+    requeued: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+
+
+class PresignedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Keyword arguments for ``requests.request(**it)``: what the worker sends as is."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    data: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Identity(msgspec.Struct, frozen=True, kw_only=True):
+    username: str
+    groups: frozenset[str]
+
+    @property
+    def environment(self) -> Environment:
+        return Environment.CLOUD if "cloud" in self.groups else Environment.LOCAL

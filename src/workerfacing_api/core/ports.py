@@ -1,0 +1,186 @@
+"""The ports: what the core needs from the outside world, as narrow ``typing.Protocol``s.
+
+Adapters implement them (SQL, local disk, S3, Cognito, HTTP upstream); tests implement them with
+in-memory fakes. Every rule that depends on time takes ``now`` from a ``Clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from workerfacing_api.core.model import (
+    Claimed,
+    Committed,
+    Delivery,
+    ExpiredJob,
+    Identity,
+    Job,
+    JobStatus,
+    PresignedRequest,
+    StatusEvent,
+    Submission,
+    WorkerProfile,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class JobQueue(Protocol):
+    """The job store. Every state change is a compare-and-set on the snapshot it was decided on
+    (same id, status and attempt); ``None`` means the job moved on meanwhile."""
+
+    async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
+        """Store a new queued job; cancel (and return the ids of) older jobs with its meta.job_id
+        that are not cancelled yet, in the same transaction."""
+        ...
+
+    async def get(self, job_id: int) -> Job | None: ...
+
+    async def claim_jobs(
+        self,
+        worker: WorkerProfile,
+        limit: int,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+    ) -> list[Claimed]:
+        """Atomically move up to ``limit`` fitting queued jobs to ``pulled`` for ``worker``, in
+        pull order, recording an attempt each. A job is claimed by one caller only."""
+        ...
+
+    async def record_update(
+        self,
+        job: Job,
+        status: JobStatus,
+        runtime_details: str | None,
+        now: datetime,
+        *,
+        forward: bool,
+    ) -> Committed | None:
+        """Set status (may be unchanged) and heartbeat, if ``job`` is still as given."""
+        ...
+
+    async def requeue(
+        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+    ) -> Committed | None:
+        """Put an expired job back to ``queued`` with one more retry."""
+        ...
+
+    async def fail(
+        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+    ) -> Committed | None:
+        """Move an expired job to ``error``."""
+        ...
+
+    async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
+        """Active jobs whose heartbeat is older than ``heartbeat_before``, oldest first."""
+        ...
+
+    async def cancel(self, job_id: int, now: datetime) -> bool:
+        """Take a job out of the queue for good (its pending upstream events go too)."""
+        ...
+
+    async def active_jobs_of(self, worker: str) -> list[Job]:
+        """Jobs currently assigned to ``worker`` and not yet final."""
+        ...
+
+
+class Outbox(Protocol):
+    """Status events waiting to be forwarded upstream, written with the change they describe.
+
+    Delivery is at least once and in order per job: only the oldest undelivered event of a job
+    can be leased, and a lease keeps other deliverers off it until it expires.
+    """
+
+    async def lease_events(
+        self,
+        now: datetime,
+        lease_seconds: float,
+        limit: int,
+        event_ids: Sequence[int] | None = None,
+    ) -> list[StatusEvent]:
+        """Lease due events that head their job's line (all, or only among ``event_ids``)."""
+        ...
+
+    async def complete_events(self, event_ids: Sequence[int]) -> None:
+        """Forget delivered events."""
+        ...
+
+    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
+        """Release a failed event's lease; retry it no earlier than ``until``."""
+        ...
+
+
+class FileStorage(Protocol):
+    """Where job inputs are read from and results written to (local disk or S3).
+
+    With direct transfer (local disk) files pass through this service's ``/download`` and
+    ``/upload`` endpoints; otherwise the storage hands out pre-signed requests of its own.
+    """
+
+    @property
+    def direct_transfer(self) -> bool: ...
+
+    def canonical_id(self, file_id: str) -> str:
+        """``file_id`` in canonical form; ``AccessDenied`` if it points outside the root."""
+        ...
+
+    def upload_folder(self, folder: str, base_path: str) -> str:
+        """``folder``/``base_path`` in canonical form, kept inside the storage root."""
+        ...
+
+    def presign_upload(self, folder: str) -> PresignedRequest:
+        """A request that uploads one file (multipart field ``file``) into ``folder``."""
+        ...
+
+    def presign_download(self, file_id: str) -> PresignedRequest:
+        """A request that fetches ``file_id``."""
+        ...
+
+    async def write(
+        self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> int:
+        """Write an uploaded file atomically into ``folder``; return its size in bytes."""
+        ...
+
+    def local_path(self, file_id: str) -> Path:
+        """The regular file on disk behind ``file_id``; ``JobNotFound``-like errors if none."""
+        ...
+
+
+class IdentityVerifier(Protocol):
+    async def verify(self, token: str) -> Identity:
+        """The identity a bearer token proves, or ``Unauthenticated``."""
+        ...
+
+
+class UpstreamNotifier(Protocol):
+    """The user-facing API, told about every status change."""
+
+    async def notify(self, event: StatusEvent) -> Delivery:
+        """Deliver one event: ``DELIVERED``, ``GONE`` (the job was deleted) or ``RETRY``."""
+        ...
+
+
+class SecretResolver(Protocol):
+    def resolve(self, value: str, *, name: str) -> str:
+        """A secret's value from a plain value, a JSON ``{"password": …}`` or an ARN."""
+        ...
+
+
+__all__ = [
+    "Clock",
+    "FileStorage",
+    "IdentityVerifier",
+    "JobQueue",
+    "Outbox",
+    "SecretResolver",
+    "UpstreamNotifier",
+]

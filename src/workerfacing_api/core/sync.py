@@ -1,0 +1,117 @@
+"""Forwarding status changes to the user-facing API: at least once, in order per job.
+
+Each change is committed together with an outbox event (see ``ports.Outbox``). The request that
+made the change first delivers its own events inline, so a healthy upstream sees it at once;
+whatever could not be delivered then (upstream down, slow, or an earlier event of the same job
+still pending) is delivered by ``dispatch_due``, which every API process runs in the background.
+A 404 from upstream means the user deleted the job: the job is cancelled here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from workerfacing_api.core.model import Delivery, StatusEvent
+from workerfacing_api.core.ports import Clock, JobQueue, Outbox, UpstreamNotifier
+
+log = logging.getLogger("workerfacing_api.sync")
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Capped exponential back-off with jitter, in seconds."""
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempts: int, jitter: float) -> float:
+        """Delay after ``attempts`` failed tries; ``jitter`` in [0, 1) spreads retries out so
+        that a recovering upstream is not hit by every process at the same instant."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempts, 30))
+        return ceiling * (0.5 + 0.5 * jitter)
+
+
+class StatusSync:
+    def __init__(
+        self,
+        queue: JobQueue,
+        outbox: Outbox | None,
+        upstream: UpstreamNotifier | None,
+        clock: Clock,
+        *,
+        backoff: Backoff | None = None,
+        lease_seconds: float = 30.0,
+        inline_pause_seconds: float = 5.0,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._queue = queue
+        self._outbox = outbox if upstream is not None else None
+        self._upstream = upstream
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+        self._lease_seconds = lease_seconds
+        self._jitter = jitter
+        # After a failed delivery, requests stop trying inline for a while and leave their events
+        # to the dispatcher: a down or hanging upstream must not slow down the workers' calls.
+        self._inline_paused_until: datetime | None = None
+        self._inline_pause = timedelta(seconds=inline_pause_seconds)
+
+    @property
+    def enabled(self) -> bool:
+        return self._outbox is not None
+
+    async def deliver_now(self, event_ids: Sequence[int | None]) -> set[int]:
+        """Deliver these just-committed events if they head their job's line.
+
+        Returns the ids of events whose job the upstream reported deleted (now cancelled).
+        """
+        ids = [i for i in event_ids if i is not None]
+        if not ids or self._outbox is None:
+            return set()
+        now = self._clock.now()
+        if self._inline_paused_until is not None and now < self._inline_paused_until:
+            return set()
+        events = await self._outbox.lease_events(now, self._lease_seconds, len(ids), event_ids=ids)
+        return await self._deliver(events)
+
+    async def dispatch_due(self, limit: int = 100) -> int:
+        """Deliver due events of any job, oldest first; returns how many were attempted."""
+        if self._outbox is None:
+            return 0
+        events = await self._outbox.lease_events(self._clock.now(), self._lease_seconds, limit)
+        await self._deliver(events)
+        return len(events)
+
+    async def _deliver(self, events: list[StatusEvent]) -> set[int]:
+        assert self._outbox is not None
+        assert self._upstream is not None
+        gone: set[int] = set()
+        delivered: list[int] = []
+        for event in events:
+            outcome = await self._upstream.notify(event)
+            if outcome is Delivery.DELIVERED:
+                delivered.append(event.id)
+                self._inline_paused_until = None
+            elif outcome is Delivery.GONE:
+                gone.add(event.id)
+                log.info(
+                    "upstream reports job %s (meta.job_id %s) deleted; cancelling it",
+                    event.job_id,
+                    event.upstream_id,
+                )
+                # Cancelling drops the job's pending events, this one included.
+                await self._queue.cancel(event.job_id, self._clock.now())
+            else:
+                now = self._clock.now()
+                self._inline_paused_until = now + self._inline_pause
+                wait = self._backoff.delay(event.attempts, self._jitter())
+                await self._outbox.postpone_event(
+                    event.id, now + timedelta(seconds=wait), "upstream unavailable"
+                )
+        if delivered:
+            await self._outbox.complete_events(delivered)
+        return gone

@@ -1,0 +1,231 @@
+"""The ``workerfacing-api`` command: serve the API, mint local tokens, migrate the database,
+sweep timed-out jobs, and look at the queue.
+
+Configuration comes from the environment and ``.env`` (see the README). Errors an operator can
+fix are printed as one line naming the variable or argument, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, NoReturn
+
+from workerfacing_api.config import ConfigError, Settings, load_settings, state_dir
+
+if TYPE_CHECKING:
+    from workerfacing_api.container import Container
+
+log = logging.getLogger("workerfacing_api")
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"workerfacing-api: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _container(settings: Settings) -> Container:
+    from workerfacing_api.container import build_container
+
+    try:
+        return build_container(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+async def _migrate(settings: Settings) -> str:
+    """Bring the schema up to date with a short-lived engine; return a printable database name."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from workerfacing_api.adapters.sql import create_engine, upgrade
+
+    container = _container(settings)
+    url = container.db_url()
+    engine = create_engine(url, pool_size=1)
+    try:
+        await upgrade(engine)
+    except (OSError, OperationalError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
+        _fail(f"QUEUE_DB_URL: cannot use the database {url.render_as_string()} ({reason})")
+    finally:
+        await engine.dispose()
+    return url.render_as_string()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from workerfacing_api.container import resolve_internal_key
+    from workerfacing_api.entrypoints.http import create_app
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    container = _container(settings)
+    database = asyncio.run(_migrate(settings))
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    if settings.embedded_default:
+        _, key_file = resolve_internal_key(settings)
+        log.warning(
+            "development setup: tokens come from the local issuer (workerfacing-api token "
+            "--username NAME --groups workers), not Cognito; queue %s; files under %s%s",
+            database,
+            settings.user_data_root_path,
+            f"; generated INTERNAL_API_KEY_SECRET kept in {key_file}" if key_file else "",
+        )
+    if settings.userfacing_api_url is None:
+        log.info("USERFACING_API_URL is not set: status changes are not forwarded")
+    app = create_app(container)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from workerfacing_api.adapters.identity import LocalIssuer
+    from workerfacing_api.core.clock import SystemClock
+
+    settings = _settings()
+    if settings.cognito_configured:
+        _fail("COGNITO_USER_POOL_ID is set: workers get their tokens from Cognito, not here")
+    if not args.username.strip():
+        _fail("--username must not be empty")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    issuer = LocalIssuer(state_dir(settings) / "identity.key")
+    print(issuer.mint(args.username, groups, timedelta(seconds=args.ttl), SystemClock().now()))
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _configure_logging("WARNING")
+    if args.action == "upgrade":
+        database = asyncio.run(_migrate(settings))
+        print(f"database {database} is up to date")
+    else:
+        print(asyncio.run(_current(settings)) or "no schema yet (run: workerfacing-api db upgrade)")
+
+
+async def _current(settings: Settings) -> str | None:
+    from workerfacing_api.adapters.sql import create_engine
+    from workerfacing_api.adapters.sql.migrate import current
+
+    engine = create_engine(_container(settings).db_url(), pool_size=1)
+    try:
+        revision: str | None = await current(engine)
+        return revision
+    finally:
+        await engine.dispose()
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    asyncio.run(_migrate(settings))
+    interval = args.interval if args.interval is not None else settings.sweep_interval
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_sweep(settings, once=args.once, interval=interval))
+
+
+async def _sweep(settings: Settings, *, once: bool, interval: float) -> None:
+    container = _container(settings)
+    jobs = container.jobs()
+    sync = container.sync()
+    try:
+        while True:
+            report = await jobs.sweep()
+            while await sync.dispatch_due() > 0:
+                pass
+            print(
+                f"re-queued {len(report.requeued)} job(s), failed {len(report.failed)} job(s)",
+                flush=True,
+            )
+            if once:
+                return
+            await asyncio.sleep(interval)
+    finally:
+        await container.engine().dispose()
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="workerfacing-api",
+        description="Worker-facing API of DECODE OpenCloud. Configuration: environment and .env.",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (and its sweeper)")
+    serve.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default: PORT or 8001)")
+    serve.set_defaults(run=cmd_serve)
+
+    token = commands.add_parser("token", help="print a bearer token from the local issuer")
+    token.add_argument("--username", required=True, help="the worker's name")
+    token.add_argument(
+        "--groups", default="workers", help="comma-separated groups (default: workers)"
+    )
+    token.add_argument(
+        "--ttl", type=_positive, default=30 * 24 * 3600, help="lifetime in seconds (30 days)"
+    )
+    token.set_defaults(run=cmd_token)
+
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade", "current"], help="migrate, or show revision")
+    db.set_defaults(run=cmd_db)
+
+    sweep = commands.add_parser("sweep", help="re-queue or fail jobs whose keep-alive stopped")
+    sweep.add_argument("--once", action="store_true", help="one round, then exit")
+    sweep.add_argument("--interval", type=_positive, help="seconds between rounds")
+    sweep.set_defaults(run=cmd_sweep)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

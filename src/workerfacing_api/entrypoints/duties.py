@@ -1,0 +1,76 @@
+"""Background duties of a running service, one small loop each: the sweeper takes back jobs whose
+keep-alive stopped; the dispatcher delivers status events the requests could not deliver inline.
+
+Both are safe to run in every API process at once (compare-and-set and leases keep them apart).
+A failing round is logged and retried at the next tick; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workerfacing_api.container import Container
+
+log = logging.getLogger("workerfacing_api.duties")
+
+DISPATCH_IDLE_SECONDS = 1.0
+
+
+async def every(
+    name: str,
+    interval: float,
+    step: Callable[[], Awaitable[bool]],
+) -> None:
+    """Run ``step`` forever; wait ``interval`` seconds after a round that found nothing to do
+    (``step`` returns False), start the next round at once otherwise."""
+    while True:
+        busy = False
+        try:
+            busy = await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: round failed; retrying in %.0f s", name, interval)
+        if not busy:
+            await asyncio.sleep(interval)
+
+
+class Duties:
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        settings = self._container.settings()
+        jobs = self._container.jobs()
+        sync = self._container.sync()
+
+        async def sweep() -> bool:
+            await jobs.sweep()
+            return False
+
+        async def dispatch() -> bool:
+            return await sync.dispatch_due() > 0
+
+        self._tasks.append(
+            asyncio.create_task(every("sweeper", settings.sweep_interval, sweep), name="sweeper")
+        )
+        if sync.enabled:
+            self._tasks.append(
+                asyncio.create_task(
+                    every("dispatcher", DISPATCH_IDLE_SECONDS, dispatch), name="dispatcher"
+                )
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

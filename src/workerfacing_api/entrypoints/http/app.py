@@ -1,0 +1,73 @@
+"""The one place that assembles the HTTP service: routes, dependencies, error handlers, docs,
+and the background duties (sweeper, status dispatcher) that run beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from workerfacing_api import __version__
+from workerfacing_api.entrypoints.duties import Duties
+from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
+from workerfacing_api.entrypoints.http.routes import ROUTES
+from workerfacing_api.entrypoints.http.routing import FileIdPaths
+
+if TYPE_CHECKING:
+    from workerfacing_api.container import Container
+
+log = logging.getLogger("workerfacing_api.http")
+
+
+def _provide(value: Any) -> Provide:
+    return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+
+def create_app(container: Container, *, run_duties: bool = True) -> FileIdPaths:
+    """The ASGI application for ``container``; with ``run_duties`` the sweeper and the status
+    dispatcher run in the background while it serves."""
+    settings = container.settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        duties = Duties(container) if run_duties else None
+        if duties is not None:
+            duties.start()
+        try:
+            yield
+        finally:
+            if duties is not None:
+                await duties.stop()
+            await asyncio.shield(container.engine().dispose())
+
+    dependencies = {
+        "jobs": Provide(lambda: container.jobs(), use_cache=True, sync_to_thread=False),
+        "files": Provide(lambda: container.files(), use_cache=True, sync_to_thread=False),
+        "identity": Provide(lambda: container.identity(), use_cache=True, sync_to_thread=False),
+        "signer": Provide(lambda: container.signer(), use_cache=True, sync_to_thread=False),
+        "settings": _provide(settings),
+    }
+    app = Litestar(
+        route_handlers=ROUTES,
+        dependencies=dependencies,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        state=State({"internal_api_key": container.internal_api_key()}),
+        openapi_config=OpenAPIConfig(
+            title="DECODE OpenCloud worker-facing API",
+            version=__version__,
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    return FileIdPaths(app)

@@ -1,0 +1,95 @@
+"""The one table that turns errors into HTTP responses: ``{"detail": "..."}`` with a status code.
+
+Domain errors carry their own sentence; framework errors (a missing query parameter, a body that
+is not JSON) are reworded to name the parameter. Anything else is a bug: logged with its
+traceback, answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from workerfacing_api.core.errors import (
+    AccessDenied,
+    DomainError,
+    FileNotFound,
+    InvalidRequest,
+    InvalidStatus,
+    JobNotFound,
+    NotSupported,
+    PayloadTooLarge,
+    StatusConflict,
+    Unauthenticated,
+)
+
+log = logging.getLogger("workerfacing_api.http")
+
+STATUS_OF: dict[type[DomainError], int] = {
+    JobNotFound: 404,
+    FileNotFound: 404,
+    InvalidStatus: 422,
+    InvalidRequest: 422,
+    StatusConflict: 409,
+    AccessDenied: 403,
+    Unauthenticated: 401,
+    PayloadTooLarge: 413,
+    NotSupported: 400,
+}
+
+
+def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response({"detail": detail}, status_code=status, headers=headers)
+
+
+def domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, DomainError)
+    status = next((s for t, s in STATUS_OF.items() if isinstance(exc, t)), 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _json(status, exc.detail, headers)
+
+
+def validation_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, ValidationException)
+    problems = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key, message = item.get("key"), item.get("message", "")
+        source = getattr(item.get("source"), "value", item.get("source"))
+        where = f"{source} parameter {key!r}" if source and source != "body" else (key or "body")
+        problems.append(f"{where}: {message}".strip())
+    return _json(422, "; ".join(problems) or str(exc.detail))
+
+
+def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code >= 500:
+        return internal_error(request, exc)
+    return _json(exc.status_code, str(exc.detail), exc.headers)
+
+
+def invalid_submission(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, ValidationException):
+        return validation_error(request, exc)
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        return _json(422, f"invalid job submission: {exc.detail}")
+    return http_error(request, exc)
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    DomainError: domain_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

@@ -1,0 +1,81 @@
+"""Shared fixtures: throwaway databases (SQLite files, a fresh PostgreSQL database per run).
+
+PostgreSQL tests need a server: ``TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``). Without one they skip, saying how to enable
+them, except with ``CI=true``, where a missing server fails the run: CI must exercise them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _plain(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(_plain(make_url(ADMIN_URL)), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _postgres_unavailable() -> str | None:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped afterwards."""
+    problem = _postgres_unavailable()
+    if problem is not None:
+        message = (
+            f"PostgreSQL not reachable at {ADMIN_URL} ({problem}); start it "
+            "(pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
+            "or point TEST_POSTGRES_URL at a server"
+        )
+        if IN_CI:
+            pytest.fail(f"CI=true but {message}")
+        pytest.skip(message)
+    name = f"wf_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = _plain(make_url(ADMIN_URL).set(database=name))
+    try:
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _migrate(url: str) -> None:
+    from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
+
+    engine = create_engine(database_url(url))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_pg = "postgres_url" in getattr(item, "fixturenames", ())
+        if uses_pg or (callspec is not None and "postgres" in callspec.id.split("-")):
+            item.add_marker(pytest.mark.postgres)

@@ -1,0 +1,238 @@
+"""A real ``workerfacing-api serve`` in a subprocess on a free loopback port, configured like
+the embedded default in a throwaway directory, plus helpers that act like the DECODE clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from workerfacing_api.adapters.identity import LocalIssuer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running service and what a test needs to talk to it like the real clients do."""
+
+    url: str
+    root: Path  # working directory of the service
+    data_root: Path  # USER_DATA_ROOT_PATH
+    api_key: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    db_path: Path | None
+    _issuer: LocalIssuer
+    _next_job_id: list[int] = field(default_factory=lambda: [1000])
+
+    def token(self, username: str = "worker-1", groups: tuple[str, ...] = ("workers",)) -> str:
+        return self._issuer.mint(username, list(groups), timedelta(hours=1), datetime.now(UTC))
+
+    def auth(
+        self, username: str = "worker-1", groups: tuple[str, ...] = ("workers",)
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(username, groups)}"}
+
+    def job_body(self, job_id: int | None = None, **overrides: Any) -> dict[str, Any]:
+        """A ``POST /_jobs`` body shaped exactly like the user-facing API's (local storage)."""
+        if job_id is None:
+            job_id = self._next_job_id[0]
+            self._next_job_id[0] += 1
+        user = self.data_root / "alice"
+        config = user / "config" / str(job_id) / "param_run_in.yaml"
+        calib = user / "data" / str(job_id) / "calib.mat"
+        for path, content in ((config, b"param: 1\n"), (calib, b"\x00calib\x01")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        name = f"job-{job_id}"
+        body: dict[str, Any] = {
+            "job": {
+                "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
+                "handler": {
+                    "image_url": "public.ecr.aws/decode/decode:v0_10_1",
+                    "image_name": "decode",
+                    "image_version": "v0_10_1",
+                    "entrypoint": "train",
+                    "files_down": {
+                        "config/param_run_in.yaml": str(config),
+                        "data/calib.mat": str(calib),
+                    },
+                    "files_up": {"log": "log", "artifact": "model"},
+                },
+                "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
+                "hardware": {
+                    "cpu_cores": None,
+                    "memory": None,
+                    "gpu_model": None,
+                    "gpu_archi": None,
+                    "gpu_mem": None,
+                },
+            },
+            "environment": "local",
+            "group": None,
+            "priority": 0,
+            "paths_upload": {
+                "output": str(user / "output" / name),
+                "log": str(user / "log" / name),
+                "artifact": str(user / "artifact" / name),
+            },
+        }
+        body.update(overrides)
+        return body
+
+    def submit(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.url}/_jobs",
+            json=body if body is not None else self.job_body(),
+            headers={"x-api-key": self.api_key},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def pull(self, username: str = "worker-1", **params: Any) -> dict[str, Any]:
+        query = {"limit": 1, "cpu_cores": 8, "memory": 64000, **params}
+        response = requests.get(
+            f"{self.url}/jobs", params=query, headers=self.auth(username), timeout=10
+        )
+        assert response.status_code == 200, response.text
+        jobs: dict[str, Any] = response.json()
+        return jobs
+
+    def put_status(
+        self, job_id: str | int, status: str, username: str = "worker-1", **params: Any
+    ) -> requests.Response:
+        return requests.put(
+            f"{self.url}/jobs/{job_id}/status",
+            params={"status": status, **params},
+            headers=self.auth(username),
+            timeout=10,
+        )
+
+    def db_snapshot(self) -> list[tuple[Any, ...]]:
+        """Every row of every table, to show that a request changed nothing."""
+        assert self.db_path is not None
+        with sqlite3.connect(self.db_path) as conn:
+            rows: list[tuple[Any, ...]] = []
+            for table in ("jobs", "job_attempts", "status_events"):
+                rows.extend(
+                    (table, *r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+                )
+            return rows
+
+
+def start_server(
+    tmp: Path, env: dict[str, str] | None = None, *, db_url: str | None = None
+) -> Server:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    state = tmp / ".workerfacing-api"
+    data_root = tmp / "user_data"
+    data_root.mkdir(exist_ok=True)
+    db_path = None if db_url else state / "queue.db"
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))},
+        "USER_DATA_ROOT_PATH": str(data_root),
+        "LOCAL_STATE_DIR": str(state),
+        "QUEUE_DB_URL": db_url or f"sqlite:///{db_path}",
+        "ACCESS_LOG": "0",
+        **(env or {}),
+    }
+    log_path = tmp / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workerfacing_api.entrypoints.cli",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited early:\n{log_path.read_text()}")
+        try:
+            if requests.get(f"{url}/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"serve did not answer within 30 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    api_key = (
+        full_env.get("INTERNAL_API_KEY_SECRET") or (state / "internal-api-key").read_text().strip()
+    )
+    return Server(
+        url=url,
+        root=tmp,
+        data_root=data_root,
+        api_key=api_key,
+        process=process,
+        log_path=log_path,
+        db_path=db_path,
+        _issuer=LocalIssuer(state / "identity.key"),
+    )
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(
+        env: dict[str, str] | None = None, *, name: str = "srv", db_url: str | None = None
+    ) -> Server:
+        srv = start_server(tmp_path / name, env, db_url=db_url)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        stop_server(srv)
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    """A fresh service on the embedded default (SQLite, local files, local issuer)."""
+    return server_factory()
+
+
+def as_json(response: requests.Response) -> Any:
+    assert response.headers.get("content-type", "").startswith("application/json"), response.text
+    return json.loads(response.content)
