@@ -10,14 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+T = TypeVar("T")
+
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on its own loop in another thread: session fixtures may be
+    first requested from inside an async test, where the running loop cannot be re-entered."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _plain(url: URL) -> str:
@@ -34,7 +45,7 @@ async def _admin(sql: str) -> None:
 
 def _postgres_unavailable() -> str | None:
     try:
-        asyncio.run(_admin("SELECT 1"))
+        run_blocking(_admin("SELECT 1"))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return str(exc) or type(exc).__name__
     return None
@@ -54,13 +65,13 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"CI=true but {message}")
         pytest.skip(message)
     name = f"wf_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    run_blocking(_admin(f'CREATE DATABASE "{name}"'))
     url = _plain(make_url(ADMIN_URL).set(database=name))
     try:
-        asyncio.run(_migrate(url))
+        run_blocking(_migrate(url))
         yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_blocking(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _migrate(url: str) -> None:

@@ -73,14 +73,15 @@ async def _migrate(settings: Settings) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    container = _container(settings)
+
     import uvicorn
 
     from workerfacing_api.container import resolve_internal_key
     from workerfacing_api.entrypoints.http import create_app
 
-    settings = _settings()
-    _configure_logging(settings.log_level)
-    container = _container(settings)
     database = asyncio.run(_migrate(settings))
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port

@@ -1,0 +1,112 @@
+"""The ``workerfacing-api`` command as an operator meets it: clear one-line errors, migrations,
+the sweeper, and the README's embedding example."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import Server
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "workerfacing_api.entrypoints.cli", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"QUEUE_DB_URL": "mysql://db/x"}, "QUEUE_DB_URL"),
+        ({"QUEUE_DB_URL": "postgresql://u:{}@127.0.0.1/db"}, "QUEUE_DB_SECRET"),
+        ({"QUEUE_DB_URL": "postgresql://nobody@127.0.0.1:1/nowhere"}, "QUEUE_DB_URL"),
+        (
+            {"QUEUE_DB_SECRET": '{"user": "x"}', "QUEUE_DB_URL": "postgresql://u:{}@h/d"},
+            "QUEUE_DB_SECRET",
+        ),
+        ({"MAX_RETRIES": "many"}, "MAX_RETRIES"),
+        ({"FILESYSTEM": "nfs"}, "FILESYSTEM"),
+    ],
+)
+def test_misconfigured_serve_stops_with_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    result = cli("serve", "--port", "0", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_then_current(tmp_path: Path) -> None:
+    env = {"QUEUE_DB_URL": f"sqlite:///{tmp_path / 'q.db'}"}
+    assert "no schema yet" in cli("db", "current", cwd=tmp_path, env=env).stdout
+    upgraded = cli("db", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "up to date" in upgraded.stdout
+    assert cli("db", "current", cwd=tmp_path, env=env).stdout.strip() == "0001"
+
+
+def test_token_needs_a_username(tmp_path: Path) -> None:
+    result = cli("token", "--username", " ", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--username" in result.stderr
+
+
+def test_sweep_once_requeues_a_silent_job(server: Server) -> None:
+    server.submit()
+    (job_id,) = server.pull("w").keys()
+    assert server.db_path is not None
+    # The worker went silent an hour ago.
+    with sqlite3.connect(server.db_path) as conn:
+        conn.execute("UPDATE jobs SET last_heartbeat_at = '2000-01-01 00:00:00.000000'")
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    result = cli("sweep", "--once", cwd=server.root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "re-queued 1 job(s), failed 0 job(s)" in result.stdout
+    status = requests.get(f"{server.url}/jobs/{job_id}/status", headers=server.auth(), timeout=10)
+    assert status.json() == "queued"
+    # The same worker may not take it again (RETRY_DIFFERENT); another one may.
+    assert server.pull("w") == {}
+    assert list(server.pull("other")) == [job_id]
+
+
+def test_readme_embedding_example_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README has no python example"
+    script = tmp_path / "example.py"
+    script.write_text(blocks[-1])
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "finished"]

@@ -1,0 +1,355 @@
+"""The queue port's contract, specified once and run against every implementation: the
+in-memory reference model, SQLite and PostgreSQL (DESIGN §3, §6; STYLE 5-6)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.queues import KINDS, Queue, open_queue, submission
+from workerfacing_api.core.model import Environment, JobStatus, WorkerProfile
+
+T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def worker(name: str = "w1", **kw: object) -> WorkerProfile:
+    values: dict[str, object] = {
+        "worker": name,
+        "environment": Environment.LOCAL,
+        "cpu_cores": 8,
+        "memory": 16000,
+        "gpu_mem": 8000,
+        "gpu_model": "RTX",
+        "gpu_archi": "ampere",
+    }
+    values.update(kw)
+    return WorkerProfile(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=KINDS)
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with open_queue(request.param, tmp_path, pg) as q:
+        yield q
+
+
+async def claim(q: Queue, w: WorkerProfile, limit: int = 1, now: float = 0) -> list[int]:
+    return [c.job.id for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True)]
+
+
+async def test_submitted_job_is_stored_exactly_as_sent(queue: Queue) -> None:
+    sub = submission(7, extra_meta={"owner": "alice", "tags": [1, 2]}, priority=None)
+    job, superseded = await queue.add(sub, at(0))
+    assert superseded == ()
+    stored = await queue.get(job.id)
+    assert stored is not None
+    assert stored.spec == sub.spec
+    assert stored.status is JobStatus.QUEUED
+    assert stored.upstream_id == 7
+    assert stored.priority == 5  # null priority → the default
+    assert stored.created_at == at(0)
+    assert await queue.get(job.id + 1000) is None
+
+
+async def test_claim_assigns_the_job_once_and_records_the_attempt(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker("w1"), 5, at(10), exclude_attempted=False)
+    assert claimed.job.id == job.id
+    assert claimed.job.status is JobStatus.PULLED
+    assert claimed.job.worker == "w1"
+    assert claimed.job.attempt == 1
+    assert claimed.job.last_heartbeat_at == at(10)
+    assert claimed.event_id is not None  # the "pulled" event is written with the claim
+    assert await claim(queue, worker("w2"), 5) == []
+
+
+@pytest.mark.parametrize(
+    ("requirement", "fits"),
+    [
+        ({}, True),
+        ({"cpu_cores": 8}, True),
+        ({"cpu_cores": 9}, False),
+        ({"memory": 16000}, True),
+        ({"memory": 16001}, False),
+        ({"gpu_mem": 8000}, True),
+        ({"gpu_mem": 8001}, False),
+        ({"gpu_model": "RTX"}, True),
+        ({"gpu_model": "A100"}, False),
+        ({"gpu_archi": "ampere"}, True),
+        ({"gpu_archi": "hopper"}, False),
+    ],
+)
+async def test_hardware_requirements(
+    queue: Queue, requirement: dict[str, object], fits: bool
+) -> None:
+    await queue.add(submission(1, hardware=requirement), at(0))
+    assert bool(await claim(queue, worker())) is fits
+
+
+async def test_null_gpu_model_of_worker_fits_only_jobs_without_one(queue: Queue) -> None:
+    await queue.add(submission(1, hardware={"gpu_model": "RTX"}), at(0))
+    await queue.add(submission(2), at(1))
+    cpu_only = worker(gpu_model=None, gpu_archi=None, gpu_mem=0)
+    assert await claim(queue, cpu_only, 5) == [2]
+
+
+async def test_environment_matching_and_older_than(queue: Queue) -> None:
+    local, _ = await queue.add(submission(1, environment="local"), at(0))
+    cloud, _ = await queue.add(submission(2, environment="cloud"), at(0))
+    anywhere, _ = await queue.add(submission(3, environment=None), at(0))
+    # A cloud worker never takes a local job; an "any" job only once it waited older_than.
+    cloud_worker = worker("c", environment=Environment.CLOUD, older_than=60)
+    assert await claim(queue, cloud_worker, 5, now=30) == [cloud.id]
+    assert await claim(queue, cloud_worker, 5, now=60) == [anywhere.id]
+    assert await claim(queue, worker("l"), 5, now=60) == [local.id]
+
+
+async def test_pull_order_groups_then_priority_then_age_then_id(queue: Queue) -> None:
+    a, _ = await queue.add(submission(1, priority=1), at(0))
+    b, _ = await queue.add(submission(2, priority=9), at(5))
+    c, _ = await queue.add(submission(3, priority=9), at(1))
+    d, _ = await queue.add(submission(4, priority=0, group="lab"), at(9))
+    e, _ = await queue.add(submission(5, priority=9), at(1))
+    order = await claim(queue, worker(groups=("lab", "other")), 10, now=20)
+    assert order == [d.id, c.id, e.id, b.id, a.id]
+
+
+async def test_groups_are_a_preference_not_a_restriction(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1, group="someone-else"), at(0))
+    assert await claim(queue, worker(groups=("mine",))) == [job.id]
+
+
+async def test_limit_caps_the_claim(queue: Queue) -> None:
+    for i in range(5):
+        await queue.add(submission(i + 1), at(i))
+    assert len(await claim(queue, worker(), 3)) == 3
+    assert len(await claim(queue, worker("w2"), 3)) == 2
+
+
+async def test_retry_different_excludes_exact_worker_only(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker("w10"), 1, at(1), exclude_attempted=True)
+    requeued = await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
+    assert requeued is not None
+    assert await claim(queue, worker("w10"), now=501) == []  # attempted: excluded
+    assert await claim(queue, worker("w1"), now=501) == [job.id]  # not a substring match
+
+
+async def test_without_retry_different_the_same_worker_may_retry(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
+    (again,) = await queue.claim_jobs(worker(), 1, at(501), exclude_attempted=False)
+    assert again.job.attempt == 2
+
+
+async def test_update_is_a_compare_and_set_on_status_and_attempt(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    first = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=True)
+    assert first is not None
+    assert first.job.status is JobStatus.RUNNING
+    assert first.job.last_heartbeat_at == at(2)
+    # The same (stale) snapshot again: the job moved on, nothing changes.
+    stale = await queue.record_update(
+        claimed.job, JobStatus.PREPROCESSING, None, at(3), forward=True
+    )
+    assert stale is None
+    current = await queue.get(claimed.job.id)
+    assert current is not None
+    assert current.status is JobStatus.RUNNING
+
+
+async def test_runtime_details_are_kept_until_replaced(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    done = await queue.record_update(claimed.job, JobStatus.ERROR, "logs", at(2), forward=True)
+    assert done is not None
+    kept = await queue.record_update(done.job, JobStatus.ERROR, None, at(3), forward=False)
+    assert kept is not None
+    assert kept.job.runtime_details == "logs"
+    assert kept.event_id is None  # not forwarded: no outbox event
+
+
+async def test_late_worker_update_cannot_touch_a_requeued_job(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (first,) = await queue.claim_jobs(worker("a"), 1, at(1), exclude_attempted=True)
+    assert await queue.requeue(first.job, "t", at(400), heartbeat_before=at(300)) is not None
+    (second,) = await queue.claim_jobs(worker("b"), 1, at(401), exclude_attempted=True)
+    assert second.job.attempt == 2
+    late = await queue.record_update(first.job, JobStatus.RUNNING, None, at(402), forward=True)
+    assert late is None
+    current = await queue.get(first.job.id)
+    assert current is not None
+    assert (current.worker, current.status) == ("b", JobStatus.PULLED)
+
+
+async def test_sweep_acts_only_on_silent_active_jobs(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    await queue.add(submission(2), at(0))
+    await queue.add(submission(3), at(0))
+    claimed = await queue.claim_jobs(worker(), 3, at(10), exclude_attempted=True)
+    quiet, chatty, done = (c.job for c in claimed)
+    alive = await queue.record_update(chatty, JobStatus.RUNNING, None, at(200), forward=False)
+    finished = await queue.record_update(done, JobStatus.FINISHED, None, at(20), forward=True)
+    assert alive is not None
+    assert finished is not None
+    expired = await queue.find_expired(at(100), 10)
+    assert [e.job.id for e in expired] == [quiet.id]
+    assert expired[0].workers_tried == ("w1",)
+    # A keep-alive that lands between the sweeper's read and its write keeps the job.
+    assert await queue.requeue(alive.job, "t", at(300), heartbeat_before=at(100)) is None
+
+
+async def test_requeue_and_fail(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    back = await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
+    assert back is not None
+    assert (back.job.status, back.job.worker, back.job.num_retries) == (JobStatus.QUEUED, None, 1)
+    assert back.job.runtime_details == "timeout"
+    assert back.event_id is not None
+    assert await queue.requeue(claimed.job, "again", at(501), heartbeat_before=at(400)) is None
+    (again,) = await queue.claim_jobs(worker(), 1, at(502), exclude_attempted=False)
+    failed = await queue.fail(again.job, "max retries reached", at(900), heartbeat_before=at(800))
+    assert failed is not None
+    assert (failed.job.status, failed.job.num_retries) == (JobStatus.ERROR, 1)
+
+
+async def test_resubmission_supersedes_the_live_job_with_that_id(queue: Queue) -> None:
+    old, _ = await queue.add(submission(42), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    new, superseded = await queue.add(submission(42), at(2))
+    assert superseded == (old.id,)
+    stale = await queue.get(old.id)
+    assert stale is not None
+    assert stale.status is JobStatus.CANCELLED
+    assert (
+        await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(3), forward=True) is None
+    )
+    assert await queue.lease_events(at(3), 30, 10) == []  # the old job's events are dropped
+    assert await claim(queue, worker("w2"), 5, now=4) == [new.id]
+
+
+async def test_cancel_takes_the_job_out_for_good(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    assert await queue.cancel(job.id, at(1)) is True
+    assert await queue.cancel(job.id, at(2)) is False
+    assert await claim(queue, worker()) == []
+    assert await queue.find_expired(at(10_000), 10) == []
+
+
+async def test_active_jobs_of_a_worker(queue: Queue) -> None:
+    for i in range(3):
+        await queue.add(submission(i + 1), at(i))
+    a, b, c = (x.job for x in await queue.claim_jobs(worker(), 3, at(5), exclude_attempted=True))
+    await queue.record_update(c, JobStatus.FINISHED, None, at(6), forward=True)
+    assert sorted(j.id for j in await queue.active_jobs_of("w1")) == sorted([a.id, b.id])
+    assert await queue.active_jobs_of("w2") == []
+
+
+# -- outbox ------------------------------------------------------------------------------------
+
+
+async def test_events_are_leased_in_order_one_per_job(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    await queue.add(submission(2), at(0))
+    a, b = (c.job for c in await queue.claim_jobs(worker(), 2, at(1), exclude_attempted=True))
+    ran = await queue.record_update(a, JobStatus.RUNNING, "go", at(2), forward=True)
+    assert ran is not None
+    first = await queue.lease_events(at(3), 30, 10)
+    assert [(e.job_id, e.status) for e in first] == [
+        (a.id, JobStatus.PULLED),
+        (b.id, JobStatus.PULLED),
+    ]
+    # Leased events are held; the job's later event waits for its predecessor.
+    assert await queue.lease_events(at(4), 30, 10) == []
+    await queue.complete_events([first[0].id])
+    (second,) = await queue.lease_events(at(5), 30, 10)
+    assert (second.job_id, second.status, second.runtime_details) == (a.id, JobStatus.RUNNING, "go")
+    assert second.upstream_id == 1
+
+
+async def test_lease_among_given_events_and_expiry(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    assert claimed.event_id is not None
+    (leased,) = await queue.lease_events(at(2), 30, 1, event_ids=[claimed.event_id])
+    assert leased.id == claimed.event_id
+    assert await queue.lease_events(at(31), 30, 1) == []  # still leased
+    (again,) = await queue.lease_events(at(33), 30, 1)  # lease expired: someone else may try
+    assert again.id == leased.id
+    assert await queue.lease_events(at(100), 30, 1, event_ids=[leased.id + 99]) == []
+
+
+async def test_postponed_event_waits_and_counts_attempts(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (event,) = await queue.lease_events(at(2), 30, 1)
+    await queue.postpone_event(event.id, at(60), "upstream down")
+    assert await queue.lease_events(at(59), 30, 1) == []
+    (retry,) = await queue.lease_events(at(60), 30, 1)
+    assert retry.attempts == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_no_events_without_an_upstream(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    pg = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    async with open_queue(kind, tmp_path, pg, record_events=False) as q:
+        await q.add(submission(1), at(0))
+        (claimed,) = await q.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+        assert claimed.event_id is None
+        done = await q.record_update(claimed.job, JobStatus.RUNNING, "x", at(2), forward=True)
+        assert done is not None
+        assert done.event_id is None
+        assert await q.lease_events(at(3), 30, 10) == []
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+async def test_concurrent_claims_hand_each_job_out_once(queue: Queue) -> None:
+    for i in range(60):
+        await queue.add(submission(i + 1), at(0))
+
+    async def pull_all(name: str) -> list[int]:
+        got: list[int] = []
+        while ids := await claim(queue, worker(name), 2, now=1):
+            got.extend(ids)
+        return got
+
+    results = await asyncio.gather(*(pull_all(f"w{i}") for i in range(12)))
+    handed = [job_id for ids in results for job_id in ids]
+    assert len(handed) == 60
+    assert len(set(handed)) == 60
+
+
+async def test_concurrent_sweeps_requeue_each_job_once(queue: Queue) -> None:
+    for i in range(30):
+        await queue.add(submission(i + 1), at(0))
+    claimed = await queue.claim_jobs(worker(), 30, at(1), exclude_attempted=False)
+
+    async def sweep() -> list[int]:
+        done = []
+        for expired in await queue.find_expired(at(100), 100):
+            if await queue.requeue(expired.job, "t", at(200), heartbeat_before=at(100)):
+                done.append(expired.job.id)
+        return done
+
+    results = await asyncio.gather(*(sweep() for _ in range(4)))
+    requeued = [job_id for ids in results for job_id in ids]
+    assert sorted(requeued) == sorted(c.job.id for c in claimed)
+    for job_id in requeued:
+        job = await queue.get(job_id)
+        assert job is not None
+        assert job.num_retries == 1

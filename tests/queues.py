@@ -1,0 +1,84 @@
+"""Building every implementation of the queue port, for the one contract suite they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+
+from workerfacing_api.adapters.sql import SqlQueue, create_engine, database_url, upgrade
+from workerfacing_api.core.memory import InMemoryQueue
+from workerfacing_api.core.model import Submission
+
+KINDS = ["memory", "sqlite", "postgres"]
+
+Queue = InMemoryQueue | SqlQueue
+
+
+@asynccontextmanager
+async def open_queue(
+    kind: str, tmp: Path, postgres_url: str | None, *, record_events: bool = True
+) -> AsyncIterator[Queue]:
+    """A fresh, empty queue of ``kind``; PostgreSQL tables are emptied first."""
+    if kind == "memory":
+        yield InMemoryQueue(record_events=record_events)
+        return
+    if kind == "sqlite":
+        engine = create_engine(database_url(f"sqlite:///{tmp / 'queue.db'}"))
+        await upgrade(engine)
+    else:
+        assert postgres_url is not None
+        engine = create_engine(database_url(postgres_url), pool_size=20)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("TRUNCATE jobs, job_attempts, status_events RESTART IDENTITY CASCADE")
+            )
+    try:
+        yield SqlQueue(engine, record_events=record_events)
+    finally:
+        await engine.dispose()
+
+
+def submission(
+    job_id: int,
+    *,
+    environment: str | None = "local",
+    group: str | None = None,
+    priority: int | None = 0,
+    hardware: dict[str, Any] | None = None,
+    files_down: dict[str, str] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Submission:
+    """A submission shaped like the user-facing API's, decoded the way the HTTP layer does."""
+    body = {
+        "job": {
+            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
+            "handler": {
+                "image_url": "decode:v0_10_1",
+                "files_down": files_down,
+                "files_up": {"log": "log", "artifact": "model"},
+            },
+            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32", **(extra_meta or {})},
+            "hardware": {
+                "cpu_cores": None,
+                "memory": None,
+                "gpu_model": None,
+                "gpu_archi": None,
+                "gpu_mem": None,
+                **(hardware or {}),
+            },
+        },
+        "environment": environment,
+        "group": group,
+        "priority": priority,
+        "paths_upload": {
+            "output": f"/o/{job_id}",
+            "log": f"/l/{job_id}",
+            "artifact": f"/a/{job_id}",
+        },
+    }
+    return Submission.from_json(msgspec.json.encode(body))
