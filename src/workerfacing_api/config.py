@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8001
     sweep_interval: float = 60.0
+    upstream_backoff_max: float = 60.0
     max_upload_bytes: int = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
     url_expiry: int = 600
@@ -84,6 +85,7 @@ VARIABLES: dict[str, str] = {
     "HOST": "interface `serve` listens on (default `127.0.0.1`)",
     "PORT": "port `serve` listens on (default `8001`)",
     "SWEEP_INTERVAL": "seconds between sweeps for timed-out jobs (default 60)",
+    "UPSTREAM_BACKOFF_MAX": "longest wait in seconds between retries of an undelivered status",
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",
@@ -183,6 +185,9 @@ def settings_from(env: Mapping[str, str]) -> Settings:
     value = get("SWEEP_INTERVAL")
     if value is not None:
         kw["sweep_interval"] = _float("SWEEP_INTERVAL", value, minimum=0.01)
+    value = get("UPSTREAM_BACKOFF_MAX")
+    if value is not None:
+        kw["upstream_backoff_max"] = _float("UPSTREAM_BACKOFF_MAX", value, minimum=0.1)
     value = get("LOG_LEVEL")
     if value is not None:
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

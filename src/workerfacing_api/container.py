@@ -17,17 +17,24 @@ from workerfacing_api.adapters.secrets import PlainSecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.adapters.sql import DatabaseUrlError, SqlQueue, create_engine, database_url
 from workerfacing_api.adapters.storage import LocalStorage
-from workerfacing_api.adapters.upstream import NoUpstream
+from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
 from workerfacing_api.core.clock import SystemClock
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
-from workerfacing_api.core.sync import StatusSync
+from workerfacing_api.core.sync import Backoff, StatusSync
 
 
 def _forwarding(settings: Settings) -> bool:
     return settings.userfacing_api_url is not None
+
+
+def _upstream(settings: Settings, api_key: str) -> HttpUpstream | None:
+    """The user-facing API, or None: then no events are recorded and no dispatcher runs."""
+    if settings.userfacing_api_url is None:
+        return None
+    return HttpUpstream(settings.userfacing_api_url, api_key)
 
 
 class Container(containers.DeclarativeContainer):
@@ -44,14 +51,15 @@ class Container(containers.DeclarativeContainer):
     storage = providers.Singleton(LocalStorage, settings.provided.user_data_root_path)
     local_issuer = providers.Singleton(LocalIssuer, identity_key_file)
     identity = providers.Singleton(CachingVerifier, local_issuer, clock)
-    upstream = providers.Singleton(NoUpstream)
+    upstream = providers.Singleton(_upstream, settings, internal_api_key)
     policy = providers.Singleton(
         RetryPolicy,
         max_retries=settings.provided.max_retries,
         timeout_failure=settings.provided.timeout_failure,
         retry_different=settings.provided.retry_different,
     )
-    sync = providers.Singleton(StatusSync, queue, queue, upstream, clock)
+    backoff = providers.Singleton(Backoff, base=0.5, cap=settings.provided.upstream_backoff_max)
+    sync = providers.Singleton(StatusSync, queue, queue, upstream, clock, backoff=backoff)
     jobs = providers.Singleton(JobService, queue, clock, policy, sync)
     files = providers.Singleton(FileService, queue, storage, settings.provided.max_upload_bytes)
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)

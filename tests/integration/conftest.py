@@ -236,3 +236,85 @@ def server(server_factory: Callable[..., Server]) -> Server:
 def as_json(response: requests.Response) -> Any:
     assert response.headers.get("content-type", "").startswith("application/json"), response.text
     return json.loads(response.content)
+
+
+@dataclass
+class Upstream:
+    """The fake user-facing API (tests/fakes/upstream.py) in its own process."""
+
+    port: int
+    api_key: str
+    record: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes.upstream", "--port", str(self.port)]
+                + ["--api-key", self.api_key, "--record", str(self.record)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.post(f"{self.url}/_control", json={}, timeout=1)
+                return
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(self.log_path.read_text()) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Gone from the network: connections are refused until ``start``."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def set(self, **change: Any) -> None:
+        requests.post(f"{self.url}/_control", json=change, timeout=5).raise_for_status()
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+    def statuses(self, job_id: int) -> list[str]:
+        return [e["status"] for e in self.events() if e["job_id"] == job_id]
+
+    def wait_for(self, predicate: Callable[[], bool], seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"upstream did not see it in {seconds} s: {self.events()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    fake = Upstream(
+        port=free_port(),
+        api_key="shared-secret",
+        record=tmp_path / "upstream-events.jsonl",
+        log_path=tmp_path / "upstream.log",
+    )
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def upstream_env(fake: Upstream, **extra: str) -> dict[str, str]:
+    """Service settings that forward to ``fake``."""
+    return {
+        "USERFACING_API_URL": fake.url,
+        "INTERNAL_API_KEY_SECRET": fake.api_key,
+        "UPSTREAM_BACKOFF_MAX": "1",
+        **extra,
+    }

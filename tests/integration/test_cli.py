@@ -3,6 +3,7 @@ the sweeper, and the README's embedding example."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -110,3 +111,30 @@ def test_readme_embedding_example_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "finished"]
+
+
+def test_jobs_stats_and_show(server: Server) -> None:
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    server.submit()
+    server.submit()
+    (queue_id,) = server.pull("w")
+    stats = cli("jobs", "stats", "--json", cwd=server.root, env=env)
+    assert stats.returncode == 0, stats.stderr
+    figures = json.loads(stats.stdout)
+    assert figures["by_status"]["queued"] == 1
+    assert figures["by_status"]["pulled"] == 1
+    assert figures["outbox_backlog"] == 0
+    assert figures["oldest_queued_age"] >= 0
+    text = cli("jobs", "stats", cwd=server.root, env=env).stdout
+    assert "queued 1, pulled 1" in text
+    shown = cli("jobs", "show", queue_id, cwd=server.root, env=env)
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert (view["status"], view["worker"]) == ("pulled", "w")
+    assert [a["worker"] for a in view["attempts"]] == ["w"]
+    missing = cli("jobs", "show", "424242", cwd=server.root, env=env)
+    assert missing.returncode == 2
+    assert "424242" in missing.stderr

@@ -164,8 +164,13 @@ class IdentityVerifier(Protocol):
 class UpstreamNotifier(Protocol):
     """The user-facing API, told about every status change."""
 
-    async def notify(self, event: StatusEvent) -> Delivery:
-        """Deliver one event: ``DELIVERED``, ``GONE`` (the job was deleted) or ``RETRY``."""
+    async def notify(self, event: StatusEvent, within: float) -> Delivery:
+        """Deliver one event within ``within`` seconds: ``DELIVERED``, ``GONE`` (the user
+        deleted the job) or ``RETRY`` (down, overloaded, slow, or refusing)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...
 
 

@@ -9,6 +9,7 @@ A 404 from upstream means the user deleted the job: the job is cancelled here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -45,6 +46,8 @@ class StatusSync:
         *,
         backoff: Backoff | None = None,
         lease_seconds: float = 30.0,
+        inline_timeout: float = 2.0,
+        dispatch_timeout: float = 10.0,
         inline_pause_seconds: float = 5.0,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -53,7 +56,11 @@ class StatusSync:
         self._upstream = upstream
         self._clock = clock
         self._backoff = backoff or Backoff()
+        # Both timeouts stay well inside the lease: a slow delivery must not outlive its lease,
+        # or another deliverer could send the job's next event before this one.
         self._lease_seconds = lease_seconds
+        self._inline_timeout = inline_timeout
+        self._dispatch_timeout = dispatch_timeout
         self._jitter = jitter
         # After a failed delivery, requests stop trying inline for a while and leave their events
         # to the dispatcher: a down or hanging upstream must not slow down the workers' calls.
@@ -76,23 +83,27 @@ class StatusSync:
         if self._inline_paused_until is not None and now < self._inline_paused_until:
             return set()
         events = await self._outbox.lease_events(now, self._lease_seconds, len(ids), event_ids=ids)
-        return await self._deliver(events)
+        return await self._deliver(events, self._inline_timeout)
 
     async def dispatch_due(self, limit: int = 100) -> int:
         """Deliver due events of any job, oldest first; returns how many were attempted."""
         if self._outbox is None:
             return 0
         events = await self._outbox.lease_events(self._clock.now(), self._lease_seconds, limit)
-        await self._deliver(events)
+        await self._deliver(events, self._dispatch_timeout)
         return len(events)
 
-    async def _deliver(self, events: list[StatusEvent]) -> set[int]:
+    async def _deliver(self, events: list[StatusEvent], within: float) -> set[int]:
+        """Send leased events (at most one per job, so they may go out concurrently)."""
         assert self._outbox is not None
         assert self._upstream is not None
+        if not events:
+            return set()
+        upstream = self._upstream
+        outcomes = await asyncio.gather(*(upstream.notify(e, within) for e in events))
         gone: set[int] = set()
         delivered: list[int] = []
-        for event in events:
-            outcome = await self._upstream.notify(event)
+        for event, outcome in zip(events, outcomes, strict=True):
             if outcome is Delivery.DELIVERED:
                 delivered.append(event.id)
                 self._inline_paused_until = None

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
+import msgspec
+
 from workerfacing_api.config import ConfigError, Settings, load_settings, state_dir
 
 if TYPE_CHECKING:
@@ -171,7 +173,92 @@ async def _sweep(settings: Settings, *, once: bool, interval: float) -> None:
                 return
             await asyncio.sleep(interval)
     finally:
+        upstream = container.upstream()
+        if upstream is not None:
+            await upstream.aclose()
         await container.engine().dispose()
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _configure_logging("WARNING")
+    asyncio.run(_jobs(settings, args))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from workerfacing_api.adapters.sql import SqlQueue, create_engine
+    from workerfacing_api.core.clock import SystemClock
+
+    engine = create_engine(_container(settings).db_url(), pool_size=1)
+    queue = SqlQueue(engine, record_events=False)
+    now = SystemClock().now()
+    try:
+        if args.action == "stats":
+            stats = await queue.stats(now)
+            if args.json:
+                print(msgspec.json.encode(stats).decode())
+                return
+            print("jobs by state: " + ", ".join(f"{s} {n}" for s, n in stats.by_status.items()))
+            print(
+                f"oldest queued job: {_age(stats.oldest_queued_age)}"
+                + (f" (id {stats.oldest_queued_id})" if stats.oldest_queued_id else "")
+            )
+            print(
+                f"undelivered status events: {stats.outbox_backlog}, "
+                f"oldest {_age(stats.oldest_event_age)}"
+            )
+            return
+        job = await queue.get(args.id)
+        if job is None:
+            _fail(f"job {args.id} does not exist")
+        attempts, events = await queue.history(job.id)
+        view = {
+            "id": job.id,
+            "meta.job_id": job.upstream_id,
+            "status": job.status.value,
+            "worker": job.worker,
+            "attempt": job.attempt,
+            "num_retries": job.num_retries,
+            "environment": job.environment.value if job.environment else None,
+            "group": job.group,
+            "priority": job.priority,
+            "created_at": job.created_at.isoformat(),
+            "last_heartbeat_at": job.last_heartbeat_at.isoformat()
+            if job.last_heartbeat_at
+            else None,
+            "runtime_details": job.runtime_details,
+            "attempts": [
+                {"attempt": n, "worker": w, "pulled_at": t.isoformat()} for n, w, t in attempts
+            ],
+            "undelivered_events": [
+                {
+                    "status": e.status.value,
+                    "created_at": e.created_at.isoformat(),
+                    "tries": e.attempts,
+                }
+                for e in events
+            ],
+            "paths_upload": msgspec.to_builtins(job.paths_upload),
+            "job": msgspec.json.decode(job.spec),
+        }
+        print(msgspec.json.format(msgspec.json.encode(view), indent=2).decode())
+    except (OSError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
+        _fail(f"QUEUE_DB_URL: cannot read the queue ({reason}); run: workerfacing-api db upgrade")
+    finally:
+        await engine.dispose()
 
 
 def _positive(value: str) -> float:
@@ -220,6 +307,14 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--once", action="store_true", help="one round, then exit")
     sweep.add_argument("--interval", type=_positive, help="seconds between rounds")
     sweep.set_defaults(run=cmd_sweep)
+
+    jobs = commands.add_parser("jobs", help="look at the queue")
+    views = jobs.add_subparsers(dest="action", required=True, metavar="VIEW")
+    stats = views.add_parser("stats", help="jobs per state, oldest queued job, outbox backlog")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    show = views.add_parser("show", help="one job in full")
+    show.add_argument("id", type=int, help="queue id")
+    jobs.set_defaults(run=cmd_jobs)
     return root
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workerfacing_api.adapters.sql.engine import READ_ONLY
+from workerfacing_api.adapters.sql.schema import STATUSES
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
@@ -136,6 +137,26 @@ def _claim_filter(*, groups: bool, exclude_attempted: bool) -> tuple[str, str]:
 
 def _expanding(stmt: TextClause, *names: str) -> TextClause:
     return stmt.bindparams(*(bindparam(n, expanding=True) for n in names))
+
+
+# Operator views (`workerfacing-api jobs stats|show`).
+COUNT_BY_STATUS = text("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+OLDEST_QUEUED = text(
+    "SELECT id, created_at FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1"
+)
+OUTBOX_BACKLOG = text("SELECT count(*) AS n, min(created_at) AS oldest FROM status_events")
+ATTEMPTS_OF_JOB = text(
+    "SELECT attempt, worker, pulled_at FROM job_attempts WHERE job_id = :id ORDER BY attempt"
+)
+EVENTS_OF_JOB = text(f"SELECT {EVENT_COLUMNS} FROM status_events WHERE job_id = :id ORDER BY id")
+
+
+class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    by_status: dict[str, int]
+    oldest_queued_id: int | None
+    oldest_queued_age: float | None  # seconds
+    outbox_backlog: int
+    oldest_event_age: float | None  # seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,6 +613,42 @@ class SqlQueue:
             await conn.execute(
                 POSTPONE_EVENT, {"id": event_id, "until": self._ts(until), "error": error}
             )
+
+    # -- operator views ------------------------------------------------------------------------
+
+    async def stats(self, now: datetime) -> QueueStats:
+        """Counts per state, the oldest queued job, and the outbox backlog."""
+        async with self._single() as conn:
+            counts = {r.status: r.n for r in await conn.execute(COUNT_BY_STATUS)}
+            oldest_job = (await conn.execute(OLDEST_QUEUED)).first()
+            backlog = (await conn.execute(OUTBOX_BACKLOG)).one()
+        return QueueStats(
+            by_status={s: counts.get(s, 0) for s in STATUSES},
+            oldest_queued_id=None if oldest_job is None else oldest_job.id,
+            oldest_queued_age=(
+                None
+                if oldest_job is None
+                else (now - self._time(oldest_job.created_at)).total_seconds()
+            ),
+            outbox_backlog=backlog.n,
+            oldest_event_age=(
+                None
+                if backlog.oldest is None
+                else (now - self._time(backlog.oldest)).total_seconds()
+            ),
+        )
+
+    async def history(
+        self, job_id: int
+    ) -> tuple[list[tuple[int, str, datetime]], list[StatusEvent]]:
+        """A job's attempts (number, worker, pulled at) and its undelivered events."""
+        async with self._single() as conn:
+            attempts = [
+                (r.attempt, r.worker, self._time(r.pulled_at))
+                for r in await conn.execute(ATTEMPTS_OF_JOB, {"id": job_id})
+            ]
+            events = [self._event(r) for r in await conn.execute(EVENTS_OF_JOB, {"id": job_id})]
+        return attempts, events
 
     # -- rows ----------------------------------------------------------------------------------
 

@@ -10,5 +10,8 @@ from workerfacing_api.core.model import Delivery, StatusEvent
 
 
 class NoUpstream:
-    async def notify(self, event: StatusEvent) -> Delivery:
+    async def notify(self, event: StatusEvent, within: float) -> Delivery:
         return Delivery.DELIVERED
+
+    async def aclose(self) -> None:
+        return None

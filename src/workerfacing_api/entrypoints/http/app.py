@@ -46,6 +46,9 @@ def create_app(container: Container, *, run_duties: bool = True) -> FileIdPaths:
         finally:
             if duties is not None:
                 await duties.stop()
+            upstream = container.upstream()
+            if upstream is not None:
+                await upstream.aclose()
             await asyncio.shield(container.engine().dispose())
 
     dependencies = {
