@@ -255,8 +255,11 @@ class Upstream:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.upstream", "--port", str(self.port)]
-                + ["--api-key", self.api_key, "--record", str(self.record)],
+                [
+                    *(sys.executable, "-m", "tests.fakes.upstream"),
+                    *("--port", str(self.port), "--api-key", self.api_key),
+                    *("--record", str(self.record)),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[2],
