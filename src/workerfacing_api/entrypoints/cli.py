@@ -37,6 +37,7 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _settings() -> Settings:
@@ -76,8 +77,8 @@ async def _migrate(settings: Settings) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
-    _configure_logging(settings.log_level)
     container = _container(settings)
+    _configure_logging(settings.log_level)
 
     import uvicorn
 
@@ -149,6 +150,7 @@ async def _current(settings: Settings) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     settings = _settings()
+    _container(settings)  # validate before anything is logged
     _configure_logging(settings.log_level)
     asyncio.run(_migrate(settings))
     interval = args.interval if args.interval is not None else settings.sweep_interval

@@ -72,15 +72,26 @@ class LocalStorage:
         self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
     ) -> int:
         directory = self._inside_root(folder, "upload folder")
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a name too long, a read-only disk
+            raise InvalidRequest(
+                f"upload folder cannot be created: {exc.strerror or exc}; check base_path"
+            ) from None
         # mkdir may have walked through a symlink created meanwhile: check again once it exists.
         directory = self._inside_root(str(directory), "upload folder")
         target = directory / filename
         if target.is_dir():
             raise InvalidRequest(f"{filename!r} is a folder in the upload folder, not a file")
-        partial = directory / f".{filename}.{uuid.uuid4().hex}.part"
+        # The temporary name does not grow with the file name, so any name that fits fits here.
+        partial = directory / f".upload-{uuid.uuid4().hex}.part"
         size = 0
-        handle = await asyncio.to_thread(partial.open, "xb")
+        try:
+            handle = await asyncio.to_thread(partial.open, "xb")
+        except OSError as exc:
+            raise InvalidRequest(
+                f"cannot write into the upload folder: {exc.strerror or exc}"
+            ) from None
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -91,7 +102,10 @@ class LocalStorage:
                 handle.write(chunk)
             await asyncio.to_thread(_flush, handle)
             handle.close()
-            os.replace(partial, target)  # atomic: readers see the old file or the whole new one
+            try:
+                os.replace(partial, target)  # atomic: readers see the old or the whole new file
+            except OSError as exc:
+                raise InvalidRequest(f"cannot store {filename!r}: {exc.strerror or exc}") from None
         except BaseException:
             handle.close()
             partial.unlink(missing_ok=True)

@@ -60,6 +60,8 @@ def validation_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         if not isinstance(item, dict):
             continue
         key, message = item.get("key"), item.get("message", "")
+        if key == "data":  # the whole body is missing or not an object
+            key = "request body"
         source = getattr(item.get("source"), "value", item.get("source"))
         where = f"{source} parameter {key!r}" if source and source != "body" else (key or "body")
         problems.append(f"{where}: {message}".strip())

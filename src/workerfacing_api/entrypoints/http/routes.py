@@ -301,7 +301,9 @@ async def download_file(
         path = cast("dict[str, Any]", request.scope).get(ORIGINAL_PATH_KEY, request.url.path)
         if not signer.verify("GET", path, params, time.time()):
             raise Unauthenticated("download link is invalid or expired; ask for a new one")
-        local = files.local_file(file_id)
+        # Like the bearer path: only while one of the signer's jobs still names the file.
+        grant = await files.grant_download(params.get("worker", ""), file_id)
+        local = files.local_file(grant.file_id)
     else:
         worker = await authenticate_worker(request, identity)
         grant = await files.grant_download(worker.username, file_id)
@@ -320,8 +322,12 @@ async def download_file(
     responses={201: ResponseSpec(data_container=SubmittedJob, description="The queued job")},
 )
 async def submit_job(request: AnyRequest, jobs: Jobs, data: SubmittedJob) -> Response[bytes]:
-    body = await request.body()
-    submission = Submission(job=data, spec=Submission.raw_job(body))
+    # Litestar's conversion of ``data`` is lenient ("7" would pass as 7) and drops what the
+    # worker must receive byte for byte; the submission is decoded strictly from the body.
+    try:
+        submission = Submission.from_json(await request.body())
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid job submission: {exc}") from None
     job = await jobs.submit(submission)
     echo = {
         "job": msgspec.Raw(job.spec),

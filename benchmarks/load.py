@@ -1,0 +1,462 @@
+"""Load benchmark of the worker-facing API, on loopback only, bounded in count and time.
+
+Starts real ``workerfacing-api serve`` processes on a fresh database (SQLite or a throwaway
+PostgreSQL database), a minimal status-forwarding upstream stub, fills the queue, then lets W
+concurrent workers (one aiohttp client process) run job cycles: a cycle is a pull plus two status
+updates (running, finished); every change is forwarded upstream (3 calls per cycle). Prints job
+cycles/s, status updates/s, p50/p99 latencies, the CPU the API processes spent per cycle, and
+duplicate hand-outs (must be 0).
+
+With ``--pull-latency`` it measures instead the latency of a pull that finds nothing, with 100,
+10 000 and 100 000 queued jobs that do not fit the worker.
+
+    uv run python benchmarks/load.py --db postgres --processes 3 --workers 64
+    uv run python benchmarks/load.py --pull-latency --db postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from workerfacing_api.adapters.identity import LocalIssuer  # noqa: E402
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+API_KEY = "bench-key"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the rig -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'queue.db'}"
+        return
+    name = f"wf_bench_{uuid.uuid4().hex[:10]}"
+    admin = ADMIN_URL
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    db_url: str
+    processes: int
+    env: dict[str, str] = field(default_factory=dict)
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    stub: subprocess.Popen[bytes] | None = None
+    stub_url: str = ""
+
+    def start(self, *, upstream: bool = True) -> None:
+        state = self.workdir / "state"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))},
+            "QUEUE_DB_URL": self.db_url,
+            "LOCAL_STATE_DIR": str(state),
+            "USER_DATA_ROOT_PATH": str(self.workdir / "data"),
+            "INTERNAL_API_KEY_SECRET": API_KEY,
+            "ACCESS_LOG": "0",
+            "LOG_LEVEL": "WARNING",
+            "SWEEP_INTERVAL": "3600",
+        }
+        if upstream:
+            port = free_port()
+            self.stub = subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "upstream_stub.py"), str(port)]
+            )
+            self.stub_url = f"http://127.0.0.1:{port}"
+            self.env["USERFACING_API_URL"] = self.stub_url
+        cli = [sys.executable, "-m", "workerfacing_api.entrypoints.cli"]
+        subprocess.run([*cli, "db", "upgrade"], env=self.env, check=True, capture_output=True)
+        for _ in range(self.processes):
+            port = free_port()
+            self.servers.append(
+                subprocess.Popen(
+                    [*cli, "serve", "--port", str(port)],
+                    env=self.env,
+                    cwd=self.workdir,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(self.workdir / f"serve-{port}.log").open("wb"),
+                )
+            )
+            self.urls.append(f"http://127.0.0.1:{port}")
+        asyncio.run(self._wait_ready())
+
+    async def _wait_ready(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            for url in [*self.urls, *([self.stub_url + "/_count"] if self.stub else [])]:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        async with session.get(url) as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{url} did not come up")
+                    await asyncio.sleep(0.1)
+
+    def tokens(self, count: int) -> list[str]:
+        issuer = LocalIssuer(self.workdir / "state" / "identity.key")
+        now = datetime.now(UTC)
+        return [issuer.mint(f"w{i}", ["workers"], timedelta(hours=1), now) for i in range(count)]
+
+    def api_cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.servers)
+
+    def stop(self) -> None:
+        for process in [*self.servers, *([self.stub] if self.stub else [])]:
+            process.terminate()
+        for process in [*self.servers, *([self.stub] if self.stub else [])]:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def job_body(job_id: int, memory: int | None = None) -> dict[str, Any]:
+    return {
+        "job": {
+            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
+            "handler": {
+                "image_url": "decode:v0_10_1",
+                "image_name": "decode",
+                "image_version": "v0_10_1",
+                "entrypoint": "train",
+                "files_down": {"config/param.yaml": f"/data/alice/config/{job_id}/param.yaml"},
+                "files_up": {"log": "log", "artifact": "model"},
+            },
+            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
+            "hardware": {
+                "cpu_cores": None,
+                "memory": memory,
+                "gpu_model": None,
+                "gpu_archi": None,
+                "gpu_mem": None,
+            },
+        },
+        "environment": "local",
+        "group": None,
+        "priority": 0,
+        "paths_upload": {"output": "/o", "log": "/l", "artifact": "/a"},
+    }
+
+
+async def fill(urls: list[str], count: int, start_id: int = 1) -> None:
+    connector = aiohttp.TCPConnector(limit=32)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        semaphore = asyncio.Semaphore(32)
+
+        async def submit(i: int) -> None:
+            async with (
+                semaphore,
+                session.post(
+                    f"{urls[i % len(urls)]}/_jobs",
+                    data=json.dumps(job_body(start_id + i)),
+                    headers={"x-api-key": API_KEY, "content-type": "application/json"},
+                ) as response,
+            ):
+                assert response.status == 201, await response.text()
+
+        await asyncio.gather(*(submit(i) for i in range(count)))
+
+
+# -- job cycles ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CycleResult:
+    cycles: int = 0
+    updates: int = 0
+    errors: int = 0
+    handed: list[str] = field(default_factory=list)
+    pull_latency: list[float] = field(default_factory=list)
+    update_latency: list[float] = field(default_factory=list)
+
+
+async def run_cycles(
+    urls: list[str], tokens: list[str], target: int, seconds: float
+) -> tuple[CycleResult, float]:
+    result = CycleResult()
+    connector = aiohttp.TCPConnector(limit=len(tokens) + 8)
+    deadline = time.monotonic() + seconds
+    query = {"limit": "1", "cpu_cores": "8", "memory": "64000"}
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(index: int) -> None:
+            headers = {"Authorization": f"Bearer {tokens[index]}"}
+            base = urls[index % len(urls)]
+            while result.cycles < target and time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                async with session.get(f"{base}/jobs", params=query, headers=headers) as r:
+                    body = await r.read()
+                    ok = r.status == 200
+                result.pull_latency.append(time.perf_counter() - t0)
+                if not ok:
+                    result.errors += 1
+                    continue
+                jobs = json.loads(body)
+                if not jobs:
+                    return  # the queue is drained
+                (job_id,) = jobs
+                result.handed.append(job_id)
+                for status in ("running", "finished"):
+                    t1 = time.perf_counter()
+                    async with session.put(
+                        f"{base}/jobs/{job_id}/status", params={"status": status}, headers=headers
+                    ) as r:
+                        await r.read()
+                        if r.status != 204:
+                            result.errors += 1
+                    result.update_latency.append(time.perf_counter() - t1)
+                    result.updates += 1
+                result.cycles += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(len(tokens))))
+        elapsed = time.perf_counter() - started
+    return result, elapsed
+
+
+async def stub_count(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/_count") as r:
+        return int(await r.text())
+
+
+def cycles_benchmark(
+    kind: str, processes: int, workers: int, jobs: int, seconds: float
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp, database(kind, Path(tmp)) as url:
+        rig = Rig(Path(tmp), url, processes)
+        try:
+            rig.start()
+            uvloop.run(fill(rig.urls, jobs))
+            tokens = rig.tokens(workers)
+            print(f"# {kind}, {processes} process(es), {workers} worker(s): cycling", flush=True)
+            events_before = uvloop.run(stub_count(rig.stub_url))
+            cpu_before = rig.api_cpu()
+            client_before = time.process_time()
+            result, elapsed = uvloop.run(run_cycles(rig.urls, tokens, jobs, seconds))
+            api_cpu = rig.api_cpu() - cpu_before
+            client_cpu = time.process_time() - client_before
+            time.sleep(0.5)
+            events = uvloop.run(stub_count(rig.stub_url)) - events_before
+        finally:
+            rig.stop()
+    cycles = max(result.cycles, 1)
+    return {
+        "db": kind,
+        "processes": processes,
+        "workers": workers,
+        "cycles": result.cycles,
+        "seconds": round(elapsed, 2),
+        "cycles_per_s": round(result.cycles / elapsed, 1),
+        "updates_per_s": round(result.updates / elapsed, 1),
+        "pull_p50_ms": round(1000 * percentile(result.pull_latency, 0.5), 2),
+        "pull_p99_ms": round(1000 * percentile(result.pull_latency, 0.99), 2),
+        "update_p50_ms": round(1000 * percentile(result.update_latency, 0.5), 2),
+        "update_p99_ms": round(1000 * percentile(result.update_latency, 0.99), 2),
+        "api_cpu_ms_per_cycle": round(1000 * api_cpu / cycles, 3),
+        "client_cpu_ms_per_cycle": round(1000 * client_cpu / cycles, 3),
+        "upstream_events": events,
+        "duplicates": len(result.handed) - len(set(result.handed)),
+        "errors": result.errors,
+    }
+
+
+# -- pull latency with a large non-fitting queue -------------------------------------------------
+
+
+async def insert_non_fitting(db_url: str, count: int) -> None:
+    """Queued jobs that need more memory than any worker here has."""
+    spec = json.dumps(job_body(0, memory=10**9)["job"])
+    paths = json.dumps({"output": "/o", "log": "/l", "artifact": "/a"})
+    if db_url.startswith("postgresql"):
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "INSERT INTO jobs (upstream_id, status, environment, priority, req_cpu_cores, "
+                "req_memory, req_gpu_mem, spec, paths_upload, created_at, updated_at) "
+                "SELECT 1000000 + g, 'queued', 'local', g % 10, 0, 1000000000, 0, $1, $2, "
+                "now() - g * interval '1 second', now() FROM generate_series(1, $3) g",
+                spec,
+                paths,
+                count,
+            )
+            await conn.execute("ANALYZE jobs")
+        finally:
+            await conn.close()
+    else:
+        import sqlite3
+
+        stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.executemany(
+                "INSERT INTO jobs (upstream_id, status, environment, priority, req_cpu_cores, "
+                "req_memory, req_gpu_mem, spec, paths_upload, created_at, updated_at, attempt, "
+                "num_retries) VALUES (?, 'queued', 'local', ?, 0, 1000000000, 0, ?, ?, ?, ?, 0, 0)",
+                [(1_000_000 + i, i % 10, spec, paths, stamp, stamp) for i in range(count)],
+            )
+            conn.execute("ANALYZE")
+
+
+async def time_pulls(url: str, token: str, count: int) -> list[float]:
+    latencies = []
+    headers = {"Authorization": f"Bearer {token}"}
+    query = {"limit": "1", "cpu_cores": "8", "memory": "64000"}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            async with session.get(f"{url}/jobs", params=query, headers=headers) as r:
+                assert r.status == 200
+                assert await r.read() == b"{}"
+            latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+def pull_latency_benchmark(kind: str, sizes: list[int], pulls: int) -> list[dict[str, Any]]:
+    rows = []
+    for size in sizes:
+        with (
+            tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp,
+            database(kind, Path(tmp)) as url,
+        ):
+            rig = Rig(Path(tmp), url, 1)
+            try:
+                rig.start(upstream=False)
+                uvloop.run(insert_non_fitting(url, size))
+                (token,) = rig.tokens(1)
+                uvloop.run(time_pulls(rig.urls[0], token, 50))  # warm-up
+                latencies = uvloop.run(time_pulls(rig.urls[0], token, pulls))
+            finally:
+                rig.stop()
+        rows.append(
+            {
+                "db": kind,
+                "queued_not_fitting": size,
+                "pulls": pulls,
+                "p50_ms": round(1000 * percentile(latencies, 0.5), 3),
+                "p99_ms": round(1000 * percentile(latencies, 0.99), 3),
+                "mean_ms": round(1000 * statistics.fmean(latencies), 3),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    pg = shutil.which("psql")
+    pg_version = (
+        subprocess.run([pg, "--version"], capture_output=True, text=True).stdout.strip()
+        if pg
+        else "-"
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgres_client": pg_version,
+        "kernel": platform.release(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--processes", default="1,3", help="comma-separated API process counts")
+    parser.add_argument("--workers", default="1,8,64", help="comma-separated worker counts")
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs per run (bounded)")
+    parser.add_argument("--seconds", type=float, default=30, help="time limit per run")
+    parser.add_argument("--pull-latency", action="store_true")
+    parser.add_argument("--sizes", default="100,10000,100000")
+    parser.add_argument("--pulls", type=int, default=1000)
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    print(json.dumps({"machine": machine()}), flush=True)
+    rows: list[dict[str, Any]] = []
+    if args.pull_latency:
+        for kind in kinds:
+            rows += pull_latency_benchmark(
+                kind, [int(s) for s in args.sizes.split(",")], args.pulls
+            )
+    else:
+        for kind in kinds:
+            for processes in (int(p) for p in args.processes.split(",")):
+                for workers in (int(w) for w in args.workers.split(",")):
+                    row = cycles_benchmark(kind, processes, workers, args.jobs, args.seconds)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

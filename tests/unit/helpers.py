@@ -1,0 +1,245 @@
+"""Builders shared by the unit tests: submissions shaped like the user-facing API's, a service wired
+over the in-memory queue, and a brute-force reading of the pull rules of DESIGN §3.
+
+The reference pull here is deliberately written from the design text, not from
+``core.matching``: it is what the matching code is held to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.lifecycle import RetryPolicy
+from workerfacing_api.core.memory import InMemoryQueue
+from workerfacing_api.core.model import (
+    DEFAULT_PRIORITY,
+    Delivery,
+    Environment,
+    JobStatus,
+    StatusEvent,
+    Submission,
+    WorkerProfile,
+)
+from workerfacing_api.core.ports import UpstreamNotifier
+from workerfacing_api.core.sync import Backoff, StatusSync
+
+HARDWARE_KEYS = ("cpu_cores", "memory", "gpu_model", "gpu_archi", "gpu_mem")
+
+
+def submission_body(
+    job_id: int = 1,
+    *,
+    environment: str | None = "local",
+    group: str | None = None,
+    priority: int | None = 0,
+    hardware: dict[str, Any] | None = None,
+    files_down: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ``POST /_jobs`` body as the user-facing API sends it (local storage)."""
+    root = "/data/user_data/alice"
+    need: dict[str, Any] = dict.fromkeys(HARDWARE_KEYS)
+    need.update(hardware or {})
+    return {
+        "job": {
+            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
+            "handler": {
+                "image_url": "public.ecr.aws/decode/decode:v0_10_1",
+                "image_name": "decode",
+                "image_version": "v0_10_1",
+                "entrypoint": "train",
+                "files_down": (
+                    {"config/param_run_in.yaml": f"{root}/config/{job_id}/param_run_in.yaml"}
+                    if files_down is None
+                    else files_down
+                ),
+                "files_up": {"log": "log", "artifact": "model"},
+            },
+            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
+            "hardware": need,
+        },
+        "environment": environment,
+        "group": group,
+        "priority": priority,
+        "paths_upload": {
+            "output": f"{root}/output/job_{job_id}",
+            "log": f"{root}/log/job_{job_id}",
+            "artifact": f"{root}/artifact/job_{job_id}",
+        },
+    }
+
+
+def make_submission(job_id: int = 1, **fields: Any) -> Submission:
+    """A ``Submission`` decoded from JSON the same way the HTTP layer decodes it."""
+    return Submission.from_json(msgspec.json.encode(submission_body(job_id, **fields)))
+
+
+def worker_profile(
+    worker: str = "w1",
+    *,
+    environment: Environment = Environment.LOCAL,
+    cpu_cores: int = 8,
+    memory: int = 64_000,
+    gpu_mem: int = 0,
+    gpu_model: str | None = None,
+    gpu_archi: str | None = None,
+    groups: tuple[str, ...] = (),
+    older_than: float = 0.0,
+) -> WorkerProfile:
+    return WorkerProfile(
+        worker=worker,
+        environment=environment,
+        cpu_cores=cpu_cores,
+        memory=memory,
+        gpu_mem=gpu_mem,
+        gpu_model=gpu_model,
+        gpu_archi=gpu_archi,
+        groups=groups,
+        older_than=older_than,
+    )
+
+
+class RecordingUpstream:
+    """A fake user-facing API: records every event it is sent and answers, per ``meta.job_id``,
+    what the test told it to (``DELIVERED`` unless told otherwise)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[StatusEvent, Delivery]] = []
+        self.answers: dict[int, Delivery] = {}
+
+    async def notify(self, event: StatusEvent, within: float) -> Delivery:
+        outcome = self.answers.get(event.upstream_id, Delivery.DELIVERED)
+        self.calls.append((event, outcome))
+        return outcome
+
+    async def aclose(self) -> None:
+        return None
+
+    def delivered(self, upstream_id: int | None = None) -> list[tuple[str, str | None]]:
+        """(status, runtime_details) of the events accepted, in the order they arrived."""
+        return [
+            (event.status.value, event.runtime_details)
+            for event, outcome in self.calls
+            if outcome is Delivery.DELIVERED
+            and (upstream_id is None or event.upstream_id == upstream_id)
+        ]
+
+
+@dataclass
+class Stack:
+    """A ``JobService`` over an ``InMemoryQueue`` with a fake clock, as the tests drive it."""
+
+    clock: FakeClock
+    queue: InMemoryQueue
+    sync: StatusSync
+    service: JobService
+
+
+def make_stack(
+    policy: RetryPolicy | None = None,
+    *,
+    upstream: UpstreamNotifier | None = None,
+    backoff: Backoff | None = None,
+    jitter: float = 0.0,
+    inline_pause_seconds: float = 5.0,
+) -> Stack:
+    clock = FakeClock()
+    queue = InMemoryQueue(record_events=upstream is not None)
+    sync = StatusSync(
+        queue,
+        queue if upstream is not None else None,
+        upstream,
+        clock,
+        backoff=backoff,
+        inline_pause_seconds=inline_pause_seconds,
+        jitter=lambda: jitter,
+    )
+    service = JobService(queue, clock, policy or RetryPolicy(), sync)
+    return Stack(clock=clock, queue=queue, sync=sync, service=service)
+
+
+# ---------------------------------------------------------------------------------------------
+# A brute-force reading of "Matching for a pull by worker W" (DESIGN §3).
+
+
+@dataclass
+class JobRecord:
+    """What the test itself knows about one submitted job, independent of the queue."""
+
+    id: int
+    upstream_id: int
+    environment: str | None
+    group: str | None
+    priority: int | None  # as submitted; null means the default
+    hardware: dict[str, Any]
+    created_at: datetime
+    status: JobStatus = JobStatus.QUEUED
+    worker: str | None = None
+    attempt: int = 0
+    num_retries: int = 0
+    heartbeat: datetime | None = None
+    tried: list[str] = field(default_factory=list)
+
+    @property
+    def effective_priority(self) -> int:
+        return DEFAULT_PRIORITY if self.priority is None else self.priority
+
+
+def _meets_hardware(need: dict[str, Any], worker: WorkerProfile) -> bool:
+    offered = {
+        "cpu_cores": worker.cpu_cores,
+        "memory": worker.memory,
+        "gpu_mem": worker.gpu_mem,
+        "gpu_model": worker.gpu_model,
+        "gpu_archi": worker.gpu_archi,
+    }
+    for key, required in need.items():
+        if required is None:
+            continue  # a null requirement accepts anything
+        if key in {"cpu_cores", "memory", "gpu_mem"}:
+            if not required <= offered[key]:
+                return False
+        elif required != offered[key]:
+            return False
+    return True
+
+
+def reference_pull(
+    jobs: Iterable[JobRecord],
+    worker: WorkerProfile,
+    limit: int,
+    now: datetime,
+    *,
+    retry_different: bool,
+) -> list[int]:
+    """Ids of the jobs ``worker`` should get, in the order they are handed out."""
+    fitting: list[JobRecord] = []
+    for job in jobs:
+        if job.status is not JobStatus.QUEUED:
+            continue
+        if job.environment is None:
+            # "older than T": with the default T = 0 a fresh job must fit, so the bound is
+            # inclusive (age >= T).
+            if now - job.created_at < timedelta(seconds=worker.older_than):
+                continue
+        elif job.environment != worker.environment.value:
+            continue
+        if not _meets_hardware(job.hardware, worker):
+            continue
+        if retry_different and worker.worker in job.tried:
+            continue
+        fitting.append(job)
+    preferred = [j for j in fitting if j.group is not None and j.group in worker.groups]
+    others = [j for j in fitting if not (j.group is not None and j.group in worker.groups)]
+    ordered: list[JobRecord] = []
+    for part in (preferred, others):
+        ordered.extend(
+            sorted(part, key=lambda j: (-j.effective_priority, j.created_at, j.id)),
+        )
+    return [j.id for j in ordered[:limit]]
