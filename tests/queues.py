@@ -10,13 +10,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import text
 
-from workerfacing_api.adapters.sql import SqlQueue, create_engine, database_url, upgrade
+from workerfacing_api.adapters import sql
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Submission
 
 KINDS = ["memory", "sqlite", "postgres"]
 
-Queue = InMemoryQueue | SqlQueue
+Queue = InMemoryQueue | sql.SqliteQueue | sql.PostgresQueue
 
 
 @asynccontextmanager
@@ -27,20 +27,25 @@ async def open_queue(
     if kind == "memory":
         yield InMemoryQueue(record_events=record_events)
         return
-    if kind == "sqlite":
-        engine = create_engine(database_url(f"sqlite:///{tmp / 'queue.db'}"))
-        await upgrade(engine)
-    else:
-        assert postgres_url is not None
-        engine = create_engine(database_url(postgres_url), pool_size=20)
-        async with engine.begin() as conn:
-            await conn.execute(
-                text("TRUNCATE jobs, job_attempts, status_events RESTART IDENTITY CASCADE")
-            )
+    url = sql.database_url(
+        f"sqlite:///{tmp / 'queue.db'}" if kind == "sqlite" else postgres_url or ""
+    )
+    engine = sql.create_engine(url)
     try:
-        yield SqlQueue(engine, record_events=record_events)
+        if kind == "sqlite":
+            await sql.upgrade(engine)
+        else:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("TRUNCATE jobs, job_attempts, status_events RESTART IDENTITY CASCADE")
+                )
     finally:
         await engine.dispose()
+    queue = sql.open_queue(url, record_events=record_events, pool_size=20)
+    try:
+        yield queue
+    finally:
+        await queue.close()
 
 
 def submission(

@@ -15,7 +15,7 @@ from workerfacing_api.adapters.identity import CachingVerifier, LocalIssuer
 from workerfacing_api.adapters.identity.local import read_or_create_secret
 from workerfacing_api.adapters.secrets import PlainSecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
-from workerfacing_api.adapters.sql import DatabaseUrlError, SqlQueue, create_engine, database_url
+from workerfacing_api.adapters.sql import DatabaseUrlError, database_url, open_queue
 from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
@@ -44,10 +44,9 @@ class Container(containers.DeclarativeContainer):
     identity_key_file = providers.Dependency(instance_of=Path)
 
     clock = providers.Singleton(SystemClock)
-    engine = providers.Singleton(create_engine, db_url)
     # Outbox events are written only when there is an upstream to deliver them to.
     forwarding = providers.Callable(_forwarding, settings)
-    queue = providers.Singleton(SqlQueue, engine, record_events=forwarding)
+    queue = providers.Singleton(open_queue, db_url, record_events=forwarding)
     storage = providers.Singleton(LocalStorage, settings.provided.user_data_root_path)
     local_issuer = providers.Singleton(LocalIssuer, identity_key_file)
     identity = providers.Singleton(CachingVerifier, local_issuer, clock)

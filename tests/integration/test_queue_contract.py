@@ -67,7 +67,8 @@ async def test_claim_assigns_the_job_once_and_records_the_attempt(queue: Queue) 
     assert claimed.job.worker == "w1"
     assert claimed.job.attempt == 1
     assert claimed.job.last_heartbeat_at == at(10)
-    assert claimed.event_id is not None  # the "pulled" event is written with the claim
+    assert claimed.event is not None  # the "pulled" event, leased for delivery right away
+    assert (claimed.event.status, claimed.event.upstream_id) == (JobStatus.PULLED, 1)
     assert await claim(queue, worker("w2"), 5) == []
 
 
@@ -176,7 +177,7 @@ async def test_runtime_details_are_kept_until_replaced(queue: Queue) -> None:
     kept = await queue.record_update(done.job, JobStatus.ERROR, None, at(3), forward=False)
     assert kept is not None
     assert kept.job.runtime_details == "logs"
-    assert kept.event_id is None  # not forwarded: no outbox event
+    assert kept.event is None  # not forwarded: no outbox event
 
 
 async def test_late_worker_update_cannot_touch_a_requeued_job(queue: Queue) -> None:
@@ -212,11 +213,14 @@ async def test_sweep_acts_only_on_silent_active_jobs(queue: Queue) -> None:
 async def test_requeue_and_fail(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
     (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    assert claimed.event is not None
+    await queue.complete_events([claimed.event.id])
     back = await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
     assert back is not None
     assert (back.job.status, back.job.worker, back.job.num_retries) == (JobStatus.QUEUED, None, 1)
     assert back.job.runtime_details == "timeout"
-    assert back.event_id is not None
+    assert back.event is not None
+    assert (back.event.status, back.event.runtime_details) == (JobStatus.QUEUED, "timeout")
     assert await queue.requeue(claimed.job, "again", at(501), heartbeat_before=at(400)) is None
     (again,) = await queue.claim_jobs(worker(), 1, at(502), exclude_attempted=False)
     failed = await queue.fail(again.job, "max retries reached", at(900), heartbeat_before=at(800))
@@ -259,42 +263,61 @@ async def test_active_jobs_of_a_worker(queue: Queue) -> None:
 # -- outbox ------------------------------------------------------------------------------------
 
 
-async def test_events_are_leased_in_order_one_per_job(queue: Queue) -> None:
+async def test_an_event_is_leased_to_its_recorder_only_when_it_heads_its_line(
+    queue: Queue,
+) -> None:
     await queue.add(submission(1), at(0))
     await queue.add(submission(2), at(0))
-    a, b = (c.job for c in await queue.claim_jobs(worker(), 2, at(1), exclude_attempted=True))
+    claims = await queue.claim_jobs(worker(), 2, at(1), exclude_attempted=True)
+    a, b = (c.job for c in claims)
+    pulled_a, pulled_b = (c.event for c in claims)
+    assert pulled_a is not None
+    assert pulled_b is not None
+    # The "pulled" event of a is still out: a's next event waits for it.
     ran = await queue.record_update(a, JobStatus.RUNNING, "go", at(2), forward=True)
     assert ran is not None
-    first = await queue.lease_events(at(3), 30, 10)
-    assert [(e.job_id, e.status) for e in first] == [
-        (a.id, JobStatus.PULLED),
-        (b.id, JobStatus.PULLED),
-    ]
-    # Leased events are held; the job's later event waits for its predecessor.
-    assert await queue.lease_events(at(4), 30, 10) == []
-    await queue.complete_events([first[0].id])
-    (second,) = await queue.lease_events(at(5), 30, 10)
+    assert ran.event is None
+    assert await queue.lease_events(at(3), 30, 10) == []  # both "pulled" events are leased
+    await queue.complete_events([pulled_a.id])
+    (second,) = await queue.lease_events(at(4), 30, 10)
     assert (second.job_id, second.status, second.runtime_details) == (a.id, JobStatus.RUNNING, "go")
     assert second.upstream_id == 1
+    await queue.complete_events([second.id, pulled_b.id])
+    # Nothing older is left: b's next event goes out with the request that made it.
+    done = await queue.record_update(b, JobStatus.FINISHED, "", at(5), forward=True)
+    assert done is not None
+    assert done.event is not None
+    assert (done.event.job_id, done.event.status) == (b.id, JobStatus.FINISHED)
+    assert await queue.lease_events(at(6), 30, 10) == []
 
 
-async def test_lease_among_given_events_and_expiry(queue: Queue) -> None:
+async def test_events_wait_in_order_per_job(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    current = claimed.job
+    statuses = [JobStatus.PREPROCESSING, JobStatus.RUNNING, JobStatus.POSTPROCESSING]
+    for i, status in enumerate(statuses):
+        changed = await queue.record_update(current, status, None, at(2 + i), forward=True)
+        assert changed is not None
+        current = changed.job
+    assert claimed.event is not None
+    await queue.postpone_event(claimed.event.id, at(10), "upstream down")  # delivery failed
+    seen = []
+    for second in range(10, 20):
+        for event in await queue.lease_events(at(second), 30, 10):
+            seen.append(event.status)
+            await queue.complete_events([event.id])
+    assert seen == [JobStatus.PULLED, *statuses]
+
+
+async def test_lease_expiry_and_postponing(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
     (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
-    assert claimed.event_id is not None
-    (leased,) = await queue.lease_events(at(2), 30, 1, event_ids=[claimed.event_id])
-    assert leased.id == claimed.event_id
-    assert await queue.lease_events(at(31), 30, 1) == []  # still leased
-    (again,) = await queue.lease_events(at(33), 30, 1)  # lease expired: someone else may try
-    assert again.id == leased.id
-    assert await queue.lease_events(at(100), 30, 1, event_ids=[leased.id + 99]) == []
-
-
-async def test_postponed_event_waits_and_counts_attempts(queue: Queue) -> None:
-    await queue.add(submission(1), at(0))
-    await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
-    (event,) = await queue.lease_events(at(2), 30, 1)
-    await queue.postpone_event(event.id, at(60), "upstream down")
+    assert claimed.event is not None
+    assert await queue.lease_events(at(30), 30, 1) == []  # still leased to the claimer
+    (again,) = await queue.lease_events(at(31), 30, 1)  # lease ran out: someone else may try
+    assert again.id == claimed.event.id
+    await queue.postpone_event(again.id, at(60), "upstream down")
     assert await queue.lease_events(at(59), 30, 1) == []
     (retry,) = await queue.lease_events(at(60), 30, 1)
     assert retry.attempts == 1
@@ -308,11 +331,21 @@ async def test_no_events_without_an_upstream(
     async with open_queue(kind, tmp_path, pg, record_events=False) as q:
         await q.add(submission(1), at(0))
         (claimed,) = await q.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
-        assert claimed.event_id is None
+        assert claimed.event is None
         done = await q.record_update(claimed.job, JobStatus.RUNNING, "x", at(2), forward=True)
         assert done is not None
-        assert done.event_id is None
+        assert done.event is None
         assert await q.lease_events(at(3), 30, 10) == []
+
+
+async def test_an_event_is_recorded_once_per_snapshot(queue: Queue) -> None:
+    """Two changes decided on the same snapshot: one commits, the other must decide again."""
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    first = await queue.record_update(claimed.job, JobStatus.PULLED, "a", at(2), forward=True)
+    second = await queue.record_update(claimed.job, JobStatus.PULLED, "b", at(2), forward=True)
+    assert first is not None
+    assert second is None
 
 
 # -- concurrency -------------------------------------------------------------------------------

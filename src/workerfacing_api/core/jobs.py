@@ -7,8 +7,9 @@ compare-and-set, re-reading and re-deciding when a concurrent change won the rac
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
-from workerfacing_api.core.errors import InvalidRequest, JobNotFound, StatusConflict
+from workerfacing_api.core.errors import DomainError, InvalidRequest, JobNotFound, StatusConflict
 from workerfacing_api.core.lifecycle import (
     Fail,
     RetryPolicy,
@@ -21,6 +22,7 @@ from workerfacing_api.core.model import (
     MAX_DB_INT,
     Job,
     JobStatus,
+    StatusEvent,
     Submission,
     SweepReport,
     WorkerProfile,
@@ -35,6 +37,7 @@ MAX_PULL_LIMIT = 100
 # a handful of rounds is plenty even under heavy contention from one worker's retried requests.
 _CAS_ROUNDS = 8
 _SWEEP_BATCH = 500
+_RECENT_JOBS = 10_000  # snapshots kept for optimistic updates (about 3 kB each)
 
 
 class JobService:
@@ -49,6 +52,7 @@ class JobService:
         self._clock = clock
         self._policy = policy
         self._sync = sync
+        self._recent: OrderedDict[int, Job] = OrderedDict()
 
     @property
     def policy(self) -> RetryPolicy:
@@ -57,6 +61,7 @@ class JobService:
     async def submit(self, submission: Submission) -> Job:
         job, superseded = await self._queue.add(submission, self._clock.now())
         for old in superseded:
+            self._recent.pop(old, None)
             log.info(
                 "job %s supersedes job %s (same meta.job_id %s): the older one is cancelled",
                 job.id,
@@ -83,8 +88,11 @@ class JobService:
             )
             if not claimed:
                 break
-            gone = await self._sync.deliver_now([c.event_id for c in claimed])
-            handed.extend(c.job for c in claimed if c.event_id not in gone)
+            gone = await self._sync.deliver_now([c.event for c in claimed])
+            for c in claimed:
+                if c.event is None or c.event.id not in gone:
+                    handed.append(c.job)
+                    self._remember(c.job)
             if not gone:
                 break
         return handed
@@ -100,9 +108,23 @@ class JobService:
     ) -> Job:
         """Apply a worker's status report (or keep-alive) to a job it holds."""
         target = parse_worker_status(status)
+        # First try the snapshot this process last committed for the job (a worker's calls
+        # usually follow each other here): the compare-and-set proves it still current, which
+        # saves reading the job first. Any doubt (a failed check, a lost race) re-reads it.
+        snapshot = self._recent.get(job_id)
         for _ in range(_CAS_ROUNDS):
-            job = ensure_assigned(await self._get(job_id), worker, job_id)
-            decision = decide_update(job, target, runtime_details)
+            fresh = snapshot is None
+            if snapshot is None:
+                snapshot = await self._get(job_id)
+            try:
+                job = ensure_assigned(snapshot, worker, job_id)
+                decision = decide_update(job, target, runtime_details)
+            except DomainError:
+                self._recent.pop(job_id, None)
+                if fresh:
+                    raise
+                snapshot = None
+                continue
             committed = await self._queue.record_update(
                 job,
                 decision.status,
@@ -111,11 +133,15 @@ class JobService:
                 forward=decision.forward,
             )
             if committed is None:
-                continue  # the job moved on meanwhile: decide again on its new state
+                # The job moved on meanwhile: decide again on its new state.
+                self._recent.pop(job_id, None)
+                snapshot = None
+                continue
+            self._remember(committed.job)
             # Tell the user-facing API at once. Should it answer that the job was deleted, the job
             # is cancelled and the worker learns it from a 404 on its next call: this update was
             # accepted and committed, so it is answered as such.
-            await self._sync.deliver_now([committed.event_id])
+            await self._sync.deliver_now([committed.event])
             return committed.job
         raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
 
@@ -127,7 +153,7 @@ class JobService:
         cutoff = self._policy.cutoff(now)
         requeued: list[int] = []
         failed: list[int] = []
-        event_ids: list[int | None] = []
+        events: list[StatusEvent | None] = []
         seen: set[int] = set()
         while True:
             batch = await self._queue.find_expired(cutoff, _SWEEP_BATCH)
@@ -148,11 +174,12 @@ class JobService:
                     if done is not None:
                         requeued.append(expired.job.id)
                 if done is not None:
-                    event_ids.append(done.event_id)
+                    events.append(done.event)
+                    self._recent.pop(expired.job.id, None)
             if len(batch) < _SWEEP_BATCH or not fresh:
                 break
-        if event_ids:
-            await self._sync.deliver_now(event_ids)
+        if events:
+            await self._sync.deliver_now(events)
         if requeued or failed:
             log.info(
                 "sweep: re-queued %d job(s) %s, failed %d job(s) %s",
@@ -162,6 +189,12 @@ class JobService:
                 failed,
             )
         return SweepReport(requeued=tuple(requeued), failed=tuple(failed))
+
+    def _remember(self, job: Job) -> None:
+        self._recent[job.id] = job
+        self._recent.move_to_end(job.id)
+        if len(self._recent) > _RECENT_JOBS:
+            self._recent.popitem(last=False)
 
     async def _get(self, job_id: int) -> Job | None:
         # Ids outside the database's integer range cannot exist; asking would be an error there.

@@ -37,13 +37,14 @@ class InMemoryQueue:
     """Implements ``JobQueue`` and ``Outbox``. ``record_events`` says whether status changes
     leave outbox events (only when an upstream is configured)."""
 
-    def __init__(self, *, record_events: bool = False) -> None:
+    def __init__(self, *, record_events: bool = False, lease_seconds: float = 30.0) -> None:
         self._jobs: dict[int, Job] = {}
         self._attempts: dict[int, list[str]] = {}
         self._events: dict[int, _Event] = {}
         self._next_job_id = 1
         self._next_event_id = 1
         self._record_events = record_events
+        self._lease = timedelta(seconds=lease_seconds)
         self._lock = asyncio.Lock()
 
     # -- JobQueue ------------------------------------------------------------------------------
@@ -105,10 +106,11 @@ class InMemoryQueue:
                     attempt=job.attempt + 1,
                     last_heartbeat_at=now,
                     updated_at=now,
+                    event_seq=job.event_seq + int(self._record_events),
                 )
                 self._jobs[job.id] = taken
                 self._attempts[job.id].append(worker.worker)
-                claimed.append(Claimed(job=taken, event_id=self._event(taken, None, now)))
+                claimed.append(Claimed(job=taken, event=self._event(taken, None, now)))
             return claimed
 
     async def record_update(
@@ -121,18 +123,23 @@ class InMemoryQueue:
         forward: bool,
     ) -> Committed | None:
         async with self._lock:
-            if not self._unchanged(job):
+            record = forward and self._record_events
+            if not self._unchanged(job, same_events=record):
                 return None
+            current = self._jobs[job.id]
             updated = msgspec.structs.replace(
-                self._jobs[job.id],
+                current,
                 status=status,
                 last_heartbeat_at=now,
                 updated_at=now,
-                runtime_details=job.runtime_details if runtime_details is None else runtime_details,
+                runtime_details=current.runtime_details
+                if runtime_details is None
+                else runtime_details,
+                event_seq=current.event_seq + int(record),
             )
             self._jobs[job.id] = updated
-            event_id = self._event(updated, runtime_details, now) if forward else None
-            return Committed(job=updated, event_id=event_id)
+            event = self._event(updated, runtime_details, now) if forward else None
+            return Committed(job=updated, event=event)
 
     async def requeue(
         self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
@@ -169,23 +176,16 @@ class InMemoryQueue:
     # -- Outbox --------------------------------------------------------------------------------
 
     async def lease_events(
-        self,
-        now: datetime,
-        lease_seconds: float,
-        limit: int,
-        event_ids: Sequence[int] | None = None,
+        self, now: datetime, lease_seconds: float, limit: int
     ) -> list[StatusEvent]:
         async with self._lock:
             heads: dict[int, _Event] = {}
             for ev in sorted(self._events.values(), key=lambda e: e.event.id):
                 heads.setdefault(ev.event.job_id, ev)
-            wanted = None if event_ids is None else set(event_ids)
             leased: list[StatusEvent] = []
             for ev in sorted(heads.values(), key=lambda e: e.event.id):
                 if len(leased) >= limit:
                     break
-                if wanted is not None and ev.event.id not in wanted:
-                    continue
                 if ev.due_at > now or (ev.leased_until is not None and ev.leased_until > now):
                     continue
                 ev.leased_until = now + timedelta(seconds=lease_seconds)
@@ -211,13 +211,14 @@ class InMemoryQueue:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _unchanged(self, job: Job) -> bool:
+    def _unchanged(self, job: Job, *, same_events: bool = False) -> bool:
         current = self._jobs.get(job.id)
         return (
             current is not None
             and current.status is job.status
             and current.attempt == job.attempt
             and current.worker == job.worker
+            and (not same_events or current.event_seq == job.event_seq)
         )
 
     async def _expire(
@@ -232,7 +233,7 @@ class InMemoryQueue:
             current = self._jobs.get(job.id)
             if (
                 current is None
-                or not self._unchanged(job)
+                or not self._unchanged(job, same_events=self._record_events)
                 or current.status not in ACTIVE_STATUSES
                 or current.last_heartbeat_at is None
                 or current.last_heartbeat_at >= heartbeat_before
@@ -246,9 +247,10 @@ class InMemoryQueue:
                 num_retries=current.num_retries + 1 if requeue else current.num_retries,
                 runtime_details=detail,
                 updated_at=now,
+                event_seq=current.event_seq + int(self._record_events),
             )
             self._jobs[job.id] = updated
-            return Committed(job=updated, event_id=self._event(updated, detail, now))
+            return Committed(job=updated, event=self._event(updated, detail, now))
 
     def _cancel(self, job_id: int, now: datetime) -> bool:
         current = self._jobs.get(job_id)
@@ -261,7 +263,8 @@ class InMemoryQueue:
             del self._events[event_id]
         return True
 
-    def _event(self, job: Job, runtime_details: str | None, now: datetime) -> int | None:
+    def _event(self, job: Job, runtime_details: str | None, now: datetime) -> StatusEvent | None:
+        """Record an event; lease it to the caller if it is the only one of its job left."""
         if not self._record_events:
             return None
         event = StatusEvent(
@@ -273,5 +276,8 @@ class InMemoryQueue:
             created_at=now,
         )
         self._next_event_id += 1
-        self._events[event.id] = _Event(event=event, due_at=now)
-        return event.id
+        first = all(e.event.job_id != job.id for e in self._events.values())
+        self._events[event.id] = _Event(
+            event=event, due_at=now, leased_until=now + self._lease if first else None
+        )
+        return event if first else None

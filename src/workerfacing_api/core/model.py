@@ -176,6 +176,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     worker: str | None = None
     attempt: int = 0  # number of times the job was pulled; the current attempt's number
     num_retries: int = 0
+    # Status events recorded for this job so far. A change that records an event also
+    # compares this, so two events of one job are never recorded concurrently; that keeps
+    # "is this event the first undelivered one of its job?" decidable in the same statement.
+    event_seq: int = 0
     last_heartbeat_at: datetime | None = None
     updated_at: datetime | None = None
     runtime_details: str | None = None
@@ -210,23 +214,6 @@ class WorkerProfile(msgspec.Struct, frozen=True, kw_only=True):
     older_than: float = 0.0  # seconds a job with no environment must wait before it fits
 
 
-class ExpiredJob(msgspec.Struct, frozen=True, kw_only=True):
-    job: Job
-    workers_tried: tuple[str, ...]
-
-
-class Claimed(msgspec.Struct, frozen=True, kw_only=True):
-    job: Job
-    event_id: int | None = None  # outbox record written with the claim, when forwarding
-
-
-class Committed(msgspec.Struct, frozen=True, kw_only=True):
-    """A compare-and-set that won; ``event_id`` is the outbox record written with it, if any."""
-
-    job: Job
-    event_id: int | None = None
-
-
 class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One status change to forward upstream, kept in the outbox until delivered."""
 
@@ -237,6 +224,25 @@ class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
     runtime_details: str | None
     created_at: datetime
     attempts: int = 0
+
+
+class ExpiredJob(msgspec.Struct, frozen=True, kw_only=True):
+    job: Job
+    workers_tried: tuple[str, ...]
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    job: Job
+    # The "pulled" event, leased to the caller for delivery right away; None when no event was
+    # recorded (no upstream) or an older event of the job must go first (the dispatcher's job).
+    event: StatusEvent | None = None
+
+
+class Committed(msgspec.Struct, frozen=True, kw_only=True):
+    """A compare-and-set that won, with its event leased to the caller as for ``Claimed``."""
+
+    job: Job
+    event: StatusEvent | None = None
 
 
 class Delivery(enum.Enum):

@@ -34,7 +34,12 @@ class Clock(Protocol):
 
 class JobQueue(Protocol):
     """The job store. Every state change is a compare-and-set on the snapshot it was decided on
-    (same id, status and attempt); ``None`` means the job moved on meanwhile."""
+    (same id, status and attempt, and same ``event_seq`` when it records an event); ``None``
+    means the job moved on meanwhile.
+
+    With events recorded (an upstream is configured), each change writes its status event in
+    the same transaction, and leases it to the caller for immediate delivery when no older event
+    of the job is still undelivered (see ``Outbox``)."""
 
     async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
         """Store a new queued job; cancel (and return the ids of) older jobs with its meta.job_id
@@ -100,17 +105,14 @@ class Outbox(Protocol):
     """
 
     async def lease_events(
-        self,
-        now: datetime,
-        lease_seconds: float,
-        limit: int,
-        event_ids: Sequence[int] | None = None,
+        self, now: datetime, lease_seconds: float, limit: int
     ) -> list[StatusEvent]:
-        """Lease due events that head their job's line (all, or only among ``event_ids``)."""
+        """Lease up to ``limit`` due events that head their job's line, oldest first."""
         ...
 
     async def complete_events(self, event_ids: Sequence[int]) -> None:
-        """Forget delivered events."""
+        """Forget delivered events. An adapter may defer the write and batch it with its next
+        statement, but an event's successor is never leased before the event is forgotten."""
         ...
 
     async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:

@@ -71,19 +71,23 @@ class StatusSync:
     def enabled(self) -> bool:
         return self._outbox is not None
 
-    async def deliver_now(self, event_ids: Sequence[int | None]) -> set[int]:
-        """Deliver these just-committed events if they head their job's line.
+    async def deliver_now(self, events: Sequence[StatusEvent | None]) -> set[int]:
+        """Deliver events just committed and leased to this caller (None: nothing to send).
 
         Returns the ids of events whose job the upstream reported deleted (now cancelled).
         """
-        ids = [i for i in event_ids if i is not None]
-        if not ids or self._outbox is None:
+        leased = [e for e in events if e is not None]
+        if not leased or self._outbox is None:
             return set()
         now = self._clock.now()
         if self._inline_paused_until is not None and now < self._inline_paused_until:
+            # Upstream trouble: leave them to the dispatcher once their lease runs out, rather
+            # than make this worker wait for a timeout.
+            await asyncio.gather(
+                *(self._outbox.postpone_event(e.id, now, "inline delivery paused") for e in leased)
+            )
             return set()
-        events = await self._outbox.lease_events(now, self._lease_seconds, len(ids), event_ids=ids)
-        return await self._deliver(events, self._inline_timeout)
+        return await self._deliver(leased, self._inline_timeout)
 
     async def dispatch_due(self, limit: int = 100) -> int:
         """Deliver due events of any job, oldest first; returns how many were attempted."""

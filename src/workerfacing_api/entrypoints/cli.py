@@ -178,7 +178,7 @@ async def _sweep(settings: Settings, *, once: bool, interval: float) -> None:
         upstream = container.upstream()
         if upstream is not None:
             await upstream.aclose()
-        await container.engine().dispose()
+        await container.queue().close()
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
@@ -200,15 +200,15 @@ def _age(seconds: float | None) -> str:
 async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    from workerfacing_api.adapters.sql import SqlQueue, create_engine
+    from workerfacing_api.adapters.sql import QueueViews, create_engine
     from workerfacing_api.core.clock import SystemClock
 
     engine = create_engine(_container(settings).db_url(), pool_size=1)
-    queue = SqlQueue(engine, record_events=False)
+    views = QueueViews(engine)
     now = SystemClock().now()
     try:
         if args.action == "stats":
-            stats = await queue.stats(now)
+            stats = await views.stats(now)
             if args.json:
                 print(msgspec.json.encode(stats).decode())
                 return
@@ -222,10 +222,10 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
                 f"oldest {_age(stats.oldest_event_age)}"
             )
             return
-        job = await queue.get(args.id)
-        if job is None:
+        found = await views.job(args.id)
+        if found is None:
             _fail(f"job {args.id} does not exist")
-        attempts, events = await queue.history(job.id)
+        job, attempts, events = found
         view = {
             "id": job.id,
             "meta.job_id": job.upstream_id,
@@ -242,7 +242,8 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
             else None,
             "runtime_details": job.runtime_details,
             "attempts": [
-                {"attempt": n, "worker": w, "pulled_at": t.isoformat()} for n, w, t in attempts
+                {"attempt": a.attempt, "worker": a.worker, "pulled_at": a.pulled_at.isoformat()}
+                for a in attempts
             ],
             "undelivered_events": [
                 {

@@ -1,7 +1,40 @@
-"""SQL adapter: the job queue and its outbox on PostgreSQL or SQLite, with Alembic migrations."""
+"""SQL adapters: the job queue and its outbox on PostgreSQL or SQLite, Alembic migrations, and
+operator views."""
 
-from workerfacing_api.adapters.sql.engine import DatabaseUrlError, create_engine, database_url
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+
+from workerfacing_api.adapters.sql.engine import (
+    DatabaseUrlError,
+    create_engine,
+    database_url,
+    is_sqlite,
+)
 from workerfacing_api.adapters.sql.migrate import upgrade
-from workerfacing_api.adapters.sql.queue import SqlQueue
+from workerfacing_api.adapters.sql.postgres import PostgresQueue
+from workerfacing_api.adapters.sql.sqlite import SqliteQueue
+from workerfacing_api.adapters.sql.views import QueueViews
 
-__all__ = ["DatabaseUrlError", "SqlQueue", "create_engine", "database_url", "upgrade"]
+SqlQueue = SqliteQueue | PostgresQueue
+
+
+def open_queue(url: URL, *, record_events: bool, pool_size: int = 10) -> SqlQueue:
+    """The queue adapter for ``url`` (from ``database_url``); connects on first use."""
+    if is_sqlite(url):
+        return SqliteQueue(create_engine(url), record_events=record_events)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresQueue(dsn, record_events=record_events, pool_size=pool_size)
+
+
+__all__ = [
+    "DatabaseUrlError",
+    "PostgresQueue",
+    "QueueViews",
+    "SqlQueue",
+    "SqliteQueue",
+    "create_engine",
+    "database_url",
+    "open_queue",
+    "upgrade",
+]

@@ -9,6 +9,7 @@ submitted (``spec``) keeps the nulls the user-facing API sent.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Column,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -36,6 +38,9 @@ metadata = MetaData(
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 _Timestamp = DateTime(timezone=True)
+# A JSON array of worker names: JSONB on PostgreSQL (its ``?`` operator tests membership
+# exactly), JSON text on SQLite (tested with json_each).
+_Names = JSON().with_variant(JSONB(), "postgresql")
 
 STATUSES = (
     "queued",
@@ -68,6 +73,11 @@ jobs = Table(
     Column("worker", String(255)),
     Column("attempt", Integer, nullable=False, server_default=text("0")),
     Column("num_retries", Integer, nullable=False, server_default=text("0")),
+    Column("event_seq", Integer, nullable=False, server_default=text("0")),
+    # Every worker that ever pulled the job, also kept (as history) in job_attempts. Kept on
+    # the row so that RETRY_DIFFERENT is a filter on the candidate itself: a join would make
+    # the pull's plan depend on table statistics, which lag behind a busy queue.
+    Column("attempted_by", _Names, nullable=False, server_default=text("'[]'")),
     Column("runtime_details", Text),
     Column("created_at", _Timestamp, nullable=False),
     Column("updated_at", _Timestamp, nullable=False),
@@ -126,8 +136,6 @@ job_attempts = Table(
     Column("worker", String(255), nullable=False),
     Column("pulled_at", _Timestamp, nullable=False),
 )
-# RETRY_DIFFERENT: "has this worker attempted this job?" is one index probe.
-Index("ix_job_attempts_job_id_worker", job_attempts.c.job_id, job_attempts.c.worker)
 
 status_events = Table(
     "status_events",

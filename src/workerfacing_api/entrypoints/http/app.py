@@ -49,7 +49,7 @@ def create_app(container: Container, *, run_duties: bool = True) -> FileIdPaths:
             upstream = container.upstream()
             if upstream is not None:
                 await upstream.aclose()
-            await asyncio.shield(container.engine().dispose())
+            await asyncio.shield(container.queue().close())
 
     dependencies = {
         "jobs": Provide(lambda: container.jobs(), use_cache=True, sync_to_thread=False),

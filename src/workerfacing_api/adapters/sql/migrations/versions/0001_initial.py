@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -48,6 +49,13 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(255), nullable=True),
         sa.Column("attempt", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("num_retries", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("event_seq", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "attempted_by",
+            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            server_default=sa.text("'[]'"),
+            nullable=False,
+        ),
         sa.Column("runtime_details", sa.Text(), nullable=True),
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("updated_at", _TS, nullable=False),
@@ -109,7 +117,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "attempt", name=op.f("pk_job_attempts")),
     )
-    op.create_index("ix_job_attempts_job_id_worker", "job_attempts", ["job_id", "worker"])
 
     op.create_table(
         "status_events",
@@ -133,6 +140,15 @@ def upgrade() -> None:
         comment="outbox: status changes not yet delivered to the user-facing API",
     )
     op.create_index("ix_status_events_job_id_id", "status_events", ["job_id", "id"])
+
+    if op.get_bind().dialect.name == "postgresql":
+        # The queue's tables change all the time: keep the planner's statistics fresh, so that
+        # pulls keep choosing between the "fits" and the "order" index well.
+        for table in ("jobs", "job_attempts", "status_events"):
+            op.execute(
+                f"ALTER TABLE {table} SET (autovacuum_analyze_scale_factor = 0.02, "
+                "autovacuum_analyze_threshold = 200, autovacuum_vacuum_scale_factor = 0.05)"
+            )
 
 
 def downgrade() -> None:
