@@ -104,7 +104,10 @@ class StatusSync:
         if not events:
             return set()
         upstream = self._upstream
-        outcomes = await asyncio.gather(*(upstream.notify(e, within) for e in events))
+        if len(events) == 1:  # the common case: no task to create
+            outcomes = [await upstream.notify(events[0], within)]
+        else:
+            outcomes = await asyncio.gather(*(upstream.notify(e, within) for e in events))
         gone: set[int] = set()
         delivered: list[int] = []
         for event, outcome in zip(events, outcomes, strict=True):

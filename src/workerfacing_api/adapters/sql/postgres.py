@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from workerfacing_api.adapters.sql.pgpool import ConnectionPool
 from workerfacing_api.adapters.sql.rows import (
     ACTIVE,
     EVENT_COLUMNS,
@@ -131,18 +132,29 @@ LEASE_EVENTS = Statement(
 )
 
 
+def memory_class(memory: int) -> int:
+    """The worker's memory rounded up to a power of two (a few dozen classes in all)."""
+    return 0 if memory <= 0 else 1 << (min(memory, 2**62) - 1).bit_length()
+
+
 @functools.cache
-def _claim(*, groups: bool, exclude_attempted: bool) -> Statement:
+def _claim(*, groups: bool, exclude_attempted: bool, memory_class: int) -> Statement:
     """Claim up to :limit fitting jobs for :worker in one statement.
 
     SKIP LOCKED: concurrent pulls take different rows and never wait on each other; the rows are
     locked by the same statement that updates them, so no job is ever handed out twice.
+
+    The best plan depends on how many queued jobs fit: walk the queue in order when most do,
+    range-scan the "fits" index when few do. Plans are generic (made once per connection), so
+    the statement carries the worker's memory class as a constant for the planner to weigh
+    against its statistics; the exact limit stays a parameter.
     """
     not_attempted = " AND NOT (attempted_by ? :worker::text)" if exclude_attempted else ""
     preferred = "CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END, " if groups else ""
     return Statement(
         f"WITH {_DONE}, picked AS (SELECT id FROM jobs WHERE status = 'queued' "
         "AND (environment = :environment OR (environment = 'any' AND created_at <= :any_before)) "
+        f"AND req_memory <= {int(memory_class)} "
         "AND req_cpu_cores <= :cpu_cores AND req_memory <= :memory AND req_gpu_mem <= :gpu_mem "
         "AND (req_gpu_model IS NULL OR req_gpu_model = :gpu_model) "
         f"AND (req_gpu_archi IS NULL OR req_gpu_archi = :gpu_archi){not_attempted} "
@@ -224,30 +236,24 @@ class PostgresQueue:
         self._record = record_events
         self._lease = timedelta(seconds=lease_seconds)
         self._pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self._pool = ConnectionPool(
+            dsn,
+            max_size=pool_size,
+            server_settings={
+                "application_name": "workerfacing-api",
+                # Plan each statement once per connection, not at every execution: planning
+                # costs PostgreSQL more CPU than running these statements. The one statement
+                # whose best plan depends on its values, the claim, carries them (see _claim).
+                "plan_cache_mode": "force_generic_plan",
+            },
+        )
         # Delivered events not deleted yet (see the module docstring).
         self._delivered: set[int] = set()
         self._flush_delay = flush_delay
         self._flush_task: asyncio.Task[None] | None = None
 
-    async def _connect(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self._pool_size,
-                        server_settings={"application_name": "workerfacing-api"},
-                    )
-        return self._pool
-
     async def _fetch(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
-        pool = self._pool or await self._connect()
-        async with pool.acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(stmt.sql, *stmt.args(params))
-            return rows
+        return await self._pool.fetch(stmt.sql, stmt.args(params))
 
     async def _fetch_done(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
         """Run a statement that also deletes this process's delivered events (:done)."""
@@ -261,11 +267,10 @@ class PostgresQueue:
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush_task
-        if self._delivered and self._pool is not None:
-            await self._flush_now()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        if self._delivered:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._flush_now()  # else they are sent again: at least once
+        await self._pool.close()
 
     # -- JobQueue ------------------------------------------------------------------------------
 
@@ -281,12 +286,13 @@ class PostgresQueue:
             sub.paths_upload,
         )
         v["now"] = now
-        pool = await self._connect()
         # Two racing submissions of one meta.job_id: the unique index on live jobs makes the
         # later one fail; retried, it supersedes the earlier one like any resubmission.
         for attempt in range(3):
+            conn = await self._pool.acquire()
+            failure: BaseException | None = None
             try:
-                async with pool.acquire() as conn, conn.transaction():
+                async with conn.transaction():
                     superseded = tuple(await conn.fetchval(SUPERSEDE.sql, *SUPERSEDE.args(v)))
                     row = await conn.fetchrow(INSERT_JOB.sql, *INSERT_JOB.args(v))
                 assert row is not None
@@ -294,6 +300,11 @@ class PostgresQueue:
             except asyncpg.UniqueViolationError:
                 if attempt == 2:
                     raise
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                self._pool.release(conn, failure)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, job_id: int) -> Job | None:
@@ -323,7 +334,11 @@ class PostgresQueue:
             "lease_until": now + self._lease,
             "groups": list(worker.groups),
         }
-        stmt = _claim(groups=bool(worker.groups), exclude_attempted=exclude_attempted)
+        stmt = _claim(
+            groups=bool(worker.groups),
+            exclude_attempted=exclude_attempted,
+            memory_class=memory_class(worker.memory),
+        )
         rows = await self._fetch_done(stmt, params)
         claimed = []
         for row in rows:

@@ -4,6 +4,7 @@ encode its answer. Paths, parameter names and shapes are those the DECODE client
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -76,17 +77,26 @@ class Stored(msgspec.Struct):
     bytes: int
 
 
-# Injected services are trusted: Litestar need not check their types on every request.
-Jobs = Annotated[JobService, Dependency(skip_validation=True)]
-Files = Annotated[FileService, Dependency(skip_validation=True)]
-Signer = Annotated[UrlSigner, Dependency(skip_validation=True)]
-Verifier = Annotated[IdentityVerifier, Dependency(skip_validation=True)]
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the handlers use, injected as one dependency (``api``). One dependency, and the
+    ``worker`` one built on it, keep Litestar resolving them in sequence: dependencies on the
+    same level are resolved concurrently in a task group, which costs more than the handler."""
+
+    jobs: JobService
+    files: FileService
+    signer: UrlSigner
+    identity: IdentityVerifier
+    settings: Settings
+
+
+# Injected values are trusted: Litestar need not check their types on every request.
+Api = Annotated[Services, Dependency(skip_validation=True)]
 Worker = Annotated[Identity, Dependency(skip_validation=True)]
-Config = Annotated[Settings, Dependency(skip_validation=True)]
 
 
-async def provide_worker(request: AnyRequest, identity: Verifier) -> Identity:
-    return await authenticate_worker(request, identity)
+async def provide_worker(request: AnyRequest, api: Api) -> Identity:
+    return await authenticate_worker(request, api.identity)
 
 
 WORKER = {"worker": Provide(provide_worker)}
@@ -101,7 +111,8 @@ async def welcome() -> Welcome:
 
 
 @get("/access_info", operation_id="access_info", summary="How workers authenticate")
-async def access_info(settings: Config) -> AccessInfo:
+async def access_info(api: Api) -> AccessInfo:
+    settings = api.settings
     local = None
     if settings.embedded_default:
         local = LocalIssuerInfo(
@@ -132,7 +143,7 @@ async def access_info(settings: Config) -> AccessInfo:
 )
 async def pull_jobs(
     worker: Worker,
-    jobs: Jobs,
+    api: Api,
     memory: NonNegativeInt,
     cpu_cores: NonNegativeInt = 1,
     gpu_mem: NonNegativeInt = 0,
@@ -156,7 +167,7 @@ async def pull_jobs(
         groups=tuple(groups or ()),
         older_than=older_than,
     )
-    handed = await jobs.pull(profile, limit)
+    handed = await api.jobs.pull(profile, limit)
     body = msgspec.json.encode({str(job.id): msgspec.Raw(job.spec) for job in handed})
     return Response(body, media_type=JSON)
 
@@ -168,8 +179,8 @@ async def pull_jobs(
     dependencies=WORKER,
     responses={200: ResponseSpec(data_container=JobStatus, description="The status")},
 )
-async def get_job_status(worker: Worker, jobs: Jobs, job_id: int) -> Response[bytes]:
-    status = await jobs.status_of(job_id)
+async def get_job_status(worker: Worker, api: Api, job_id: int) -> Response[bytes]:
+    status = await api.jobs.status_of(job_id)
     return Response(msgspec.json.encode(status.value), media_type=JSON)
 
 
@@ -182,12 +193,12 @@ async def get_job_status(worker: Worker, jobs: Jobs, job_id: int) -> Response[by
 )
 async def put_job_status(
     worker: Worker,
-    jobs: Jobs,
+    api: Api,
     job_id: int,
     status: str,
     runtime_details: str | None = None,
 ) -> None:
-    await jobs.update_status(job_id, worker.username, status, runtime_details)
+    await api.jobs.update_status(job_id, worker.username, status, runtime_details)
 
 
 @post(
@@ -200,13 +211,12 @@ async def put_job_status(
 async def get_upload_url(
     request: AnyRequest,
     worker: Worker,
-    files: Files,
-    signer: Signer,
+    api: Api,
     job_id: int,
     file_type: Annotated[str, Parameter(query="type", description="output, log or artifact")],
     base_path: str = "",
 ) -> PresignedRequest:
-    grant = await files.grant_upload(job_id, worker.username, file_type, base_path)
+    grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
     if grant.presigned is not None:
         return grant.presigned
     params = {
@@ -216,7 +226,7 @@ async def get_upload_url(
         "attempt": str(grant.attempt),
     }
     path = f"/jobs/{grant.job_id}/files/upload"
-    url = signer.sign("POST", str(request.base_url), path, params, time.time())
+    url = api.signer.sign("POST", str(request.base_url), path, params, time.time())
     return PresignedRequest(method="post", url=url)
 
 
@@ -229,32 +239,30 @@ async def get_upload_url(
 )
 async def upload_file(
     request: AnyRequest,
-    files: Files,
-    signer: Signer,
-    identity: Verifier,
+    api: Api,
     job_id: int,
     file_type: Annotated[str, Parameter(query="type", description="output, log or artifact")],
     base_path: str = "",
 ) -> Stored:
     params = dict(request.query_params)
     if bearer_token(request) is None and "signature" in params:
-        if not signer.verify("POST", request.url.path, params, time.time()):
+        if not api.signer.verify("POST", request.url.path, params, time.time()):
             raise Unauthenticated("upload link is invalid or expired; ask for a new one")
-        grant = await files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
+        grant = await api.files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
         if str(grant.attempt) != params.get("attempt"):
             raise AccessDenied(f"this upload link belongs to an earlier attempt of job {job_id}")
     else:
-        worker = await authenticate_worker(request, identity)
-        grant = await files.grant_upload(job_id, worker.username, file_type, base_path)
+        worker = await authenticate_worker(request, api.identity)
+        grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
     announced = request.headers.get("content-length")
     # Refuse at once what cannot fit; the 1 MiB allows for the multipart framing.
-    if announced and announced.isdigit() and int(announced) > files.max_upload_bytes + 2**20:
+    if announced and announced.isdigit() and int(announced) > api.files.max_upload_bytes + 2**20:
         raise PayloadTooLarge(
-            f"upload exceeds the limit of {files.max_upload_bytes} bytes (MAX_UPLOAD_BYTES)"
+            f"upload exceeds the limit of {api.files.max_upload_bytes} bytes (MAX_UPLOAD_BYTES)"
         )
     upload = MultipartFile(request.headers.get("content-type", ""), request.stream())
     filename = await upload.open()
-    size = await files.store_upload(grant, filename, upload.chunks())
+    size = await api.files.store_upload(grant, filename, upload.chunks())
     return Stored(file=filename, bytes=size)
 
 
@@ -275,14 +283,14 @@ def _file_id(request: AnyRequest) -> str:
     "or an absolute path (so the path holds `//`).",
     dependencies=WORKER,
 )
-async def get_download_url(
-    request: AnyRequest, worker: Worker, files: Files, signer: Signer
-) -> PresignedRequest:
-    grant = await files.grant_download(worker.username, _file_id(request))
+async def get_download_url(request: AnyRequest, worker: Worker, api: Api) -> PresignedRequest:
+    grant = await api.files.grant_download(worker.username, _file_id(request))
     if grant.presigned is not None:
         return grant.presigned
     path = f"/files/{grant.file_id}/download"
-    url = signer.sign("GET", str(request.base_url), path, {"worker": worker.username}, time.time())
+    url = api.signer.sign(
+        "GET", str(request.base_url), path, {"worker": worker.username}, time.time()
+    )
     return PresignedRequest(method="get", url=url)
 
 
@@ -292,22 +300,20 @@ async def get_download_url(
     summary="Download one input file (local storage)",
     response_headers=[ResponseHeader(name="content-disposition", documentation_only=True)],
 )
-async def download_file(
-    request: AnyRequest, files: Files, signer: Signer, identity: Verifier
-) -> File:
+async def download_file(request: AnyRequest, api: Api) -> File:
     file_id = _file_id(request)
     params = dict(request.query_params)
     if bearer_token(request) is None and "signature" in params:
         path = cast("dict[str, Any]", request.scope).get(ORIGINAL_PATH_KEY, request.url.path)
-        if not signer.verify("GET", path, params, time.time()):
+        if not api.signer.verify("GET", path, params, time.time()):
             raise Unauthenticated("download link is invalid or expired; ask for a new one")
         # Like the bearer path: only while one of the signer's jobs still names the file.
-        grant = await files.grant_download(params.get("worker", ""), file_id)
-        local = files.local_file(grant.file_id)
+        grant = await api.files.grant_download(params.get("worker", ""), file_id)
+        local = api.files.local_file(grant.file_id)
     else:
-        worker = await authenticate_worker(request, identity)
-        grant = await files.grant_download(worker.username, file_id)
-        local = files.local_file(grant.file_id)
+        worker = await authenticate_worker(request, api.identity)
+        grant = await api.files.grant_download(worker.username, file_id)
+        local = api.files.local_file(grant.file_id)
     return File(path=local, filename=local.name)
 
 
@@ -321,14 +327,14 @@ async def download_file(
     exception_handlers={ClientException: invalid_submission},
     responses={201: ResponseSpec(data_container=SubmittedJob, description="The queued job")},
 )
-async def submit_job(request: AnyRequest, jobs: Jobs, data: SubmittedJob) -> Response[bytes]:
+async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Response[bytes]:
     # Litestar's conversion of ``data`` is lenient ("7" would pass as 7) and drops what the
     # worker must receive byte for byte; the submission is decoded strictly from the body.
     try:
         submission = Submission.from_json(await request.body())
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid job submission: {exc}") from None
-    job = await jobs.submit(submission)
+    job = await api.jobs.submit(submission)
     echo = {
         "job": msgspec.Raw(job.spec),
         "environment": data.environment,
