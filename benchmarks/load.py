@@ -121,8 +121,9 @@ class Rig:
     urls: list[str] = field(default_factory=list)
     stub: subprocess.Popen[bytes] | None = None
     stub_url: str = ""
+    closed_port: socket.socket | None = None
 
-    def start(self, *, upstream: bool = True) -> None:
+    def start(self, *, upstream: bool = True, upstream_down: bool = False) -> None:
         state = self.workdir / "state"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))},
@@ -134,7 +135,13 @@ class Rig:
             "LOG_LEVEL": "WARNING",
             "SWEEP_INTERVAL": "3600",
         }
-        if upstream:
+        if upstream_down:
+            # A port held but not listening: every delivery is refused, as when the upstream is
+            # down (and no other process of the rig can be given this port meanwhile).
+            self.closed_port = socket.socket()
+            self.closed_port.bind(("127.0.0.1", 0))
+            self.env["USERFACING_API_URL"] = f"http://127.0.0.1:{self.closed_port.getsockname()[1]}"
+        elif upstream:
             port = free_port()
             self.stub = subprocess.Popen(
                 [sys.executable, str(ROOT / "benchmarks" / "upstream_stub.py"), str(port)]
@@ -181,6 +188,8 @@ class Rig:
         return sum(cpu_seconds(p.pid) for p in self.servers)
 
     def stop(self) -> None:
+        if self.closed_port is not None:
+            self.closed_port.close()
         for process in [*self.servers, *([self.stub] if self.stub else [])]:
             process.terminate()
         for process in [*self.servers, *([self.stub] if self.stub else [])]:
@@ -245,6 +254,7 @@ class CycleResult:
     cycles: int = 0
     updates: int = 0
     errors: int = 0
+    error_statuses: dict[int, int] = field(default_factory=dict)
     handed: list[str] = field(default_factory=list)
     pull_latency: list[float] = field(default_factory=list)
     update_latency: list[float] = field(default_factory=list)
@@ -299,6 +309,7 @@ async def run_cycles(
                 result.pull_latency.append(time.perf_counter() - t0)
                 if status != 200:
                     result.errors += 1
+                    result.error_statuses[status] = result.error_statuses.get(status, 0) + 1
                     continue
                 jobs = json.loads(body)
                 if not jobs:
@@ -310,6 +321,7 @@ async def run_cycles(
                     status, _ = await client.request("PUT", f"/jobs/{job_id}/status?status={new}")
                     if status != 204:
                         result.errors += 1
+                        result.error_statuses[status] = result.error_statuses.get(status, 0) + 1
                     result.update_latency.append(time.perf_counter() - t1)
                     result.updates += 1
                 result.cycles += 1
@@ -336,19 +348,19 @@ async def stub_count(url: str) -> int:
 
 
 def cycles_benchmark(
-    kind: str, processes: int, workers: int, jobs: int, seconds: float
+    kind: str, processes: int, workers: int, jobs: int, seconds: float, upstream_down: bool
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp, database(kind, Path(tmp)) as url:
         rig = Rig(Path(tmp), url, processes)
         try:
-            rig.start()
+            rig.start(upstream_down=upstream_down)
             uvloop.run(fill(rig.urls, jobs))
             if kind == "postgres":
                 # As autovacuum soon would in production: a brand-new table has no statistics.
                 uvloop.run(analyze(url))
             tokens = rig.tokens(workers)
             print(f"# {kind}, {processes} process(es), {workers} worker(s): cycling", flush=True)
-            events_before = uvloop.run(stub_count(rig.stub_url))
+            events_before = uvloop.run(stub_count(rig.stub_url)) if rig.stub else 0
             cpu_before = rig.api_cpu()
             db_before = postgres_cpu()
             stub_before = cpu_seconds(rig.stub.pid) if rig.stub else 0.0
@@ -359,12 +371,13 @@ def cycles_benchmark(
             db_cpu = postgres_cpu() - db_before
             stub_cpu = (cpu_seconds(rig.stub.pid) if rig.stub else 0.0) - stub_before
             time.sleep(0.5)
-            events = uvloop.run(stub_count(rig.stub_url)) - events_before
+            events = (uvloop.run(stub_count(rig.stub_url)) if rig.stub else 0) - events_before
         finally:
             rig.stop()
     cycles = max(result.cycles, 1)
     return {
         "db": kind,
+        "upstream": "down" if upstream_down else "up",
         "processes": processes,
         "workers": workers,
         "cycles": result.cycles,
@@ -384,6 +397,7 @@ def cycles_benchmark(
         "upstream_events": events,
         "duplicates": len(result.handed) - len(set(result.handed)),
         "errors": result.errors,
+        "error_statuses": result.error_statuses,
     }
 
 
@@ -496,6 +510,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per run (bounded)")
     parser.add_argument("--seconds", type=float, default=30, help="time limit per run")
     parser.add_argument("--pull-latency", action="store_true")
+    parser.add_argument(
+        "--upstream-down", action="store_true", help="forward to a port nobody listens on"
+    )
     parser.add_argument("--sizes", default="100,10000,100000")
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -512,7 +529,9 @@ def main() -> None:
         for kind in kinds:
             for processes in (int(p) for p in args.processes.split(",")):
                 for workers in (int(w) for w in args.workers.split(",")):
-                    row = cycles_benchmark(kind, processes, workers, args.jobs, args.seconds)
+                    row = cycles_benchmark(
+                        kind, processes, workers, args.jobs, args.seconds, args.upstream_down
+                    )
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.out:

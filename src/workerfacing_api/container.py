@@ -76,7 +76,14 @@ def resolve_internal_key(settings: Settings) -> tuple[str, Path | None]:
             settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET"
         ), None
     path = internal_key_file(settings)
-    return read_or_create_secret(path), path
+    return _state_secret(path), path
+
+
+def _state_secret(path: Path) -> str:
+    try:
+        return read_or_create_secret(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"LOCAL_STATE_DIR: cannot keep a secret in {path} ({exc})") from None
 
 
 def build_container(settings: Settings) -> Container:
@@ -89,6 +96,8 @@ def build_container(settings: Settings) -> Container:
     except DatabaseUrlError as exc:
         raise ConfigError(f"QUEUE_DB_URL {exc}") from None
     key, _ = resolve_internal_key(settings)
+    if not settings.cognito_configured:
+        _state_secret(state_dir(settings) / "identity.key")  # the local issuer's key, made now
     return Container(
         settings=settings,
         db_url=url,

@@ -301,7 +301,7 @@ async def test_events_wait_in_order_per_job(queue: Queue) -> None:
         assert changed is not None
         current = changed.job
     assert claimed.event is not None
-    await queue.postpone_event(claimed.event.id, at(10), "upstream down")  # delivery failed
+    await queue.postpone_events([claimed.event.id], at(10), "upstream down")  # delivery failed
     seen = []
     for second in range(10, 20):
         for event in await queue.lease_events(at(second), 30, 10):
@@ -317,7 +317,7 @@ async def test_lease_expiry_and_postponing(queue: Queue) -> None:
     assert await queue.lease_events(at(30), 30, 1) == []  # still leased to the claimer
     (again,) = await queue.lease_events(at(31), 30, 1)  # lease ran out: someone else may try
     assert again.id == claimed.event.id
-    await queue.postpone_event(again.id, at(60), "upstream down")
+    await queue.postpone_events([again.id], at(60), "upstream down")
     assert await queue.lease_events(at(59), 30, 1) == []
     (retry,) = await queue.lease_events(at(60), 30, 1)
     assert retry.attempts == 1
@@ -386,3 +386,17 @@ async def test_concurrent_sweeps_requeue_each_job_once(queue: Queue) -> None:
         job = await queue.get(job_id)
         assert job is not None
         assert job.num_retries == 1
+
+
+async def test_without_lease_the_event_waits_for_the_dispatcher(queue: Queue) -> None:
+    """While the upstream is failing, requests record events without taking them."""
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, lease=False)
+    assert claimed.event is None
+    ran = await queue.record_update(
+        claimed.job, JobStatus.RUNNING, None, at(2), forward=True, lease=False
+    )
+    assert ran is not None
+    assert ran.event is None
+    leased = await queue.lease_events(at(3), 30, 10)
+    assert [e.status for e in leased] == [JobStatus.PULLED]

@@ -82,7 +82,7 @@ async def test_a_retry_postpones_with_back_off_and_pauses_inline_delivery() -> N
     assert upstream.delivered(2) == [("pulled", None)]
 
     stack.clock.advance(0.1)
-    assert await stack.sync.dispatch_due() == 1  # job 1 again: still down
+    assert await stack.sync.dispatch_due() == 0  # job 1 again: still down, no progress
     assert [e.status.value for e, _ in upstream.calls if e.upstream_id == 1] == ["pulled"] * 2
     stack.clock.advance(1.9)  # the second delay is twice the first
     assert await stack.sync.dispatch_due() == 0

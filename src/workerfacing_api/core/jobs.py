@@ -85,6 +85,7 @@ class JobService:
                 limit - len(handed),
                 self._clock.now(),
                 exclude_attempted=self._policy.retry_different,
+                lease=self._sync.inline(),
             )
             if not claimed:
                 break
@@ -131,6 +132,7 @@ class JobService:
                 runtime_details if decision.forward else None,
                 self._clock.now(),
                 forward=decision.forward,
+                lease=self._sync.inline(),
             )
             if committed is None:
                 # The job moved on meanwhile: decide again on its new state.
@@ -163,13 +165,21 @@ class JobService:
                 decision = decide_expiry(expired.job, expired.workers_tried, self._policy)
                 if isinstance(decision, Fail):
                     done = await self._queue.fail(
-                        expired.job, decision.detail, now, heartbeat_before=cutoff
+                        expired.job,
+                        decision.detail,
+                        now,
+                        heartbeat_before=cutoff,
+                        lease=self._sync.inline(),
                     )
                     if done is not None:
                         failed.append(expired.job.id)
                 else:
                     done = await self._queue.requeue(
-                        expired.job, decision.detail, now, heartbeat_before=cutoff
+                        expired.job,
+                        decision.detail,
+                        now,
+                        heartbeat_before=cutoff,
+                        lease=self._sync.inline(),
                     )
                     if done is not None:
                         requeued.append(expired.job.id)

@@ -88,6 +88,7 @@ class InMemoryQueue:
         now: datetime,
         *,
         exclude_attempted: bool,
+        lease: bool = True,
     ) -> list[Claimed]:
         async with self._lock:
             candidates = [
@@ -110,7 +111,7 @@ class InMemoryQueue:
                 )
                 self._jobs[job.id] = taken
                 self._attempts[job.id].append(worker.worker)
-                claimed.append(Claimed(job=taken, event=self._event(taken, None, now)))
+                claimed.append(Claimed(job=taken, event=self._event(taken, None, now, lease)))
             return claimed
 
     async def record_update(
@@ -121,6 +122,7 @@ class InMemoryQueue:
         now: datetime,
         *,
         forward: bool,
+        lease: bool = True,
     ) -> Committed | None:
         async with self._lock:
             record = forward and self._record_events
@@ -138,18 +140,30 @@ class InMemoryQueue:
                 event_seq=current.event_seq + int(record),
             )
             self._jobs[job.id] = updated
-            event = self._event(updated, runtime_details, now) if forward else None
+            event = self._event(updated, runtime_details, now, lease) if forward else None
             return Committed(job=updated, event=event)
 
     async def requeue(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
-        return await self._expire(job, JobStatus.QUEUED, detail, now, heartbeat_before)
+        return await self._expire(job, JobStatus.QUEUED, detail, now, heartbeat_before, lease)
 
     async def fail(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
-        return await self._expire(job, JobStatus.ERROR, detail, now, heartbeat_before)
+        return await self._expire(job, JobStatus.ERROR, detail, now, heartbeat_before, lease)
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
         expired = [
@@ -197,13 +211,19 @@ class InMemoryQueue:
             for event_id in event_ids:
                 self._events.pop(event_id, None)
 
-    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
+    async def expedite(self, now: datetime) -> None:
         async with self._lock:
-            ev = self._events.get(event_id)
-            if ev is not None:
-                ev.event = msgspec.structs.replace(ev.event, attempts=ev.event.attempts + 1)
-                ev.due_at = until
-                ev.leased_until = None
+            for ev in self._events.values():
+                ev.due_at = min(ev.due_at, now)
+
+    async def postpone_events(self, event_ids: Sequence[int], until: datetime, error: str) -> None:
+        async with self._lock:
+            for event_id in event_ids:
+                ev = self._events.get(event_id)
+                if ev is not None:
+                    ev.event = msgspec.structs.replace(ev.event, attempts=ev.event.attempts + 1)
+                    ev.due_at = until
+                    ev.leased_until = None
 
     def pending_events(self) -> list[StatusEvent]:
         """Undelivered events, oldest first (for tests and operators)."""
@@ -228,6 +248,7 @@ class InMemoryQueue:
         detail: str,
         now: datetime,
         heartbeat_before: datetime,
+        lease: bool,
     ) -> Committed | None:
         async with self._lock:
             current = self._jobs.get(job.id)
@@ -250,7 +271,7 @@ class InMemoryQueue:
                 event_seq=current.event_seq + int(self._record_events),
             )
             self._jobs[job.id] = updated
-            return Committed(job=updated, event=self._event(updated, detail, now))
+            return Committed(job=updated, event=self._event(updated, detail, now, lease))
 
     def _cancel(self, job_id: int, now: datetime) -> bool:
         current = self._jobs.get(job_id)
@@ -263,7 +284,9 @@ class InMemoryQueue:
             del self._events[event_id]
         return True
 
-    def _event(self, job: Job, runtime_details: str | None, now: datetime) -> StatusEvent | None:
+    def _event(
+        self, job: Job, runtime_details: str | None, now: datetime, lease: bool
+    ) -> StatusEvent | None:
         """Record an event; lease it to the caller if it is the only one of its job left."""
         if not self._record_events:
             return None
@@ -276,7 +299,7 @@ class InMemoryQueue:
             created_at=now,
         )
         self._next_event_id += 1
-        first = all(e.event.job_id != job.id for e in self._events.values())
+        first = lease and all(e.event.job_id != job.id for e in self._events.values())
         self._events[event.id] = _Event(
             event=event, due_at=now, leased_until=now + self._lease if first else None
         )

@@ -38,8 +38,8 @@ class JobQueue(Protocol):
     means the job moved on meanwhile.
 
     With events recorded (an upstream is configured), each change writes its status event in
-    the same transaction, and leases it to the caller for immediate delivery when no older event
-    of the job is still undelivered (see ``Outbox``)."""
+    the same transaction and, with ``lease``, leases it to the caller for immediate delivery
+    when no older event of the job is still undelivered (see ``Outbox``)."""
 
     async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
         """Store a new queued job; cancel (and return the ids of) older jobs with its meta.job_id
@@ -55,6 +55,7 @@ class JobQueue(Protocol):
         now: datetime,
         *,
         exclude_attempted: bool,
+        lease: bool = True,
     ) -> list[Claimed]:
         """Atomically move up to ``limit`` fitting queued jobs to ``pulled`` for ``worker``, in
         pull order, recording an attempt each. A job is claimed by one caller only."""
@@ -68,18 +69,31 @@ class JobQueue(Protocol):
         now: datetime,
         *,
         forward: bool,
+        lease: bool = True,
     ) -> Committed | None:
         """Set status (may be unchanged) and heartbeat, if ``job`` is still as given."""
         ...
 
     async def requeue(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         """Put an expired job back to ``queued`` with one more retry."""
         ...
 
     async def fail(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         """Move an expired job to ``error``."""
         ...
@@ -115,8 +129,13 @@ class Outbox(Protocol):
         statement, but an event's successor is never leased before the event is forgotten."""
         ...
 
-    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
-        """Release a failed event's lease; retry it no earlier than ``until``."""
+    async def expedite(self, now: datetime) -> None:
+        """Make every waiting event due at ``now``: the upstream is back."""
+        ...
+
+    async def postpone_events(self, event_ids: Sequence[int], until: datetime, error: str) -> None:
+        """Release the leases of events that could not be delivered; each counts one more try
+        and waits until ``until``."""
         ...
 
 

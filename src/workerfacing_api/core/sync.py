@@ -71,6 +71,13 @@ class StatusSync:
     def enabled(self) -> bool:
         return self._outbox is not None
 
+    def inline(self) -> bool:
+        """Whether requests should deliver their events themselves right now. Not while the
+        upstream is failing: then the dispatcher retries, and workers are not kept waiting."""
+        if self._inline_paused_until is None:
+            return True
+        return self._clock.now() >= self._inline_paused_until
+
     async def deliver_now(self, events: Sequence[StatusEvent | None]) -> set[int]:
         """Deliver events just committed and leased to this caller (None: nothing to send).
 
@@ -79,30 +86,31 @@ class StatusSync:
         leased = [e for e in events if e is not None]
         if not leased or self._outbox is None:
             return set()
-        now = self._clock.now()
-        if self._inline_paused_until is not None and now < self._inline_paused_until:
-            # Upstream trouble: leave them to the dispatcher once their lease runs out, rather
-            # than make this worker wait for a timeout.
-            await asyncio.gather(
-                *(self._outbox.postpone_event(e.id, now, "inline delivery paused") for e in leased)
-            )
-            return set()
-        return await self._deliver(leased, self._inline_timeout)
+        return (await self._deliver(leased, self._inline_timeout)).gone
 
     async def dispatch_due(self, limit: int = 100) -> int:
-        """Deliver due events of any job, oldest first; returns how many were attempted."""
+        """Deliver due events of any job, oldest first; returns how many got through (0: the
+        caller should wait before trying again).
+
+        While the upstream is failing, one event at a time probes it. When a probe gets
+        through, every waiting event is made due at once and whole batches go again."""
         if self._outbox is None:
             return 0
-        events = await self._outbox.lease_events(self._clock.now(), self._lease_seconds, limit)
-        await self._deliver(events, self._dispatch_timeout)
-        return len(events)
+        failing = not self.inline()
+        batch = 1 if failing else limit
+        events = await self._outbox.lease_events(self._clock.now(), self._lease_seconds, batch)
+        if not events:
+            return 0
+        outcome = await self._deliver(events, self._dispatch_timeout)
+        if failing and outcome.progress:
+            log.info("user-facing API reachable again; sending the waiting status events")
+            await self._outbox.expedite(self._clock.now())
+        return outcome.progress
 
-    async def _deliver(self, events: list[StatusEvent], within: float) -> set[int]:
+    async def _deliver(self, events: list[StatusEvent], within: float) -> _Outcome:
         """Send leased events (at most one per job, so they may go out concurrently)."""
         assert self._outbox is not None
         assert self._upstream is not None
-        if not events:
-            return set()
         upstream = self._upstream
         if len(events) == 1:  # the common case: no task to create
             outcomes = [await upstream.notify(events[0], within)]
@@ -110,10 +118,10 @@ class StatusSync:
             outcomes = await asyncio.gather(*(upstream.notify(e, within) for e in events))
         gone: set[int] = set()
         delivered: list[int] = []
+        failed: list[StatusEvent] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if outcome is Delivery.DELIVERED:
                 delivered.append(event.id)
-                self._inline_paused_until = None
             elif outcome is Delivery.GONE:
                 gone.add(event.id)
                 log.info(
@@ -124,12 +132,27 @@ class StatusSync:
                 # Cancelling drops the job's pending events, this one included.
                 await self._queue.cancel(event.job_id, self._clock.now())
             else:
-                now = self._clock.now()
-                self._inline_paused_until = now + self._inline_pause
-                wait = self._backoff.delay(event.attempts, self._jitter())
-                await self._outbox.postpone_event(
-                    event.id, now + timedelta(seconds=wait), "upstream unavailable"
-                )
+                failed.append(event)
         if delivered:
             await self._outbox.complete_events(delivered)
-        return gone
+        now = self._clock.now()
+        if failed:
+            if self._inline_paused_until is None or now >= self._inline_paused_until:
+                log.warning(
+                    "user-facing API unreachable or refusing; %d status event(s) wait for "
+                    "retry with back-off",
+                    len(failed),
+                )
+            self._inline_paused_until = now + self._inline_pause
+            wait = self._backoff.delay(max(e.attempts for e in failed), self._jitter())
+            await self._outbox.postpone_events(
+                [e.id for e in failed], now + timedelta(seconds=wait), "upstream unavailable"
+            )
+        elif delivered:
+            self._inline_paused_until = None
+        return _Outcome(gone=gone, progress=len(delivered) + len(gone))
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    gone: set[int]  # events whose job the upstream reported deleted
+    progress: int  # events resolved (delivered or gone)

@@ -7,8 +7,10 @@ Tokens carry ``username`` and ``cognito:groups`` like a Cognito access token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,19 +24,32 @@ ISSUER = "workerfacing-api-local"
 
 
 def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
-    """A random secret kept in ``path`` (mode 0600), created on first use."""
+    """A random secret kept in ``path`` (mode 0600), created on first use.
+
+    Several processes may start at once: the secret is written to a private temporary file and
+    linked into place, which either succeeds whole or fails because another process won, so
+    nobody ever reads a half-written file.
+    """
     try:
-        return path.read_text().strip()
+        return _read_secret(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(nbytes)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+        with os.fdopen(fd, "w") as handle:  # mkstemp creates it with mode 0600
+            handle.write(secrets.token_hex(nbytes) + "\n")
+        with contextlib.suppress(FileExistsError):  # another process won the race: use theirs
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise ValueError(f"{path} is empty; delete it and a new secret will be made")
     return value
 
 
@@ -71,7 +86,7 @@ class LocalIssuer:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired; get a new one") from None
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError) as exc:
             raise Unauthenticated(f"invalid token ({exc})") from None
         return identity_from_claims(claims)
 

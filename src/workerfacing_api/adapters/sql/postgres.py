@@ -72,17 +72,22 @@ class Statement:
 # Every statement that may lease an event first deletes the events this process delivered
 # (:done) and treats them as gone: they are, once the statement commits.
 _DONE = "done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[]))"
-# "No older undelivered event of this job": the event may be sent right away.
+# "No older undelivered event of this job": the event may be sent right away. (The dispatcher's
+# form; requests use _OLDER, a LATERAL probe that cannot be turned into a scan of the outbox.)
 _HEADS_LINE = (
     "NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = {job} "
     "AND p.id <> ALL(:done::bigint[]){older})"
+)
+_OLDER = (
+    "LEFT JOIN LATERAL (SELECT p.id FROM status_events p WHERE p.job_id = c.id "
+    "AND p.id <> ALL(:done::bigint[]) LIMIT 1) older ON true"
 )
 
 GET_JOB = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
 ACTIVE_JOBS_OF_WORKER = Statement(
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE worker = :worker AND status IN {ACTIVE} ORDER BY id"
 )
-# Only active jobs time out; the oldest silence goes first (partial index on active jobs).
+# Only active jobs time out (the partial index on active jobs finds them); oldest silence first.
 FIND_EXPIRED = Statement(
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {ACTIVE} AND last_heartbeat_at < :before "
     "ORDER BY last_heartbeat_at, id LIMIT :limit"
@@ -115,10 +120,11 @@ CANCEL_JOB = Statement(
     "SELECT count(*) AS n FROM cancelled"
 )
 COMPLETE_EVENTS = Statement("DELETE FROM status_events WHERE id = ANY(:done::bigint[])")
-POSTPONE_EVENT = Statement(
+POSTPONE_EVENTS = Statement(
     "UPDATE status_events SET due_at = :until, leased_until = NULL, attempts = attempts + 1, "
-    "last_error = :error WHERE id = :id"
+    "last_error = :error WHERE id = ANY(:ids::bigint[])"
 )
+EXPEDITE = Statement("UPDATE status_events SET due_at = :now WHERE due_at > :now")
 # Lease due events that head their job's line. SKIP LOCKED: dispatchers in several processes
 # take disjoint events without waiting on each other.
 LEASE_EVENTS = Statement(
@@ -168,10 +174,8 @@ def _claim(*, groups: bool, exclude_attempted: bool, memory_class: int) -> State
         "SELECT id, attempt, worker, :now FROM claimed), "
         "events AS (INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at, "
         "leased_until, attempts) SELECT c.id, c.upstream_id, 'pulled', :now::timestamptz, "
-        ":now::timestamptz, CASE WHEN "
-        + _HEADS_LINE.format(job="c.id", older="")
-        + " THEN :lease_until::timestamptz END, 0 FROM claimed c WHERE :record::int = 1 "
-        "RETURNING id, job_id, leased_until) "
+        ":now::timestamptz, CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0 "
+        f"FROM claimed c {_OLDER} WHERE :record::int = 1 RETURNING id, job_id, leased_until) "
         "SELECT claimed.*, events.id AS event_id, events.leased_until AS event_leased_until "
         "FROM claimed LEFT JOIN events ON events.job_id = claimed.id"
     )
@@ -212,9 +216,9 @@ def _change(assignments: str, guard: str, record: bool) -> Statement:
         f"{cas} AND event_seq = :expected_event_seq RETURNING {JOB_COLUMNS}), "
         "event AS (INSERT INTO status_events (job_id, upstream_id, status, runtime_details, "
         "created_at, due_at, leased_until, attempts) SELECT c.id, c.upstream_id, c.status, "
-        ":details::text, :now::timestamptz, :now::timestamptz, CASE WHEN "
-        + _HEADS_LINE.format(job="c.id", older="")
-        + " THEN :lease_until::timestamptz END, 0 FROM changed c RETURNING id, leased_until) "
+        ":details::text, :now::timestamptz, :now::timestamptz, "
+        "CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0 "
+        f"FROM changed c {_OLDER} RETURNING id, leased_until) "
         "SELECT changed.*, event.id AS event_id, event.leased_until AS event_leased_until "
         "FROM changed LEFT JOIN event ON true"
     )
@@ -245,6 +249,9 @@ class PostgresQueue:
                 # costs PostgreSQL more CPU than running these statements. The one statement
                 # whose best plan depends on its values, the claim, carries them (see _claim).
                 "plan_cache_mode": "force_generic_plan",
+                # A plan made while a table is nearly empty (a new queue, a drained outbox)
+                # would be kept after it grows; every query here has an index to take.
+                "enable_seqscan": "off",
             },
         )
         # Delivered events not deleted yet (see the module docstring).
@@ -318,6 +325,7 @@ class PostgresQueue:
         now: datetime,
         *,
         exclude_attempted: bool,
+        lease: bool = True,
     ) -> list[Claimed]:
         params: dict[str, Any] = {
             "environment": worker.environment.value,
@@ -331,7 +339,7 @@ class PostgresQueue:
             "limit": limit,
             "now": now,
             "record": int(self._record),
-            "lease_until": now + self._lease,
+            "lease_until": now + self._lease if lease else None,
             "groups": list(worker.groups),
         }
         stmt = _claim(
@@ -359,21 +367,34 @@ class PostgresQueue:
         now: datetime,
         *,
         forward: bool,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"status": status.value, "details": runtime_details}
-        return await self._change(_UPDATE_SET, "", job, params, now, forward)
+        return await self._change(_UPDATE_SET, "", job, params, now, forward, lease)
 
     async def requeue(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"details": detail, "heartbeat_before": heartbeat_before}
-        return await self._change(_REQUEUE_SET, _STILL_SILENT, job, params, now, True)
+        return await self._change(_REQUEUE_SET, _STILL_SILENT, job, params, now, True, lease)
 
     async def fail(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"details": detail, "heartbeat_before": heartbeat_before}
-        return await self._change(_FAIL_SET, _STILL_SILENT, job, params, now, True)
+        return await self._change(_FAIL_SET, _STILL_SILENT, job, params, now, True, lease)
 
     async def _change(
         self,
@@ -383,6 +404,7 @@ class PostgresQueue:
         params: dict[str, Any],
         now: datetime,
         forward: bool,
+        lease: bool,
     ) -> Committed | None:
         record = forward and self._record
         params |= {
@@ -391,7 +413,7 @@ class PostgresQueue:
             "expected_attempt": job.attempt,
             "expected_event_seq": job.event_seq,
             "now": now,
-            "lease_until": now + self._lease,
+            "lease_until": now + self._lease if lease else None,
         }
         rows = await self._fetch_done(_change(assignments, guard, record), params)
         if not rows:
@@ -444,5 +466,10 @@ class PostgresQueue:
         await self._fetch(COMPLETE_EVENTS, {"done": done})
         self._delivered.difference_update(done)
 
-    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
-        await self._fetch(POSTPONE_EVENT, {"id": event_id, "until": until, "error": error})
+    async def expedite(self, now: datetime) -> None:
+        await self._fetch(EXPEDITE, {"now": now})
+
+    async def postpone_events(self, event_ids: Sequence[int], until: datetime, error: str) -> None:
+        if event_ids:
+            params = {"ids": list(event_ids), "until": until, "error": error}
+            await self._fetch(POSTPONE_EVENTS, params)

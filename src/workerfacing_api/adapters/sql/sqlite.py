@@ -79,9 +79,10 @@ CANCEL_JOB = text(
 )
 DROP_EVENTS_OF_JOBS = _expanding("DELETE FROM status_events WHERE job_id IN :ids", "ids")
 COMPLETE_EVENTS = _expanding("DELETE FROM status_events WHERE id IN :ids", "ids")
-POSTPONE_EVENT = text(
+POSTPONE_EVENTS = _expanding(
     "UPDATE status_events SET due_at = :until, leased_until = NULL, "
-    "attempts = attempts + 1, last_error = :error WHERE id = :id"
+    "attempts = attempts + 1, last_error = :error WHERE id IN :ids",
+    "ids",
 )
 
 # The claim's filter: DESIGN §3's matching over the sentinel-encoded requirement columns.
@@ -151,6 +152,7 @@ def _change(assignments: str, guard: str, record: bool) -> TextClause:
     return text(f"UPDATE jobs SET {assignments}{bump} {_CAS}{same}{guard} RETURNING {JOB_COLUMNS}")
 
 
+EXPEDITE = text("UPDATE status_events SET due_at = :now WHERE due_at > :now")
 # An event may go out only when it heads its job's line and nobody else holds it.
 DELIVERABLE = text(
     "SELECT e.id FROM status_events e WHERE e.due_at <= :now "
@@ -236,6 +238,7 @@ class SqliteQueue:
         now: datetime,
         *,
         exclude_attempted: bool,
+        lease: bool = True,
     ) -> list[Claimed]:
         at = stamp(now)
         params: dict[str, Any] = {
@@ -267,13 +270,13 @@ class SqliteQueue:
                     RECORD_ATTEMPT,
                     {"job_id": job.id, "attempt": job.attempt, "worker": job.worker, "now": at},
                 )
-                event = await self._add_event(conn, job, None, now)
+                event = await self._add_event(conn, job, None, now, lease)
                 claimed.append(Claimed(job=job, event=event))
         claimed.sort(key=lambda c: pull_order(c.job, worker.groups))
         return claimed
 
     async def _add_event(
-        self, conn: AsyncConnection, job: Job, details: str | None, now: datetime
+        self, conn: AsyncConnection, job: Job, details: str | None, now: datetime, lease: bool
     ) -> StatusEvent | None:
         """Record ``job``'s new status; return it if it is leased to the caller."""
         if not self._record:
@@ -287,7 +290,7 @@ class SqliteQueue:
                     "status": job.status.value,
                     "details": details,
                     "now": stamp(now),
-                    "lease_until": stamp(now + self._lease),
+                    "lease_until": stamp(now + self._lease) if lease else None,
                 },
             )
         ).one()
@@ -301,21 +304,34 @@ class SqliteQueue:
         now: datetime,
         *,
         forward: bool,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"status": status.value, "details": runtime_details}
-        return await self._change(_UPDATE_SET, "", job, params, now, forward)
+        return await self._change(_UPDATE_SET, "", job, params, now, forward, lease)
 
     async def requeue(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"details": detail, "heartbeat_before": stamp(heartbeat_before)}
-        return await self._change(_REQUEUE_SET, _STILL_SILENT, job, params, now, True)
+        return await self._change(_REQUEUE_SET, _STILL_SILENT, job, params, now, True, lease)
 
     async def fail(
-        self, job: Job, detail: str, now: datetime, *, heartbeat_before: datetime
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
     ) -> Committed | None:
         params = {"details": detail, "heartbeat_before": stamp(heartbeat_before)}
-        return await self._change(_FAIL_SET, _STILL_SILENT, job, params, now, True)
+        return await self._change(_FAIL_SET, _STILL_SILENT, job, params, now, True, lease)
 
     async def _change(
         self,
@@ -325,6 +341,7 @@ class SqliteQueue:
         params: dict[str, Any],
         now: datetime,
         forward: bool,
+        lease: bool,
     ) -> Committed | None:
         record = forward and self._record
         params |= {
@@ -339,9 +356,9 @@ class SqliteQueue:
             if row is None:
                 return None
             changed = job_from(row._mapping)
-            event = (
-                await self._add_event(conn, changed, params["details"], now) if forward else None
-            )
+            event = None
+            if forward:
+                event = await self._add_event(conn, changed, params["details"], now, lease)
         return Committed(job=changed, event=event)
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
@@ -392,8 +409,13 @@ class SqliteQueue:
             async with self._write() as conn:
                 await conn.execute(COMPLETE_EVENTS, {"ids": list(event_ids)})
 
-    async def postpone_event(self, event_id: int, until: datetime, error: str) -> None:
+    async def expedite(self, now: datetime) -> None:
         async with self._write() as conn:
-            await conn.execute(
-                POSTPONE_EVENT, {"id": event_id, "until": stamp(until), "error": error}
-            )
+            await conn.execute(EXPEDITE, {"now": stamp(now)})
+
+    async def postpone_events(self, event_ids: Sequence[int], until: datetime, error: str) -> None:
+        if event_ids:
+            async with self._write() as conn:
+                await conn.execute(
+                    POSTPONE_EVENTS, {"ids": list(event_ids), "until": stamp(until), "error": error}
+                )

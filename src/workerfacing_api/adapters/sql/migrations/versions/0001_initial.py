@@ -69,6 +69,7 @@ def upgrade() -> None:
             name=op.f("ck_jobs_status"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        postgresql_with={"fillfactor": 85},
     )
     op.create_index(
         "ix_jobs_queued_fit",
@@ -83,13 +84,6 @@ def upgrade() -> None:
         [sa.text("priority DESC"), "created_at", "id"],
         postgresql_where=_QUEUED,
         sqlite_where=_QUEUED,
-    )
-    op.create_index(
-        "ix_jobs_active_heartbeat",
-        "jobs",
-        ["last_heartbeat_at"],
-        postgresql_where=_ACTIVE,
-        sqlite_where=_ACTIVE,
     )
     op.create_index(
         "ix_jobs_active_worker", "jobs", ["worker"], postgresql_where=_ACTIVE, sqlite_where=_ACTIVE
