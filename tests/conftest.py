@@ -90,3 +90,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses_pg = "postgres_url" in getattr(item, "fixturenames", ())
         if uses_pg or (callspec is not None and "postgres" in callspec.id.split("-")):
             item.add_marker(pytest.mark.postgres)
+
+
+_POSTGRES_OUTCOMES: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "postgres" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _POSTGRES_OUTCOMES[report.outcome] = _POSTGRES_OUTCOMES.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _POSTGRES_OUTCOMES:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_POSTGRES_OUTCOMES.items()))
+        terminalreporter.write_line(f"PostgreSQL tests: {counts} (server {ADMIN_URL})")

@@ -3,15 +3,18 @@ autogenerate against a freshly migrated database finds nothing to do."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 
 from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
 from workerfacing_api.adapters.sql.migrate import current
+from workerfacing_api.adapters.sql.postgres import claim_statement, memory_class
 from workerfacing_api.adapters.sql.schema import metadata
 
 
@@ -40,34 +43,56 @@ async def test_models_and_migrations_agree(
         await engine.dispose()
 
 
-async def test_pull_uses_an_index_not_a_table_scan(postgres_url: str) -> None:
-    """With many queued jobs that do not fit, the claim's filter reads an index range."""
-    engine = create_engine(database_url(postgres_url))
+async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
+    """The plan PostgreSQL keeps for the adapter's real claim statement (generic, as the
+    adapter's connections are configured), for a worker with ``memory`` MiB."""
+    statement = claim_statement(
+        groups=False, exclude_attempted=True, memory_class=memory_class(memory)
+    )
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "done": [],
+        "environment": "local",
+        "any_before": now,
+        "cpu_cores": 8,
+        "memory": memory,
+        "gpu_mem": 0,
+        "gpu_model": None,
+        "gpu_archi": None,
+        "worker": "w",
+        "limit": 1,
+        "now": now,
+        "record": 1,
+        "lease_until": now,
+        "groups": [],
+    }
+    rows = await conn.fetch("EXPLAIN " + statement.sql, *statement.args(values))
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_pull_reads_an_index_range_not_the_queue(postgres_url: str) -> None:
+    """With 100 000 queued jobs that do not fit, the claim range-scans the "fits" index; with
+    many that fit, it walks the queue in order and stops at the first. Never a table scan."""
+    conn = await asyncpg.connect(
+        postgres_url, server_settings={"plan_cache_mode": "force_generic_plan"}
+    )
     try:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE jobs, job_attempts, status_events CASCADE"))
-            await conn.execute(
-                text(
-                    "INSERT INTO jobs (upstream_id, status, environment, priority, req_cpu_cores, "
-                    "req_memory, req_gpu_mem, spec, paths_upload, created_at, updated_at) "
-                    "SELECT g, 'queued', 'local', 0, 0, 999999, 0, '{}', '{}', now(), now() "
-                    "FROM generate_series(1, 20000) g"
-                )
-            )
-            await conn.execute(text("ANALYZE jobs"))
-            plan = "\n".join(
-                r[0]
-                for r in await conn.execute(
-                    text(
-                        "EXPLAIN SELECT id FROM jobs WHERE status = 'queued' AND "
-                        "(environment = 'local' OR (environment = 'any' AND created_at <= now()))"
-                        " AND req_cpu_cores <= 8 AND req_memory <= 16000 AND req_gpu_mem <= 0 "
-                        "ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
-                    )
-                )
-            )
-            await conn.execute(text("TRUNCATE jobs, job_attempts, status_events CASCADE"))
-        assert "Seq Scan" not in plan, plan
-        assert "ix_jobs_queued_fit" in plan, plan
+        await conn.execute("TRUNCATE jobs, job_attempts, status_events CASCADE")
+        await conn.execute(
+            "INSERT INTO jobs (upstream_id, status, environment, priority, req_cpu_cores, "
+            "req_memory, req_gpu_mem, spec, paths_upload, created_at, updated_at) "
+            "SELECT g, 'queued', 'local', g % 10, 0, 1000000000, 0, '{}', '{}', now(), now() "
+            "FROM generate_series(1, 100000) g"
+        )
+        await conn.execute("ANALYZE jobs")
+        few_fit = await _claim_plan(conn, 64000)
+        await conn.execute("UPDATE jobs SET req_memory = 0")
+        await conn.execute("ANALYZE jobs")
+        many_fit = await _claim_plan(conn, 64000)
+        await conn.execute("TRUNCATE jobs, job_attempts, status_events CASCADE")
     finally:
-        await engine.dispose()
+        await conn.close()
+    assert "Seq Scan on jobs" not in few_fit, few_fit
+    assert "ix_jobs_queued_fit" in few_fit, few_fit
+    assert "Seq Scan on jobs" not in many_fit, many_fit
+    assert "ix_jobs_queued_order" in many_fit, many_fit

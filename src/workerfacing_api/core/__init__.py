@@ -16,6 +16,7 @@ from workerfacing_api.core.errors import (
     PayloadTooLarge,
     StatusConflict,
     Unauthenticated,
+    Unavailable,
 )
 from workerfacing_api.core.files import DownloadGrant, FileService, UploadGrant
 from workerfacing_api.core.jobs import JobService
@@ -62,6 +63,7 @@ __all__ = [
     "Submission",
     "SubmittedJob",
     "Unauthenticated",
+    "Unavailable",
     "UploadGrant",
     "WorkerProfile",
 ]

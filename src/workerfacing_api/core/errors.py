@@ -47,5 +47,9 @@ class PayloadTooLarge(DomainError):
     """An upload beyond ``MAX_UPLOAD_BYTES``."""
 
 
+class Unavailable(DomainError):
+    """A backing service (the database) cannot be reached right now; retrying later helps."""
+
+
 class NotSupported(DomainError):
     """An operation the configured adapter does not offer (direct upload on S3)."""

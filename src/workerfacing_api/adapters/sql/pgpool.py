@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from workerfacing_api.core.errors import Unavailable
+
 # After these, a connection's protocol state is unknown: drop it rather than reuse it.
 _FATAL = (
     OSError,
@@ -92,8 +94,15 @@ class ConnectionPool:
                 waiter.set_exception(_Reconnect())
                 return
 
+    async def connection(self) -> asyncpg.Connection:
+        """``acquire``, with an unreachable database reported as ``Unavailable``."""
+        try:
+            return await self.acquire()
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable(f"the queue's PostgreSQL database is unreachable ({exc})") from exc
+
     async def fetch(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-        conn = await self.acquire()
+        conn = await self.connection()
         try:
             # Prepared once per connection and kept: no statement-cache lookup per call.
             prepared = self._prepared.get((id(conn), sql))
@@ -103,6 +112,10 @@ class ConnectionPool:
             rows: list[asyncpg.Record] = await prepared.fetch(*args)
         except BaseException as exc:
             self.release(conn, exc)
+            if isinstance(exc, _FATAL) and not isinstance(exc, asyncio.CancelledError):
+                raise Unavailable(
+                    f"lost the connection to the queue's database ({exc}); retry"
+                ) from exc
             raise
         self.release(conn)
         return rows

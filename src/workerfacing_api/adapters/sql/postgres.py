@@ -144,7 +144,7 @@ def memory_class(memory: int) -> int:
 
 
 @functools.cache
-def _claim(*, groups: bool, exclude_attempted: bool, memory_class: int) -> Statement:
+def claim_statement(*, groups: bool, exclude_attempted: bool, memory_class: int) -> Statement:
     """Claim up to :limit fitting jobs for :worker in one statement.
 
     SKIP LOCKED: concurrent pulls take different rows and never wait on each other; the rows are
@@ -247,7 +247,8 @@ class PostgresQueue:
                 "application_name": "workerfacing-api",
                 # Plan each statement once per connection, not at every execution: planning
                 # costs PostgreSQL more CPU than running these statements. The one statement
-                # whose best plan depends on its values, the claim, carries them (see _claim).
+                # whose best plan depends on its values, the claim, carries them (see
+                # claim_statement).
                 "plan_cache_mode": "force_generic_plan",
                 # A plan made while a table is nearly empty (a new queue, a drained outbox)
                 # would be kept after it grows; every query here has an index to take.
@@ -296,7 +297,7 @@ class PostgresQueue:
         # Two racing submissions of one meta.job_id: the unique index on live jobs makes the
         # later one fail; retried, it supersedes the earlier one like any resubmission.
         for attempt in range(3):
-            conn = await self._pool.acquire()
+            conn = await self._pool.connection()
             failure: BaseException | None = None
             try:
                 async with conn.transaction():
@@ -342,7 +343,7 @@ class PostgresQueue:
             "lease_until": now + self._lease if lease else None,
             "groups": list(worker.groups),
         }
-        stmt = _claim(
+        stmt = claim_statement(
             groups=bool(worker.groups),
             exclude_attempted=exclude_attempted,
             memory_class=memory_class(worker.memory),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workerfacing_api.adapters.sql.engine import READ_ONLY
@@ -28,6 +28,7 @@ from workerfacing_api.adapters.sql.rows import (
     job_from,
     submission_values,
 )
+from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
@@ -166,6 +167,11 @@ LEASE = _expanding(
 )
 
 
+def _unavailable(exc: OperationalError) -> Unavailable:
+    # Locked beyond the busy timeout, unreadable, disk full: the caller may retry later.
+    return Unavailable(f"the queue's SQLite database is unavailable ({exc.orig})")
+
+
 def stamp(value: datetime) -> str:
     """Fixed-width UTC text: SQLite compares it as text, so it must sort like time."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -183,13 +189,19 @@ class SqliteQueue:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            yield await conn.execution_options(**{READ_ONLY: True})
+        try:
+            async with self._engine.connect() as conn:
+                yield await conn.execution_options(**{READ_ONLY: True})
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.begin() as conn:
-            yield conn
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self._engine.dispose()

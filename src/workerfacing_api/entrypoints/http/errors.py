@@ -25,6 +25,7 @@ from workerfacing_api.core.errors import (
     PayloadTooLarge,
     StatusConflict,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger("workerfacing_api.http")
@@ -39,6 +40,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     Unauthenticated: 401,
     PayloadTooLarge: 413,
     NotSupported: 400,
+    Unavailable: 503,
 }
 
 
@@ -49,7 +51,12 @@ def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> Re
 def domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, DomainError)
     status = next((s for t, s in STATUS_OF.items() if isinstance(exc, t)), 400)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 503:
+        log.error("%s", exc.detail)
+        headers = {"Retry-After": "5"}  # the DECODE worker retries 5xx with back-off
     return _json(status, exc.detail, headers)
 
 
