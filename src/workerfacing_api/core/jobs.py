@@ -163,27 +163,17 @@ class JobService:
             for expired in fresh:
                 seen.add(expired.job.id)
                 decision = decide_expiry(expired.job, expired.workers_tried, self._policy)
-                if isinstance(decision, Fail):
-                    done = await self._queue.fail(
-                        expired.job,
-                        decision.detail,
-                        now,
-                        heartbeat_before=cutoff,
-                        lease=self._sync.inline(),
-                    )
-                    if done is not None:
-                        failed.append(expired.job.id)
-                else:
-                    done = await self._queue.requeue(
-                        expired.job,
-                        decision.detail,
-                        now,
-                        heartbeat_before=cutoff,
-                        lease=self._sync.inline(),
-                    )
-                    if done is not None:
-                        requeued.append(expired.job.id)
-                if done is not None:
+                ending = isinstance(decision, Fail)
+                apply = self._queue.fail if ending else self._queue.requeue
+                done = await apply(
+                    expired.job,
+                    decision.detail,
+                    now,
+                    heartbeat_before=cutoff,
+                    lease=self._sync.inline(),
+                )
+                if done is not None:  # None: a keep-alive or another sweeper came first
+                    (failed if ending else requeued).append(expired.job.id)
                     events.append(done.event)
                     self._recent.pop(expired.job.id, None)
             if len(batch) < _SWEEP_BATCH or not fresh:
