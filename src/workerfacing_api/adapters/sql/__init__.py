@@ -4,6 +4,7 @@ operator views."""
 from __future__ import annotations
 
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workerfacing_api.adapters.sql.engine import (
     DatabaseUrlError,
@@ -11,12 +12,18 @@ from workerfacing_api.adapters.sql.engine import (
     database_url,
     is_sqlite,
 )
-from workerfacing_api.adapters.sql.migrate import upgrade
 from workerfacing_api.adapters.sql.postgres import PostgresQueue
 from workerfacing_api.adapters.sql.sqlite import SqliteQueue
 from workerfacing_api.adapters.sql.views import QueueViews
 
 SqlQueue = SqliteQueue | PostgresQueue
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply pending migrations (Alembic is imported only when this runs: it is slow to load)."""
+    from workerfacing_api.adapters.sql.migrate import upgrade as apply
+
+    await apply(engine, revision)
 
 
 def open_queue(url: URL, *, record_events: bool, pool_size: int = 10) -> SqlQueue:
