@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import text
 
+from tests.bodies import job_document
 from workerfacing_api.adapters import sql
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Submission
@@ -59,31 +60,13 @@ def submission(
     extra_meta: dict[str, Any] | None = None,
 ) -> Submission:
     """A submission shaped like the user-facing API's, decoded the way the HTTP layer does."""
-    body = {
-        "job": {
-            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
-            "handler": {
-                "image_url": "decode:v0_10_1",
-                "files_down": files_down,
-                "files_up": {"log": "log", "artifact": "model"},
-            },
-            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32", **(extra_meta or {})},
-            "hardware": {
-                "cpu_cores": None,
-                "memory": None,
-                "gpu_model": None,
-                "gpu_archi": None,
-                "gpu_mem": None,
-                **(hardware or {}),
-            },
-        },
-        "environment": environment,
-        "group": group,
-        "priority": priority,
-        "paths_upload": {
-            "output": f"/o/{job_id}",
-            "log": f"/l/{job_id}",
-            "artifact": f"/a/{job_id}",
-        },
-    }
+    body = job_document(
+        job_id,
+        environment=environment,
+        group=group,
+        priority=priority,
+        hardware=hardware,
+        files_down=files_down,
+        extra_meta=extra_meta,
+    )
     return Submission.from_json(msgspec.json.encode(body))

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.bodies import job_document
 from workerfacing_api.adapters.identity import LocalIssuer
 
 
@@ -57,44 +58,10 @@ class Server:
             job_id = self._next_job_id[0]
             self._next_job_id[0] += 1
         user = self.data_root / "alice"
-        config = user / "config" / str(job_id) / "param_run_in.yaml"
-        calib = user / "data" / str(job_id) / "calib.mat"
-        for path, content in ((config, b"param: 1\n"), (calib, b"\x00calib\x01")):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        name = f"job-{job_id}"
-        body: dict[str, Any] = {
-            "job": {
-                "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
-                "handler": {
-                    "image_url": "public.ecr.aws/decode/decode:v0_10_1",
-                    "image_name": "decode",
-                    "image_version": "v0_10_1",
-                    "entrypoint": "train",
-                    "files_down": {
-                        "config/param_run_in.yaml": str(config),
-                        "data/calib.mat": str(calib),
-                    },
-                    "files_up": {"log": "log", "artifact": "model"},
-                },
-                "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
-                "hardware": {
-                    "cpu_cores": None,
-                    "memory": None,
-                    "gpu_model": None,
-                    "gpu_archi": None,
-                    "gpu_mem": None,
-                },
-            },
-            "environment": "local",
-            "group": None,
-            "priority": 0,
-            "paths_upload": {
-                "output": str(user / "output" / name),
-                "log": str(user / "log" / name),
-                "artifact": str(user / "artifact" / name),
-            },
-        }
+        body = job_document(job_id, root=str(user))
+        for path in body["job"]["handler"]["files_down"].values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"param: 1\n" if path.endswith(".yaml") else b"\x00calib\x01")
         body.update(overrides)
         return body
 

@@ -32,6 +32,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.bodies import job_document
 from tests.conftest import ADMIN_URL, run_blocking
 from tests.integration.conftest import Server, start_server, stop_server
 from workerfacing_api.adapters.identity import LocalIssuer
@@ -155,42 +156,7 @@ def worker_tokens(tmp: Path, prefix: str, count: int) -> dict[str, str]:
 
 def job_body(data_root: Path, job_id: int) -> dict[str, Any]:
     """A ``POST /_jobs`` body shaped like the user-facing API's (local storage)."""
-    user = data_root / "alice"
-    name = f"job-{job_id}"
-    return {
-        "job": {
-            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
-            "handler": {
-                "image_url": "public.ecr.aws/decode/decode:v0_10_1",
-                "image_name": "decode",
-                "image_version": "v0_10_1",
-                "entrypoint": "train",
-                "files_down": {
-                    "config/param_run_in.yaml": str(
-                        user / "config" / str(job_id) / "param_run_in.yaml"
-                    ),
-                    "data/calib.mat": str(user / "data" / str(job_id) / "calib.mat"),
-                },
-                "files_up": {"log": "log", "artifact": "model"},
-            },
-            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
-            "hardware": {
-                "cpu_cores": None,
-                "memory": None,
-                "gpu_model": None,
-                "gpu_archi": None,
-                "gpu_mem": None,
-            },
-        },
-        "environment": "local",
-        "group": None,
-        "priority": 0,
-        "paths_upload": {
-            "output": str(user / "output" / name),
-            "log": str(user / "log" / name),
-            "artifact": str(user / "artifact" / name),
-        },
-    }
+    return job_document(job_id, root=str(data_root / "alice"))
 
 
 # -- clients -----------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ async def test_an_event_is_leased_to_its_recorder_only_when_it_heads_its_line(
 
 
 async def test_events_wait_in_order_per_job(queue: Queue) -> None:
-    job, _ = await queue.add(submission(1), at(0))
+    await queue.add(submission(1), at(0))
     (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
     current = claimed.job
     statuses = [JobStatus.PREPROCESSING, JobStatus.RUNNING, JobStatus.POSTPROCESSING]

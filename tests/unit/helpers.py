@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from tests.bodies import job_document
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
@@ -30,49 +31,10 @@ from workerfacing_api.core.model import (
 from workerfacing_api.core.ports import UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 
-HARDWARE_KEYS = ("cpu_cores", "memory", "gpu_model", "gpu_archi", "gpu_mem")
 
-
-def submission_body(
-    job_id: int = 1,
-    *,
-    environment: str | None = "local",
-    group: str | None = None,
-    priority: int | None = 0,
-    hardware: dict[str, Any] | None = None,
-    files_down: dict[str, str] | None = None,
-) -> dict[str, Any]:
+def submission_body(job_id: int = 1, **fields: Any) -> dict[str, Any]:
     """A ``POST /_jobs`` body as the user-facing API sends it (local storage)."""
-    root = "/data/user_data/alice"
-    need: dict[str, Any] = dict.fromkeys(HARDWARE_KEYS)
-    need.update(hardware or {})
-    return {
-        "job": {
-            "app": {"cmd": ["/docker/entrypoint.sh", "--train"], "env": {}},
-            "handler": {
-                "image_url": "public.ecr.aws/decode/decode:v0_10_1",
-                "image_name": "decode",
-                "image_version": "v0_10_1",
-                "entrypoint": "train",
-                "files_down": (
-                    {"config/param_run_in.yaml": f"{root}/config/{job_id}/param_run_in.yaml"}
-                    if files_down is None
-                    else files_down
-                ),
-                "files_up": {"log": "log", "artifact": "model"},
-            },
-            "meta": {"job_id": job_id, "date_created": "2026-11-28T08:20:32.883437"},
-            "hardware": need,
-        },
-        "environment": environment,
-        "group": group,
-        "priority": priority,
-        "paths_upload": {
-            "output": f"{root}/output/job_{job_id}",
-            "log": f"{root}/log/job_{job_id}",
-            "artifact": f"{root}/artifact/job_{job_id}",
-        },
-    }
+    return job_document(job_id, **fields)
 
 
 def make_submission(job_id: int = 1, **fields: Any) -> Submission:
