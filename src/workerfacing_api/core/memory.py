@@ -235,6 +235,7 @@ class InMemoryQueue:
         current = self._jobs.get(job.id)
         return (
             current is not None
+            and current.status is not JobStatus.CANCELLED  # a cancelled job never changes again
             and current.status is job.status
             and current.attempt == job.attempt
             and current.worker == job.worker

@@ -190,8 +190,9 @@ _REQUEUE_SET = (
     "runtime_details = :details, updated_at = :now"
 )
 _FAIL_SET = "status = 'error', runtime_details = :details, updated_at = :now"
-# The sweep acts only if the job is still silent: a keep-alive that won the race keeps it.
-_STILL_SILENT = " AND last_heartbeat_at < :heartbeat_before"
+# The sweep acts only on an active job that is still silent: a keep-alive that won the race
+# keeps it.
+_STILL_SILENT = f" AND status IN {ACTIVE} AND last_heartbeat_at < :heartbeat_before"
 
 
 @functools.cache
@@ -204,7 +205,10 @@ def _change(assignments: str, guard: str, record: bool) -> Statement:
     else. Comparing event_seq too makes two events of one job commit one after the other, so
     the second statement to commit always sees the first event when it checks the line.
     """
-    cas = f"WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt{guard}"
+    cas = (  # a cancelled job never changes again
+        "WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt "
+        f"AND status <> 'cancelled'{guard}"
+    )
     if not record:
         return Statement(
             f"WITH {_DONE} UPDATE jobs SET {assignments} {cas} "

@@ -85,6 +85,7 @@ jobs = Table(
     CheckConstraint(f"status IN {STATUSES!r}", name="status"),
     CheckConstraint("environment IN ('cloud', 'local', 'any')", name="environment"),
     postgresql_with={"fillfactor": 85},  # room on each page for in-place (HOT) updates
+    sqlite_autoincrement=True,  # an id, once handed to a worker, never names another job
 )
 
 # Pull, when few queued jobs fit: range-scan the jobs of the worker's environment that need no
@@ -147,6 +148,8 @@ status_events = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     comment="outbox: status changes not yet delivered to the user-facing API",
+    # A late "delivered" for an event deleted meanwhile must not delete a newer event.
+    sqlite_autoincrement=True,
 )
 # In order per job: an event may be delivered only when no older event of its job is left.
 Index("ix_status_events_job_id_id", status_events.c.job_id, status_events.c.id)

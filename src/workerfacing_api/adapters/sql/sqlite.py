@@ -140,10 +140,15 @@ _REQUEUE_SET = (
 )
 _FAIL_SET = "status = 'error', runtime_details = :details, updated_at = :now"
 # Compare-and-set on (id, status, attempt), and on event_seq when recording an event.
-_CAS = "WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt"
+# A cancelled job never changes again.
+_CAS = (
+    "WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt "
+    "AND status <> 'cancelled'"
+)
 _SAME_EVENTS = " AND event_seq = :expected_event_seq"
-# The sweep acts only if the job is still silent: a keep-alive that won the race keeps it.
-_STILL_SILENT = " AND last_heartbeat_at < :heartbeat_before"
+# The sweep acts only on an active job that is still silent: a keep-alive that won the race
+# keeps it.
+_STILL_SILENT = f" AND status IN {ACTIVE} AND last_heartbeat_at < :heartbeat_before"
 
 
 @functools.cache

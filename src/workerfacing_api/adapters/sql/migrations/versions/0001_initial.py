@@ -70,6 +70,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         postgresql_with={"fillfactor": 85},
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_jobs_queued_fit",
@@ -132,6 +133,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_status_events")),
         comment="outbox: status changes not yet delivered to the user-facing API",
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_status_events_job_id_id", "status_events", ["job_id", "id"])
 
