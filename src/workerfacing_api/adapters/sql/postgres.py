@@ -228,6 +228,9 @@ def _change(assignments: str, guard: str, record: bool) -> Statement:
     )
 
 
+_DEADLOCK_RETRIES = 3
+
+
 class PostgresQueue:
     """``JobQueue`` and ``Outbox`` on PostgreSQL."""
 
@@ -265,14 +268,29 @@ class PostgresQueue:
         self._flush_task: asyncio.Task[None] | None = None
 
     async def _fetch(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
-        return await self._pool.fetch(stmt.sql, stmt.args(params))
+        args = stmt.args(params)
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                return await self._pool.fetch(stmt.sql, args)
+            except asyncpg.exceptions.DeadlockDetectedError:
+                # PostgreSQL aborted this statement to break a lock cycle with another: it
+                # changed nothing, so it is run again.
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch_done(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
-        """Run a statement that also deletes this process's delivered events (:done)."""
+        """Run a statement that also deletes this process's delivered events (:done).
+
+        The ids go with exactly one statement at a time: two statements deleting the same rows
+        at once would wait on each other."""
         done = list(self._delivered)
-        rows = await self._fetch(stmt, params | {"done": done})
         self._delivered.difference_update(done)
-        return rows
+        try:
+            return await self._fetch(stmt, params | {"done": done})
+        except BaseException:
+            self._delivered.update(done)  # not deleted: the next statement takes them
+            raise
 
     async def close(self) -> None:
         if self._flush_task is not None:
@@ -467,9 +485,7 @@ class PostgresQueue:
             await self._flush_now()
 
     async def _flush_now(self) -> None:
-        done = list(self._delivered)
-        await self._fetch(COMPLETE_EVENTS, {"done": done})
-        self._delivered.difference_update(done)
+        await self._fetch_done(COMPLETE_EVENTS, {})
 
     async def expedite(self, now: datetime) -> None:
         await self._fetch(EXPEDITE, {"now": now})
