@@ -84,10 +84,15 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     in_memory = database in {"", ":memory:"}
     if not in_memory:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # One connection: SQLite has one writer at a time anyway, and every statement is a hop to
+    # the connection's thread; more threads only contend for the GIL. Transactions always end
+    # in commit or rollback here, so a returned connection needs no reset (another hop).
     kwargs: dict[str, Any] = (
-        {"poolclass": StaticPool} if in_memory else {"pool_size": 4, "max_overflow": 0}
+        {"poolclass": StaticPool} if in_memory else {"pool_size": 1, "max_overflow": 0}
     )
-    engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_reset_on_return=None, **kwargs
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
