@@ -45,3 +45,49 @@ def test_lost_database_connections_answer_503_then_recover(
     assert set(answers) <= {503, 204}, answers
     status = requests.get(f"{server.url}/jobs/{job_id}/status", headers=server.auth(), timeout=10)
     assert status.json() == "running"
+
+
+def _retry_on_503(send: Callable[[], requests.Response], ok: int) -> list[int]:
+    answers = []
+    for _ in range(12):
+        response = send()
+        answers.append(response.status_code)
+        if response.status_code != 503:
+            break
+    assert answers[-1] == ok, answers
+    assert set(answers) <= {503, ok}, answers
+    return answers
+
+
+def test_submissions_and_pulls_survive_lost_connections(
+    server_factory: Callable[..., Server], postgres_url: str
+) -> None:
+    server = server_factory(db_url=postgres_url)
+    server.submit()
+    server.pull("w")  # the pool now holds a connection the next requests would reuse
+    assert asyncio.run(_drop_connections(postgres_url)) >= 1
+    body = server.job_body()
+    _retry_on_503(
+        lambda: requests.post(
+            f"{server.url}/_jobs", json=body, headers={"x-api-key": server.api_key}, timeout=10
+        ),
+        201,
+    )
+    assert asyncio.run(_drop_connections(postgres_url)) >= 1
+    pulled: list[dict[str, object]] = []
+
+    def pull() -> requests.Response:
+        response = requests.get(
+            f"{server.url}/jobs",
+            params={"limit": 5, "cpu_cores": 8, "memory": 64000},
+            headers=server.auth("v"),
+            timeout=10,
+        )
+        if response.status_code == 200:
+            pulled.append(response.json())
+        return response
+
+    _retry_on_503(pull, 200)
+    # The job submitted between the two outages is handed out once, to the worker that asked.
+    assert len(pulled) == 1, pulled
+    assert len(pulled[0]) == 1, pulled

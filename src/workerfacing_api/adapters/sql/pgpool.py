@@ -22,6 +22,7 @@ _FATAL = (
     asyncio.CancelledError,
     TimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
 )
@@ -42,8 +43,12 @@ class ConnectionPool:
         while True:
             if self._closed:
                 raise asyncpg.InterfaceError("the queue's connection pool is closed")
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                idle = self._idle.pop()
+                if not idle.is_closed():
+                    return idle
+                self._size -= 1  # the server closed it while it was idle
+                self._forget(idle)
             if self._size < self._max_size:
                 self._size += 1
                 try:
@@ -102,23 +107,31 @@ class ConnectionPool:
             raise Unavailable(f"the queue's PostgreSQL database is unreachable ({exc})") from exc
 
     async def fetch(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-        conn = await self.connection()
-        try:
-            # Prepared once per connection and kept: no statement-cache lookup per call.
-            prepared = self._prepared.get((id(conn), sql))
-            if prepared is None:
-                prepared = await conn.prepare(sql)
-                self._prepared[(id(conn), sql)] = prepared
-            rows: list[asyncpg.Record] = await prepared.fetch(*args)
-        except BaseException as exc:
-            self.release(conn, exc)
-            if isinstance(exc, _FATAL) and not isinstance(exc, asyncio.CancelledError):
-                raise Unavailable(
-                    f"lost the connection to the queue's database ({exc}); retry"
-                ) from exc
-            raise
-        self.release(conn)
-        return rows
+        for attempt in range(2):
+            conn = await self.connection()
+            try:
+                # Prepared once per connection and kept: no statement-cache lookup per call.
+                prepared = self._prepared.get((id(conn), sql))
+                if prepared is None:
+                    prepared = await conn.prepare(sql)
+                    self._prepared[(id(conn), sql)] = prepared
+                rows: list[asyncpg.Record] = await prepared.fetch(*args)
+            except asyncpg.InternalClientError as exc:
+                # The connection was found broken (the server ended it while it sat idle)
+                # before anything was sent: the statement did not run, so it runs once more
+                # on another connection.
+                self.release(conn, exc)
+                if attempt == 0:
+                    continue
+                raise_if_lost(exc)
+                raise
+            except BaseException as exc:
+                self.release(conn, exc)
+                raise_if_lost(exc)
+                raise
+            self.release(conn)
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         self._closed = True
@@ -131,6 +144,12 @@ class ConnectionPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(asyncpg.InterfaceError("pool closed"))
+
+
+def raise_if_lost(exc: BaseException) -> None:
+    """Raise ``Unavailable`` (a 503 the worker retries) when ``exc`` means a lost connection."""
+    if isinstance(exc, _FATAL) and not isinstance(exc, asyncio.CancelledError):
+        raise Unavailable(f"lost the connection to the queue's database ({exc}); retry") from exc
 
 
 class _Reconnect(Exception):

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from workerfacing_api.adapters.sql.pgpool import ConnectionPool
+from workerfacing_api.adapters.sql.pgpool import ConnectionPool, raise_if_lost
 from workerfacing_api.adapters.sql.rows import (
     ACTIVE,
     EVENT_COLUMNS,
@@ -330,8 +330,15 @@ class PostgresQueue:
             except asyncpg.UniqueViolationError:
                 if attempt == 2:
                     raise
+            except asyncpg.InternalClientError as exc:
+                # A connection the server ended while idle, found before the commit was sent:
+                # the transaction did not happen, so it is tried on another connection.
+                failure = exc
+                if attempt == 2:
+                    raise_if_lost(exc)
             except BaseException as exc:
                 failure = exc
+                raise_if_lost(exc)
                 raise
             finally:
                 self._pool.release(conn, failure)
