@@ -95,3 +95,14 @@ def test_failed_job_reports_error_then_logs(server: Server) -> None:
     assert server.put_status(job_id, "finished", "w").status_code == 409
     r = requests.get(f"{server.url}/jobs/{job_id}/status", headers=server.auth("w"), timeout=10)
     assert r.json() == "error"
+
+
+def test_openapi_document_is_served_for_clients_and_people(server: Server) -> None:
+    ui = requests.get(f"{server.url}/docs", timeout=10)
+    assert ui.status_code == 200
+    assert "html" in ui.headers["content-type"]
+    spec = requests.get(f"{server.url}/docs/openapi.json", timeout=10).json()
+    assert requests.get(f"{server.url}/openapi.json", timeout=10).json() == spec
+    assert {"/jobs", "/jobs/{job_id}/status", "/_jobs", "/files/{file_id}/url"} <= set(
+        spec["paths"]
+    )

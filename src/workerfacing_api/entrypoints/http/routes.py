@@ -345,8 +345,16 @@ async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Respo
     return Response(msgspec.json.encode(echo), media_type=JSON, status_code=201)
 
 
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_json(request: AnyRequest) -> Response[bytes]:
+    """The OpenAPI document also where FastAPI services keep it (it is at /docs/openapi.json)."""
+    schema = request.app.openapi_schema.to_schema()
+    return Response(msgspec.json.encode(schema), media_type=JSON)
+
+
 ROUTES = [
     welcome,
+    openapi_json,
     access_info,
     pull_jobs,
     get_job_status,
