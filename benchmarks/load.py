@@ -131,8 +131,10 @@ class Rig:
             "LOCAL_STATE_DIR": str(state),
             "USER_DATA_ROOT_PATH": str(self.workdir / "data"),
             "INTERNAL_API_KEY_SECRET": API_KEY,
-            "ACCESS_LOG": "0",
-            "LOG_LEVEL": "WARNING",
+            # The service logs each request by default; production sites that keep the load
+            # balancer's log turn it off. BENCH_ACCESS_LOG=1 measures with it.
+            "ACCESS_LOG": os.environ.get("BENCH_ACCESS_LOG", "0"),
+            "LOG_LEVEL": "INFO" if os.environ.get("BENCH_ACCESS_LOG") == "1" else "WARNING",
             "SWEEP_INTERVAL": "3600",
         }
         if upstream_down:
