@@ -7,6 +7,7 @@ before and just after its own request, so the order of the tests does not matter
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -113,7 +114,7 @@ PULL_CASES = [
     pytest.param({"gpu_memory": -5}, "gpu_memory", id="gpu-memory-negative"),
     pytest.param({"gpu_mem": "lots"}, "gpu_mem", id="gpu-mem-not-a-number"),
     pytest.param({"limit": 0}, "limit", id="limit-0"),
-    pytest.param({"limit": 101}, "limit", id="limit-101"),
+    pytest.param({"limit": 2**64}, "limit", id="limit-huge"),
     pytest.param({"limit": "abc"}, "limit", id="limit-not-a-number"),
     pytest.param({"limit": -1}, "limit", id="limit-negative"),
     pytest.param({"older_than": -1}, "older_than", id="older-than-negative"),
@@ -187,6 +188,19 @@ def job_request(
 def test_unknown_job_is_404(queue: Queue, endpoint: str, job_id: str) -> None:
     assert_refused(
         queue.server, lambda: job_request(queue.server, endpoint, job_id, HOLDER), 404, "not found"
+    )
+
+
+@pytest.mark.parametrize("job_id", ["abc", "1.5", "%00"])
+@pytest.mark.parametrize("endpoint", list(JOB_ENDPOINTS))
+def test_a_job_id_that_is_not_a_number_is_404_saying_so(
+    queue: Queue, endpoint: str, job_id: str
+) -> None:
+    assert_refused(
+        queue.server,
+        lambda: job_request(queue.server, endpoint, job_id, HOLDER),
+        404,
+        "whole numbers",
     )
 
 
@@ -536,6 +550,7 @@ def test_submission_refuses_invalid_job(
         pytest.param(b'"a job"', "object", id="string"),
         pytest.param(b"null", "object", id="null"),
         pytest.param(b"", "", id="empty"),
+        pytest.param(b"[" * 5000, "nested", id="nested-arrays"),
     ],
 )
 def test_submission_refuses_a_body_that_is_not_a_job(queue: Queue, data: bytes, names: str) -> None:
@@ -549,3 +564,14 @@ def test_submission_without_a_body_says_what_is_missing(queue: Queue) -> None:
     assert response.status_code == 422
     detail = as_json(response)["detail"].lower()
     assert "body" in detail or "json" in detail or "job" in detail, detail
+
+
+def test_submission_nested_deeper_than_the_decoder_goes_is_refused(queue: Queue) -> None:
+    server = queue.server
+    body = server.job_body()
+    body["job"]["meta"]["deep"] = "DEEP"
+    data = json.dumps(body).replace('"DEEP"', '{"a": ' * 3000 + "{}" + "}" * 3000).encode()
+    headers = {"Content-Type": "application/json"}
+    assert_refused(
+        server, lambda: post_submission(server, data=data, headers=headers), 422, "nested"
+    )

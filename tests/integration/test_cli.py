@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def cli(
         ),
         ({"MAX_RETRIES": "many"}, "MAX_RETRIES"),
         ({"FILESYSTEM": "nfs"}, "FILESYSTEM"),
+        ({"HOST": "999.1.1.1"}, "HOST"),
     ],
 )
 def test_misconfigured_serve_stops_with_one_line_naming_the_variable(
@@ -58,6 +60,19 @@ def test_misconfigured_serve_stops_with_one_line_naming_the_variable(
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", cwd=tmp_path, env={"PORT": str(port)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"PORT={port}" in lines[0]
+    assert "in use" in lines[0]
 
 
 def test_db_upgrade_then_current(tmp_path: Path) -> None:

@@ -106,3 +106,18 @@ def test_openapi_document_is_served_for_clients_and_people(server: Server) -> No
     assert {"/jobs", "/jobs/{job_id}/status", "/_jobs", "/files/{file_id}/url"} <= set(
         spec["paths"]
     )
+
+
+def test_submission_is_echoed_as_sent(server: Server) -> None:
+    body = server.job_body(priority=None, group="lab")
+    body["job"]["meta"]["owner"] = "alice"
+    echo = server.submit(body)
+    assert echo == body  # null priority stays null: it means "the default" to the sender
+
+
+def test_a_limit_beyond_the_cap_hands_out_what_fits(server: Server) -> None:
+    for _ in range(3):
+        server.submit()
+    jobs = server.pull("w", limit=1000)
+    assert len(jobs) == 3
+    assert server.pull("w", limit=1000) == {}

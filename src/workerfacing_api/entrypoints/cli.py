@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,29 @@ async def _migrate(settings: Settings) -> str:
     return url.render_as_string()
 
 
+def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
+    """Stop with one line naming HOST or PORT when the service could not listen there.
+
+    (uvicorn would say only "[Errno 98] address already in use", naming neither.)"""
+    import socket
+
+    host_name = "--host" if host_flag else "HOST"
+    port_name = "--port" if port_flag else "PORT"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        _fail(f"{host_name}={host!r} is not an address this machine can listen on ({exc})")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"{port_name}={port}: address {host}:{port} is already in use")
+            _fail(f"{host_name}={host!r}, {port_name}={port}: cannot listen there ({exc})")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
@@ -85,9 +109,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from workerfacing_api.container import resolve_internal_key
     from workerfacing_api.entrypoints.http import create_app
 
-    database = asyncio.run(_migrate(settings))
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    _check_listen(host, port, host_flag=bool(args.host), port_flag=args.port is not None)
+    database = asyncio.run(_migrate(settings))
     if settings.embedded_default:
         _, key_file = resolve_internal_key(settings)
         log.warning(

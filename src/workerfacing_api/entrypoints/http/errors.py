@@ -79,7 +79,12 @@ def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     assert isinstance(exc, HTTPException)
     if exc.status_code >= 500:
         return internal_error(request, exc)
-    return _json(exc.status_code, str(exc.detail), exc.headers)
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":  # no route matched the path
+        detail = f"not found: no endpoint {request.method} {request.url.path}"
+        if request.url.path.startswith("/jobs/"):
+            detail += " (job ids are whole numbers)"
+    return _json(exc.status_code, detail, exc.headers)
 
 
 def invalid_submission(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -91,6 +96,20 @@ def invalid_submission(request: Request[Any, Any, Any], exc: Exception) -> Respo
     return http_error(request, exc)
 
 
+def nested_submission(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    answer = nested_too_deeply(request, exc)
+    if answer.status_code == 400:
+        return _json(422, "invalid job submission: JSON nested too deeply")
+    return answer
+
+
+def nested_too_deeply(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A JSON body nested deeper than the decoder recurses: bad input, not a bug."""
+    if "deserializ" not in str(exc):  # msgspec's words; any other RecursionError is a bug
+        return internal_error(request, exc)
+    return _json(400, "request body: JSON nested too deeply")
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
@@ -100,5 +119,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DomainError: domain_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    RecursionError: nested_too_deeply,
     Exception: internal_error,
 }

@@ -41,7 +41,7 @@ from workerfacing_api.entrypoints.http.auth import (
     bearer_token,
     require_api_key,
 )
-from workerfacing_api.entrypoints.http.errors import invalid_submission
+from workerfacing_api.entrypoints.http.errors import invalid_submission, nested_submission
 from workerfacing_api.entrypoints.http.multipart import MultipartFile
 from workerfacing_api.entrypoints.http.routing import FILE_ID_KEY, ORIGINAL_PATH_KEY
 
@@ -153,7 +153,14 @@ async def pull_jobs(
     gpu_model: str | None = None,
     gpu_archi: str | None = None,
     groups: list[str] | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=MAX_PULL_LIMIT)] = 1,
+    limit: Annotated[
+        int,
+        Parameter(
+            ge=1,
+            le=2**63 - 1,
+            description=f"jobs wanted; at most {MAX_PULL_LIMIT} are handed out per call",
+        ),
+    ] = 1,
     older_than: Annotated[float, Parameter(ge=0, le=10**9)] = 0.0,
 ) -> Response[bytes]:
     profile = WorkerProfile(
@@ -167,7 +174,7 @@ async def pull_jobs(
         groups=tuple(groups or ()),
         older_than=older_than,
     )
-    handed = await api.jobs.pull(profile, limit)
+    handed = await api.jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
     body = msgspec.json.encode({str(job.id): msgspec.Raw(job.spec) for job in handed})
     return Response(body, media_type=JSON)
 
@@ -324,7 +331,7 @@ async def download_file(request: AnyRequest, api: Api) -> File:
     status_code=201,
     guards=[require_api_key],
     # The user-facing API reads 422 as "invalid job", also for a body that is not JSON at all.
-    exception_handlers={ClientException: invalid_submission},
+    exception_handlers={ClientException: invalid_submission, RecursionError: nested_submission},
     responses={201: ResponseSpec(data_container=SubmittedJob, description="The queued job")},
 )
 async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Response[bytes]:
@@ -339,7 +346,7 @@ async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Respo
         "job": msgspec.Raw(job.spec),
         "environment": data.environment,
         "group": data.group,
-        "priority": job.priority,
+        "priority": data.priority,  # as sent: null stays null (it means the default)
         "paths_upload": data.paths_upload,
     }
     return Response(msgspec.json.encode(echo), media_type=JSON, status_code=201)
