@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from workerfacing_api.core.errors import Unavailable
+
 if TYPE_CHECKING:
     from workerfacing_api.container import Container
 
@@ -34,6 +36,8 @@ async def every(
             busy = await step()
         except asyncio.CancelledError:
             raise
+        except Unavailable as exc:  # the database is down or restarting: one line, no traceback
+            log.warning("%s: %s; retrying in %.0f s", name, exc.detail, interval)
         except Exception:
             log.exception("%s: round failed; retrying in %.0f s", name, interval)
         if not busy:
