@@ -116,17 +116,13 @@ class ConnectionPool:
                     prepared = await conn.prepare(sql)
                     self._prepared[(id(conn), sql)] = prepared
                 rows: list[asyncpg.Record] = await prepared.fetch(*args)
-            except asyncpg.InternalClientError as exc:
-                # The connection was found broken (the server ended it while it sat idle)
-                # before anything was sent: the statement did not run, so it runs once more
-                # on another connection.
-                self.release(conn, exc)
-                if attempt == 0:
-                    continue
-                raise_if_lost(exc)
-                raise
             except BaseException as exc:
                 self.release(conn, exc)
+                if attempt == 0 and isinstance(exc, asyncpg.InternalClientError):
+                    # The connection was found broken (the server ended it while it sat
+                    # idle) before anything was sent: the statement did not run, so it runs
+                    # once more on another connection.
+                    continue
                 raise_if_lost(exc)
                 raise
             self.release(conn)
