@@ -30,6 +30,7 @@ def lint(session: nox.Session) -> None:
     _sync(session)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session(python="3.11")

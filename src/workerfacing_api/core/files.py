@@ -66,10 +66,6 @@ class FileService:
         self._storage = storage
         self.max_upload_bytes = max_upload_bytes
 
-    @property
-    def direct_transfer(self) -> bool:
-        return self._storage.direct_transfer
-
     async def grant_upload(
         self, job_id: int, worker: str, file_type: str, base_path: str
     ) -> UploadGrant:

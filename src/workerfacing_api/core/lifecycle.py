@@ -23,7 +23,6 @@ from workerfacing_api.core.model import (
 
 class UpdateDecision(msgspec.Struct, frozen=True, kw_only=True):
     status: JobStatus  # the state the job has after the update
-    changed: bool  # the state moved
     forward: bool  # the update must reach the user-facing API
 
 
@@ -68,18 +67,18 @@ def decide_update(job: Job, target: JobStatus, runtime_details: str | None) -> U
     has_details = bool(runtime_details)
     if job.status in FINAL_STATUSES:
         if target is job.status:
-            return UpdateDecision(status=job.status, changed=False, forward=has_details)
+            return UpdateDecision(status=job.status, forward=has_details)
         if target in FINAL_STATUSES:
             raise StatusConflict(
                 f"job {job.id} already ended as {job.status.value!r}; it cannot become "
                 f"{target.value!r}"
             )
-        return UpdateDecision(status=job.status, changed=False, forward=False)
+        return UpdateDecision(status=job.status, forward=False)
     if job.status not in ACTIVE_STATUSES:  # pragma: no cover - ensure_assigned rules these out
         raise JobNotFound(f"job {job.id} is not active")
     if STATUS_RANK[target] > STATUS_RANK[job.status]:
-        return UpdateDecision(status=target, changed=True, forward=True)
-    return UpdateDecision(status=job.status, changed=False, forward=has_details)
+        return UpdateDecision(status=target, forward=True)
+    return UpdateDecision(status=job.status, forward=has_details)
 
 
 class Requeue(msgspec.Struct, frozen=True, kw_only=True):

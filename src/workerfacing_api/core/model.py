@@ -184,10 +184,6 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime | None = None
     runtime_details: str | None = None
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
     def files_down(self) -> dict[str, str]:
         return msgspec.json.decode(self.spec, type=_FilesDownView).handler.files_down or {}
 

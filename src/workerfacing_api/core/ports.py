@@ -195,18 +195,11 @@ class UpstreamNotifier(Protocol):
         ...
 
 
-class SecretResolver(Protocol):
-    def resolve(self, value: str, *, name: str) -> str:
-        """A secret's value from a plain value, a JSON ``{"password": …}`` or an ARN."""
-        ...
-
-
 __all__ = [
     "Clock",
     "FileStorage",
     "IdentityVerifier",
     "JobQueue",
     "Outbox",
-    "SecretResolver",
     "UpstreamNotifier",
 ]
