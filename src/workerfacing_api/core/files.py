@@ -109,15 +109,19 @@ class FileService:
         for job in await self._queue.active_jobs_of(worker):
             for named in job.files_down().values():
                 try:
-                    if self._storage.canonical_id(named) == wanted:
-                        presigned = (
-                            None
-                            if self._storage.direct_transfer
-                            else self._storage.presign_download(wanted)
-                        )
-                        return DownloadGrant(file_id=wanted, presigned=presigned)
+                    listed = self._storage.canonical_id(named) == wanted
                 except (InvalidRequest, AccessDenied):
                     continue
+                if listed:
+                    # A listed input that is missing is a 404 here, as the original service
+                    # answered, not a link that fails later.
+                    await self._storage.ensure_exists(wanted)
+                    presigned = (
+                        None
+                        if self._storage.direct_transfer
+                        else self._storage.presign_download(wanted)
+                    )
+                    return DownloadGrant(file_id=wanted, presigned=presigned)
         raise AccessDenied(f"file {file_id!r} is not an input of any job assigned to you")
 
     def local_file(self, file_id: str) -> Path:

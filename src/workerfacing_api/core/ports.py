@@ -165,6 +165,10 @@ class FileStorage(Protocol):
         """A request that fetches ``file_id``."""
         ...
 
+    async def ensure_exists(self, file_id: str) -> None:
+        """``FileNotFound`` unless the canonical ``file_id`` names an existing file."""
+        ...
+
     async def write(
         self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
     ) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from workerfacing_api.adapters.identity.claims import identity_from_claims
 from workerfacing_api.core.errors import Unauthenticated
 from workerfacing_api.core.model import Identity
 
@@ -89,14 +90,3 @@ class LocalIssuer:
         except (jwt.InvalidTokenError, jwt.InvalidKeyError) as exc:
             raise Unauthenticated(f"invalid token ({exc})") from None
         return identity_from_claims(claims)
-
-
-def identity_from_claims(claims: dict[str, Any]) -> Identity:
-    """``cognito:username`` (ID tokens) or ``username`` (access tokens), and the groups."""
-    username = claims.get("cognito:username") or claims.get("username")
-    if not isinstance(username, str) or not username:
-        raise Unauthenticated("token names no user (cognito:username or username claim)")
-    groups = claims.get("cognito:groups") or []
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise Unauthenticated("token has a malformed cognito:groups claim")
-    return Identity(username=username, groups=frozenset(groups))

@@ -112,6 +112,9 @@ class LocalStorage:
             raise
         return size
 
+    async def ensure_exists(self, file_id: str) -> None:
+        self.local_path(file_id)
+
     def local_path(self, file_id: str) -> Path:
         path = Path(self.canonical_id(file_id))
         if not path.is_file():
