@@ -66,7 +66,8 @@ def start_moto(log_path: Path) -> MotoServer:
         except requests.ConnectionError:
             if time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"moto_server silent for 30 s:\n{log_path.read_text()}") from None
+                log = log_path.read_text()
+                raise RuntimeError(f"moto_server silent for 30 s:\n{log}") from None
             time.sleep(0.1)
 
 
@@ -102,9 +103,7 @@ class UserPool:
             UserPoolId=self.pool_id, Username=username, Password=PASSWORD, Permanent=True
         )
         for group in groups:
-            idp.admin_add_user_to_group(
-                UserPoolId=self.pool_id, Username=username, GroupName=group
-            )
+            idp.admin_add_user_to_group(UserPoolId=self.pool_id, Username=username, GroupName=group)
 
     def sign_in(
         self, username: str, *, client_id: str | None = None, pool_region: str = REGION
