@@ -66,8 +66,8 @@ def start_moto(log_path: Path) -> MotoServer:
         except requests.ConnectionError:
             if time.monotonic() > deadline:
                 process.kill()
-                log = log_path.read_text()
-                raise RuntimeError(f"moto_server silent for 30 s:\n{log}") from None
+                output = log_path.read_text()
+                raise RuntimeError(f"moto_server silent for 30 s:\n{output}") from None
             time.sleep(0.1)
 
 
@@ -121,8 +121,8 @@ class UserPool:
             AuthParameters={"USERNAME": username, "PASSWORD": PASSWORD},
             ClientId=client_id or self.client_id,
         )
-        result: dict[str, str] = answer["AuthenticationResult"]
-        return result
+        result = answer["AuthenticationResult"]
+        return {"IdToken": result["IdToken"], "AccessToken": result["AccessToken"]}
 
 
 def create_user_pool(moto: MotoServer, groups: tuple[str, ...] = ("workers", "cloud")) -> UserPool:
