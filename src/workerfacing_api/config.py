@@ -1,21 +1,29 @@
 """Settings: read once from the environment and ``.env``, validated, with documented defaults.
 
 With nothing configured the service runs the *embedded default*: SQLite and local files under the
-working directory, a local token issuer instead of Cognito, no upstream, 127.0.0.1:8001. A bad or
-incomplete configuration raises ``ConfigError`` whose one-line message names the variable.
+working directory, a local token issuer instead of Cognito, no upstream, 127.0.0.1:8001. Each
+value is decoded by ``msgspec.convert`` into the typed ``Settings`` below, whose annotations carry
+every bound; a bad or incomplete configuration raises ``ConfigError`` whose one-line message names
+the variable.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args, get_origin
 
 import msgspec
 from dotenv import dotenv_values
 
 DEFAULT_STATE_DIR = ".workerfacing-api"
+
+# Durations are capped at a year so that none of them overflows a ``timedelta`` (an ``inf`` or a
+# 20-digit value would otherwise pass decoding and crash the sweeper long after start-up).
+_YEAR = 365 * 24 * 3600
+_WEEK = 7 * 24 * 3600  # the longest lifetime S3 allows a pre-signed URL
 
 
 class ConfigError(ValueError):
@@ -31,8 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     user_data_root_path: str = "./user_data"
     queue_db_url: str = f"sqlite:///./{DEFAULT_STATE_DIR}/queue.db"
     queue_db_secret: str | None = None
-    max_retries: int = 3
-    timeout_failure: int = 300
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] = 3
+    timeout_failure: Annotated[int, msgspec.Meta(ge=1, le=_YEAR)] = 300
     retry_different: bool = True
     userfacing_api_url: str | None = None
     internal_api_key_secret: str | None = None
@@ -41,13 +49,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cognito_user_pool_id: str | None = None
     cognito_region: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8001
-    sweep_interval: float = 60.0
-    upstream_backoff_max: float = 60.0
-    max_upload_bytes: int = 10 * 1024**3
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8001
+    sweep_interval: Annotated[float, msgspec.Meta(ge=0.01, le=_YEAR)] = 60.0
+    upstream_backoff_max: Annotated[float, msgspec.Meta(ge=0.1, le=_YEAR)] = 60.0
+    # 0 forwards every keep-alive upstream, as the original service did.
+    upstream_keepalive_interval: Annotated[float, msgspec.Meta(ge=0, le=_YEAR)] = 5.0
+    worker_seen_window: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 900.0
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
-    url_expiry: int = 600
-    log_level: str = "INFO"
+    url_expiry: Annotated[int, msgspec.Meta(ge=1, le=_WEEK)] = 600
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
     access_log: bool = True
 
     @property
@@ -65,7 +77,7 @@ def state_dir(settings: Settings) -> Path:
     return Path(settings.local_state_dir).expanduser().resolve()
 
 
-# Variables, their type, and a one-line description (the README's table is checked against it).
+# Variables and a one-line description each (the README's table is checked against it).
 VARIABLES: dict[str, str] = {
     "FILESYSTEM": "where job files live: `local` (default) or `s3`",
     "S3_BUCKET": "bucket of job files when `FILESYSTEM=s3`",
@@ -86,116 +98,82 @@ VARIABLES: dict[str, str] = {
     "PORT": "port `serve` listens on (default `8001`)",
     "SWEEP_INTERVAL": "seconds between sweeps for timed-out jobs (default 60)",
     "UPSTREAM_BACKOFF_MAX": "longest wait in seconds between retries of an undelivered status",
+    "UPSTREAM_KEEPALIVE_INTERVAL": "seconds between keep-alives sent upstream per job (default 5)",
+    "WORKER_SEEN_WINDOW": "seconds a worker counts as present after its last pull (default 900)",
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",
     "LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
+    "LOG_FORMAT": "`plain` (default): one readable line per record; `json`: one JSON object",
     "ACCESS_LOG": "`1` (default): log one line per HTTP request",
 }
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_FIELDS = {field.name: field.type for field in msgspec.structs.fields(Settings)}
 
+# msgspec takes 1/0 and true/false (any case) for a bool; these words were accepted before it
+# decoded the settings, so configurations written with them keep working.
+_BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
 
-def _int(name: str, raw: str, *, minimum: int, maximum: int | None = None) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ConfigError(f"{name}={raw!r} must be {bound}")
-    return value
-
-
-def _float(name: str, raw: str, *, minimum: float) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not value >= minimum:  # also rejects nan
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum:g}")
-    return value
-
-
-def _bool(name: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} must be 1 or 0 (true/false)")
+# Every error msgspec raises for a flat mapping ends with the path of the field it concerns.
+_ERROR_AT = re.compile(r"^(?P<problem>.*) - at `\$\.(?P<field>\w+)`$")
 
 
 def load_settings(
     environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env"
 ) -> Settings:
-    """Settings from ``.env`` (if present) overridden by the environment."""
+    """Settings from ``.env`` (if present) overridden by the environment.
+
+    An empty variable counts as unset in either place, so ``PORT=`` in the environment (as a
+    compose file writes for an undefined ``${PORT}``) leaves the ``.env`` value in force.
+    """
     values: dict[str, str] = {}
     if dotenv is not None and Path(dotenv).is_file():
-        values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
+        values.update({k: v for k, v in dotenv_values(dotenv).items() if v})
+    values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v})
     return settings_from(values)
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return value if value not in (None, "") else None
-
-    kw: dict[str, object] = {}
-    fs = get("FILESYSTEM")
-    if fs is not None:
-        if fs.lower() not in ("local", "s3"):
-            raise ConfigError(f"FILESYSTEM={fs!r} must be 'local' or 's3'")
-        kw["filesystem"] = fs.lower()
-    for name in (
-        "S3_BUCKET",
-        "S3_REGION",
-        "USER_DATA_ROOT_PATH",
-        "QUEUE_DB_URL",
-        "QUEUE_DB_SECRET",
-        "USERFACING_API_URL",
-        "INTERNAL_API_KEY_SECRET",
-        "COGNITO_CLIENT_ID",
-        "COGNITO_SECRET",
-        "COGNITO_USER_POOL_ID",
-        "COGNITO_REGION",
-        "HOST",
-        "LOCAL_STATE_DIR",
-    ):
-        value = get(name)
-        if value is not None:
-            kw[name.lower()] = value
-    ints = {
-        "MAX_RETRIES": (0, None),
-        "TIMEOUT_FAILURE": (1, None),
-        "PORT": (0, 65535),
-        "MAX_UPLOAD_BYTES": (1, None),
-        "URL_EXPIRY": (1, 7 * 24 * 3600),
-    }
-    for name, (lo, hi) in ints.items():
-        value = get(name)
-        if value is not None:
-            kw[name.lower()] = _int(name, value, minimum=lo, maximum=hi)
-    for name in ("RETRY_DIFFERENT", "ACCESS_LOG"):
-        value = get(name)
-        if value is not None:
-            kw[name.lower()] = _bool(name, value)
-    value = get("SWEEP_INTERVAL")
-    if value is not None:
-        kw["sweep_interval"] = _float("SWEEP_INTERVAL", value, minimum=0.01)
-    value = get("UPSTREAM_BACKOFF_MAX")
-    if value is not None:
-        kw["upstream_backoff_max"] = _float("UPSTREAM_BACKOFF_MAX", value, minimum=0.1)
-    value = get("LOG_LEVEL")
-    if value is not None:
-        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"LOG_LEVEL={value!r} must be DEBUG, INFO, WARNING or ERROR")
-        kw["log_level"] = value.upper()
-    settings = Settings(**kw)  # type: ignore[arg-type]
+    """Decode the variables in ``env``; an empty or blank value means unset (the default)."""
+    values: dict[str, str] = {}
+    for field in _FIELDS:
+        # Surrounding whitespace is never meant: a value read from a file ends with a newline.
+        text = env.get(field.upper(), "").strip()
+        if text:
+            values[field] = _normalise(field, text)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc, env) from None
     _check_consistency(settings)
     return settings
+
+
+def _normalise(field: str, text: str) -> str:
+    """Values are case-insensitive where a fixed set of words is accepted."""
+    kind = _FIELDS[field]
+    if get_origin(kind) is Literal:
+        return next((c for c in get_args(kind) if c.lower() == text.lower()), text)
+    if kind is bool:
+        return _BOOL_WORDS.get(text.lower(), text)
+    return text
+
+
+def _config_error(exc: msgspec.ValidationError, env: Mapping[str, str]) -> ConfigError:
+    """One line naming the variable and its value as given, e.g. ``PORT='http': expected int``."""
+    match = _ERROR_AT.match(str(exc))
+    assert match is not None, f"a settings error without a field path: {exc}"
+    field = match["field"]
+    kind = _FIELDS[field]
+    if get_origin(kind) is Literal:
+        expected = "expected one of " + ", ".join(get_args(kind))
+    elif kind is bool:
+        expected = "expected 1 or 0 (true/false, yes/no, on/off)"
+    else:  # msgspec's own words, e.g. "Expected `int` >= 0"; every value given here is a str
+        problem = match["problem"].replace("`", "").replace(", got str", "")
+        expected = problem[:1].lower() + problem[1:]
+    name = field.upper()
+    return ConfigError(f"{name}={env[name]!r}: {expected}")
 
 
 def _check_consistency(s: Settings) -> None:
