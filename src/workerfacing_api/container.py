@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from workerfacing_api.adapters.identity import CachingVerifier, LocalIssuer
 from workerfacing_api.adapters.identity.local import read_or_create_secret
-from workerfacing_api.adapters.secrets import PlainSecretResolver
+from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.adapters.sql import DatabaseUrlError, database_url, open_queue
 from workerfacing_api.adapters.storage import LocalStorage
@@ -70,7 +70,7 @@ def internal_key_file(settings: Settings) -> Path:
 
 def resolve_internal_key(settings: Settings) -> tuple[str, Path | None]:
     """The shared key with the user-facing API; generated (and its file returned) when unset."""
-    resolver = PlainSecretResolver()
+    resolver = SecretResolver()
     if settings.internal_api_key_secret:
         return resolver.resolve(
             settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET"
@@ -90,7 +90,7 @@ def build_container(settings: Settings) -> Container:
     """A wired container; raises ``ConfigError`` naming the variable on bad configuration."""
     secret = None
     if settings.queue_db_secret:
-        secret = PlainSecretResolver().resolve(settings.queue_db_secret, name="QUEUE_DB_SECRET")
+        secret = SecretResolver().resolve(settings.queue_db_secret, name="QUEUE_DB_SECRET")
     try:
         url = database_url(settings.queue_db_url, secret)
     except DatabaseUrlError as exc:

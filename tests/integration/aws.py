@@ -8,13 +8,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 import requests
 
 from tests.integration.conftest import free_port
@@ -69,18 +67,6 @@ def start_moto(log_path: Path) -> MotoServer:
                 output = log_path.read_text()
                 raise RuntimeError(f"moto_server silent for 30 s:\n{output}") from None
             time.sleep(0.1)
-
-
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
 
 
 PASSWORD = "Decode-Worker-1!"

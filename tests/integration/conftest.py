@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
 from tests.bodies import job_document
 from workerfacing_api.adapters.identity import LocalIssuer
+
+if TYPE_CHECKING:
+    from tests.integration.aws import MotoServer
 
 
 def free_port() -> int:
@@ -288,3 +291,19 @@ def upstream_env(fake: Upstream, **extra: str) -> dict[str, str]:
         "UPSTREAM_BACKOFF_MAX": "1",
         **extra,
     }
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A moto server standing in for AWS, shared by the session (tests use their own pools,
+    buckets and secrets, named uniquely)."""
+    from tests.integration.aws import start_moto
+
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
