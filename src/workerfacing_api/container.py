@@ -131,6 +131,9 @@ async def _short_lived_engine(url: URL) -> AsyncIterator[AsyncEngine]:
 
 
 class Container(containers.DeclarativeContainer):
+    """Providers in dependency order. Each ``Selector`` picks one adapter by a setting; another
+    adapter (Cognito, S3) is one more keyword there."""
+
     settings = providers.Dependency(instance_of=Settings)
 
     secrets = providers.Singleton(PlainSecretResolver)
