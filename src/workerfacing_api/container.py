@@ -1,21 +1,40 @@
 """The composition root: settings → adapters → core services, built in one place.
 
-Nothing here runs at import time; ``build_container(settings)`` wires a container whose providers
-create engines, clients and services lazily, on first use, in the event loop that uses them.
+``build_container(settings)`` is the one way every front-end (``serve``, the CLI commands, an
+embedding service) gets its parts. Providers choose the adapters from the settings (``Selector``):
+the queue by the database URL, the identity verifier by whether Cognito is configured, the file
+storage by ``FILESYSTEM``, the upstream by ``USERFACING_API_URL``. Tests override a provider
+(``container.queue.override(...)``) instead of wiring parts by hand.
+
+Nothing runs at import time, and providers are lazy: an engine, a pool or an HTTP client is
+created on first use, in the event loop that uses it. Only the values read from the
+configuration (the database URL with its secret, the shared key, the local issuer's key) are
+resolved by ``build_container``, so a bad configuration stops start-up with one line naming the
+variable.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 from dependency_injector import containers, providers
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workerfacing_api.adapters.identity import CachingVerifier, LocalIssuer
 from workerfacing_api.adapters.identity.local import read_or_create_secret
 from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
-from workerfacing_api.adapters.sql import DatabaseUrlError, database_url, open_queue
+from workerfacing_api.adapters.sql import (
+    DatabaseUrlError,
+    PostgresQueue,
+    QueueViews,
+    SqliteQueue,
+    create_engine,
+    database_url,
+)
 from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
@@ -23,34 +42,145 @@ from workerfacing_api.core.clock import SystemClock
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
+from workerfacing_api.core.ports import UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 
+# Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
+QUEUE_POOL_SIZE = 10
 
-def _forwarding(settings: Settings) -> bool:
-    return settings.userfacing_api_url is not None
+
+# -- values read from the configuration: each error names its variable ------------------------
 
 
-def _upstream(settings: Settings, api_key: str) -> HttpUpstream | None:
-    """The user-facing API, or None: then no events are recorded and no dispatcher runs."""
-    if settings.userfacing_api_url is None:
-        return None
-    return HttpUpstream(settings.userfacing_api_url, api_key)
+def internal_key_file(settings: Settings) -> Path:
+    """Where the shared key is kept when ``INTERNAL_API_KEY_SECRET`` is unset."""
+    return state_dir(settings) / "internal-api-key"
+
+
+def identity_key_file(settings: Settings) -> Path:
+    """The local issuer's signing key: ``token`` and ``serve`` run from one directory share it."""
+    return state_dir(settings) / "identity.key"
+
+
+def _state_secret(path: Path) -> str:
+    try:
+        return read_or_create_secret(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"LOCAL_STATE_DIR: cannot keep a secret in {path} ({exc})") from None
+
+
+def _queue_database_url(settings: Settings, secrets: SecretResolver) -> URL:
+    secret = None
+    if settings.queue_db_secret:
+        secret = secrets.resolve(settings.queue_db_secret, name="QUEUE_DB_SECRET")
+    try:
+        return database_url(settings.queue_db_url, secret)
+    except DatabaseUrlError as exc:
+        raise ConfigError(f"QUEUE_DB_URL {exc}") from None
+
+
+def _internal_api_key(settings: Settings, secrets: SecretResolver) -> str:
+    """The key shared with the user-facing API; generated and kept in a file when unset, so
+    that every process started from the same directory agrees on it."""
+    if settings.internal_api_key_secret:
+        return secrets.resolve(settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET")
+    return _state_secret(internal_key_file(settings))
+
+
+def _local_issuer(settings: Settings) -> LocalIssuer:
+    key_file = identity_key_file(settings)
+    _state_secret(key_file)  # made (or found unusable) here, as a configuration error
+    return LocalIssuer(key_file)
+
+
+# -- what the selectors choose by --------------------------------------------------------------
+
+
+def _database_kind(url: URL) -> str:
+    """``sqlite`` or ``postgresql``: ``database_url`` admits no other backend."""
+    return url.get_backend_name()
+
+
+def _identity_kind(settings: Settings) -> Literal["local", "cognito"]:
+    return "cognito" if settings.cognito_configured else "local"
+
+
+def _upstream_kind(settings: Settings) -> Literal["http", "none"]:
+    return "http" if settings.userfacing_api_url is not None else "none"
+
+
+def _postgres_dsn(url: URL) -> str:
+    """asyncpg takes a plain ``postgresql://`` DSN, password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _has_upstream(upstream: UpstreamNotifier | None) -> bool:
+    # Outbox events are written only when something will deliver them; without an upstream
+    # they would pile up forever.
+    return upstream is not None
+
+
+async def _short_lived_engine(url: URL) -> AsyncIterator[AsyncEngine]:
+    """One connection for a migration or an operator's look at the queue, disposed by the
+    container's ``shutdown_resources`` in the loop that used it."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 class Container(containers.DeclarativeContainer):
+    """Providers in dependency order. Each ``Selector`` picks one adapter by a setting; another
+    adapter (Cognito, S3) is one more keyword there."""
+
     settings = providers.Dependency(instance_of=Settings)
-    db_url: providers.Dependency[URL] = providers.Dependency(instance_of=URL)
-    internal_api_key = providers.Dependency(instance_of=str)
-    identity_key_file = providers.Dependency(instance_of=Path)
+
+    secrets = providers.Singleton(SecretResolver)
+    db_url = providers.Singleton(_queue_database_url, settings, secrets)
+    internal_api_key = providers.Singleton(_internal_api_key, settings, secrets)
 
     clock = providers.Singleton(SystemClock)
-    # Outbox events are written only when there is an upstream to deliver them to.
-    forwarding = providers.Callable(_forwarding, settings)
-    queue = providers.Singleton(open_queue, db_url, record_events=forwarding)
-    storage = providers.Singleton(LocalStorage, settings.provided.user_data_root_path)
-    local_issuer = providers.Singleton(LocalIssuer, identity_key_file)
-    identity = providers.Singleton(CachingVerifier, local_issuer, clock)
-    upstream = providers.Singleton(_upstream, settings, internal_api_key)
+
+    upstream: providers.Selector[HttpUpstream | None] = providers.Selector(
+        providers.Callable(_upstream_kind, settings),
+        http=providers.Singleton(
+            HttpUpstream, settings.provided.userfacing_api_url, internal_api_key
+        ),
+        none=providers.Object(None),
+    )
+    forwarding = providers.Callable(_has_upstream, upstream)
+
+    queue: providers.Selector[SqliteQueue | PostgresQueue] = providers.Selector(
+        providers.Callable(_database_kind, db_url),
+        sqlite=providers.Singleton(
+            SqliteQueue,
+            providers.Singleton(create_engine, db_url, pool_size=QUEUE_POOL_SIZE),
+            record_events=forwarding,
+        ),
+        postgresql=providers.Singleton(
+            PostgresQueue,
+            providers.Callable(_postgres_dsn, db_url),
+            record_events=forwarding,
+            pool_size=QUEUE_POOL_SIZE,
+        ),
+    )
+    # Schema migrations and operator views: one connection, released after the command.
+    migration_engine = providers.Resource(_short_lived_engine, db_url)
+    views = providers.Factory(QueueViews, migration_engine)
+
+    local_issuer = providers.Singleton(_local_issuer, settings)
+    verifier = providers.Selector(
+        providers.Callable(_identity_kind, settings),
+        local=local_issuer,
+    )
+    identity = providers.Singleton(CachingVerifier, verifier, clock)
+
+    storage = providers.Selector(
+        settings.provided.filesystem,
+        local=providers.Singleton(LocalStorage, settings.provided.user_data_root_path),
+    )
+
     policy = providers.Singleton(
         RetryPolicy,
         max_retries=settings.provided.max_retries,
@@ -64,43 +194,25 @@ class Container(containers.DeclarativeContainer):
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
 
 
-def internal_key_file(settings: Settings) -> Path:
-    return state_dir(settings) / "internal-api-key"
-
-
-def resolve_internal_key(settings: Settings) -> tuple[str, Path | None]:
-    """The shared key with the user-facing API; generated (and its file returned) when unset."""
-    resolver = SecretResolver()
-    if settings.internal_api_key_secret:
-        return resolver.resolve(
-            settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET"
-        ), None
-    path = internal_key_file(settings)
-    return _state_secret(path), path
-
-
-def _state_secret(path: Path) -> str:
-    try:
-        return read_or_create_secret(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"LOCAL_STATE_DIR: cannot keep a secret in {path} ({exc})") from None
-
-
 def build_container(settings: Settings) -> Container:
     """A wired container; raises ``ConfigError`` naming the variable on bad configuration."""
-    secret = None
-    if settings.queue_db_secret:
-        secret = SecretResolver().resolve(settings.queue_db_secret, name="QUEUE_DB_SECRET")
-    try:
-        url = database_url(settings.queue_db_url, secret)
-    except DatabaseUrlError as exc:
-        raise ConfigError(f"QUEUE_DB_URL {exc}") from None
-    key, _ = resolve_internal_key(settings)
-    if not settings.cognito_configured:
-        _state_secret(state_dir(settings) / "identity.key")  # the local issuer's key, made now
-    return Container(
-        settings=settings,
-        db_url=url,
-        internal_api_key=key,
-        identity_key_file=state_dir(settings) / "identity.key",
-    )
+    container = Container(settings=settings)
+    container.db_url()
+    container.internal_api_key()
+    if _identity_kind(settings) == "local":
+        container.local_issuer()
+    return container
+
+
+async def close_adapters(container: Container) -> None:
+    """Release what the container opened: the upstream's connections, the queue's pool.
+
+    An adapter put in by overriding a provider belongs to whoever put it there, and is left
+    alone (the in-memory queue of a test, a notifier an embedding service shares).
+    """
+    if not container.upstream.overridden:
+        upstream = container.upstream()
+        if upstream is not None:
+            await upstream.aclose()
+    if not container.queue.overridden:
+        await container.queue().close()

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
-from workerfacing_api.config import ConfigError, Settings, load_settings, state_dir
+from workerfacing_api.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from workerfacing_api.container import Container
@@ -49,6 +50,7 @@ def _settings() -> Settings:
 
 
 def _container(settings: Settings) -> Container:
+    """The one container of this command: every part the command uses comes from it."""
     from workerfacing_api.container import build_container
 
     try:
@@ -57,23 +59,30 @@ def _container(settings: Settings) -> Container:
         _fail(str(exc))
 
 
-async def _migrate(settings: Settings) -> str:
-    """Bring the schema up to date with a short-lived engine; return a printable database name."""
+async def _release_short_lived(container: Container) -> None:
+    """Dispose of the migration engine (if the command opened it) in the loop that used it."""
+    done = container.shutdown_resources()
+    if done is not None:
+        await done
+
+
+def _database_name(container: Container) -> str:
+    return container.db_url().render_as_string()  # the password hidden
+
+
+async def _migrate(container: Container) -> None:
+    """Bring the schema up to date through the container's short-lived migration engine."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from workerfacing_api.adapters.sql import create_engine, upgrade
+    from workerfacing_api.adapters.sql import upgrade
 
-    container = _container(settings)
-    url = container.db_url()
-    engine = create_engine(url, pool_size=1)
     try:
-        await upgrade(engine)
+        await upgrade(await container.migration_engine.async_())
     except (OSError, OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
-        _fail(f"QUEUE_DB_URL: cannot use the database {url.render_as_string()} ({reason})")
+        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
     finally:
-        await engine.dispose()
-    return url.render_as_string()
+        await _release_short_lived(container)
 
 
 def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
@@ -99,6 +108,15 @@ def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> 
             _fail(f"{host_name}={host!r}, {port_name}={port}: cannot listen there ({exc})")
 
 
+def _tune_garbage_collector() -> None:
+    """What exists before serving lives as long as the process: keep the collector off it, and
+    let it run less often (a request allocates some thousand objects). Done by ``serve`` for
+    its own process only; an application embedded elsewhere leaves its host's collector be."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
@@ -106,25 +124,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from workerfacing_api.container import resolve_internal_key
+    from workerfacing_api.container import internal_key_file
     from workerfacing_api.entrypoints.http import create_app
 
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     _check_listen(host, port, host_flag=bool(args.host), port_flag=args.port is not None)
-    database = asyncio.run(_migrate(settings))
+    # The migration runs in a loop of its own and its engine is disposed there; the queue's
+    # pool is made later, on the first request, in the server's loop.
+    asyncio.run(_migrate(container))
     if settings.embedded_default:
-        _, key_file = resolve_internal_key(settings)
+        key_file = None if settings.internal_api_key_secret else internal_key_file(settings)
         log.warning(
             "development setup: tokens come from the local issuer (workerfacing-api token "
             "--username NAME --groups workers), not Cognito; queue %s; files under %s%s",
-            database,
+            _database_name(container),
             settings.user_data_root_path,
             f"; generated INTERNAL_API_KEY_SECRET kept in {key_file}" if key_file else "",
         )
     if settings.userfacing_api_url is None:
         log.info("USERFACING_API_URL is not set: status changes are not forwarded")
     app = create_app(container)
+    _tune_garbage_collector()
     uvicorn.run(
         app,
         host=host,
@@ -138,53 +159,53 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from workerfacing_api.adapters.identity import LocalIssuer
-    from workerfacing_api.core.clock import SystemClock
-
     settings = _settings()
     if settings.cognito_configured:
         _fail("COGNITO_USER_POOL_ID is set: workers get their tokens from Cognito, not here")
     if not args.username.strip():
         _fail("--username must not be empty")
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-    issuer = LocalIssuer(state_dir(settings) / "identity.key")
-    print(issuer.mint(args.username, groups, timedelta(seconds=args.ttl), SystemClock().now()))
+    container = _container(settings)
+    issuer = container.local_issuer()
+    ttl = timedelta(seconds=args.ttl)
+    print(issuer.mint(args.username, groups, ttl, container.clock().now()))
 
 
 def cmd_db(args: argparse.Namespace) -> None:
     settings = _settings()
+    container = _container(settings)
     _configure_logging("WARNING")
     if args.action == "upgrade":
-        database = asyncio.run(_migrate(settings))
-        print(f"database {database} is up to date")
+        asyncio.run(_migrate(container))
+        print(f"database {_database_name(container)} is up to date")
     else:
-        print(asyncio.run(_current(settings)) or "no schema yet (run: workerfacing-api db upgrade)")
+        revision = asyncio.run(_current(container))
+        print(revision or "no schema yet (run: workerfacing-api db upgrade)")
 
 
-async def _current(settings: Settings) -> str | None:
-    from workerfacing_api.adapters.sql import create_engine
+async def _current(container: Container) -> str | None:
     from workerfacing_api.adapters.sql.migrate import current
 
-    engine = create_engine(_container(settings).db_url(), pool_size=1)
     try:
-        revision: str | None = await current(engine)
+        revision: str | None = await current(await container.migration_engine.async_())
         return revision
     finally:
-        await engine.dispose()
+        await _release_short_lived(container)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     settings = _settings()
-    _container(settings)  # validate before anything is logged
+    container = _container(settings)  # validated before anything is logged
     _configure_logging(settings.log_level)
-    asyncio.run(_migrate(settings))
     interval = args.interval if args.interval is not None else settings.sweep_interval
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_sweep(settings, once=args.once, interval=interval))
+        asyncio.run(_sweep(container, once=args.once, interval=interval))
 
 
-async def _sweep(settings: Settings, *, once: bool, interval: float) -> None:
-    container = _container(settings)
+async def _sweep(container: Container, *, once: bool, interval: float) -> None:
+    from workerfacing_api.container import close_adapters
+
+    await _migrate(container)
     jobs = container.jobs()
     sync = container.sync()
     try:
@@ -200,16 +221,14 @@ async def _sweep(settings: Settings, *, once: bool, interval: float) -> None:
                 return
             await asyncio.sleep(interval)
     finally:
-        upstream = container.upstream()
-        if upstream is not None:
-            await upstream.aclose()
-        await container.queue().close()
+        await close_adapters(container)
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
     settings = _settings()
+    container = _container(settings)
     _configure_logging("WARNING")
-    asyncio.run(_jobs(settings, args))
+    asyncio.run(_jobs(container, args))
 
 
 def _age(seconds: float | None) -> str:
@@ -222,16 +241,12 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
+async def _jobs(container: Container, args: argparse.Namespace) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    from workerfacing_api.adapters.sql import QueueViews, create_engine
-    from workerfacing_api.core.clock import SystemClock
-
-    engine = create_engine(_container(settings).db_url(), pool_size=1)
-    views = QueueViews(engine)
-    now = SystemClock().now()
+    now = container.clock().now()
     try:
+        views = await container.views.async_()
         if args.action == "stats":
             stats = await views.stats(now)
             if args.json:
@@ -286,7 +301,7 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> None:
         reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
         _fail(f"QUEUE_DB_URL: cannot read the queue ({reason}); run: workerfacing-api db upgrade")
     finally:
-        await engine.dispose()
+        await _release_short_lived(container)
 
 
 def _positive(value: str) -> float:

@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from workerfacing_api.core.errors import Unavailable
-
-if TYPE_CHECKING:
-    from workerfacing_api.container import Container
+from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.sync import StatusSync
 
 log = logging.getLogger("workerfacing_api.duties")
 
@@ -45,14 +43,17 @@ async def every(
 
 
 class Duties:
-    def __init__(self, container: Container) -> None:
-        self._container = container
+    """The loops of one process, over the same services its requests use."""
+
+    def __init__(self, jobs: JobService, sync: StatusSync, *, sweep_interval: float) -> None:
+        self._jobs = jobs
+        self._sync = sync
+        self._sweep_interval = sweep_interval
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        settings = self._container.settings()
-        jobs = self._container.jobs()
-        sync = self._container.sync()
+        jobs = self._jobs
+        sync = self._sync
 
         async def sweep() -> bool:
             await jobs.sweep()
@@ -62,7 +63,7 @@ class Duties:
             return await sync.dispatch_due() > 0
 
         self._tasks.append(
-            asyncio.create_task(every("sweeper", settings.sweep_interval, sweep), name="sweeper")
+            asyncio.create_task(every("sweeper", self._sweep_interval, sweep), name="sweeper")
         )
         if sync.enabled:
             self._tasks.append(

@@ -4,11 +4,9 @@ and the background duties (sweeper, status dispatcher) that run beside it."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -17,41 +15,40 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from workerfacing_api import __version__
+from workerfacing_api.container import Container, close_adapters
 from workerfacing_api.entrypoints.duties import Duties
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
 from workerfacing_api.entrypoints.http.routes import ROUTES, Services
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
-
-if TYPE_CHECKING:
-    from workerfacing_api.container import Container
 
 log = logging.getLogger("workerfacing_api.http")
 
 
 def create_app(container: Container, *, run_duties: bool = True) -> FileIdPaths:
     """The ASGI application for ``container``; with ``run_duties`` the sweeper and the status
-    dispatcher run in the background while it serves."""
+    dispatcher run in the background while it serves.
+
+    Every service comes from the container, read when first needed (in the server's loop), so
+    a provider overridden before the first request is what the requests use."""
     settings = container.settings()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        # Everything created so far lives as long as the process: keep the garbage collector
-        # off it, and let it run less often (a request allocates some thousand objects).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
-        duties = Duties(container) if run_duties else None
-        if duties is not None:
+        duties = None
+        if run_duties:
+            duties = Duties(
+                container.jobs(), container.sync(), sweep_interval=settings.sweep_interval
+            )
             duties.start()
         try:
             yield
         finally:
             if duties is not None:
                 await duties.stop()
-            upstream = container.upstream()
-            if upstream is not None:
-                await upstream.aclose()
-            await asyncio.shield(container.queue().close())
+            # Shielded: should the shutdown be cancelled, closing still completes, so the queue
+            # writes down the events it delivered (else they go out again) and hands back its
+            # connections.
+            await asyncio.shield(close_adapters(container))
 
     def services() -> Services:
         return Services(

@@ -1,0 +1,104 @@
+"""The composition root: which adapter each setting selects, and the configuration errors it
+stops on. Building a container opens nothing; the adapters are made here but never connect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from workerfacing_api.adapters.sql import PostgresQueue, SqliteQueue
+from workerfacing_api.adapters.upstream import HttpUpstream
+from workerfacing_api.config import ConfigError, Settings
+from workerfacing_api.container import build_container, close_adapters
+from workerfacing_api.core.errors import Unauthenticated
+
+
+def settings_in(tmp_path: Path, **fields: object) -> Settings:
+    base: dict[str, object] = {
+        "user_data_root_path": str(tmp_path / "user_data"),
+        "local_state_dir": str(tmp_path / "state"),
+        "queue_db_url": f"sqlite:///{tmp_path / 'queue.db'}",
+    }
+    return Settings(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "adapter"),
+    [
+        ("sqlite:///{tmp}/queue.db", SqliteQueue),
+        ("postgresql://nobody@127.0.0.1:1/nowhere", PostgresQueue),  # never connected to
+        ("postgres://nobody:{}@127.0.0.1:1/nowhere", PostgresQueue),
+    ],
+)
+async def test_the_database_url_selects_the_queue(
+    tmp_path: Path, url: str, adapter: type[object]
+) -> None:
+    settings = settings_in(
+        tmp_path, queue_db_url=url.replace("{tmp}", str(tmp_path)), queue_db_secret="pw"
+    )
+    container = build_container(settings)
+    assert isinstance(container.queue(), adapter)
+    await close_adapters(container)
+
+
+async def test_the_upstream_is_used_only_when_configured(tmp_path: Path) -> None:
+    alone = build_container(settings_in(tmp_path))
+    assert alone.upstream() is None
+    assert alone.sync().enabled is False  # no outbox to fill, no dispatcher to run
+    await close_adapters(alone)
+
+    forwarding = build_container(
+        settings_in(
+            tmp_path, userfacing_api_url="http://127.0.0.1:1", internal_api_key_secret="key"
+        )
+    )
+    assert isinstance(forwarding.upstream(), HttpUpstream)
+    assert forwarding.sync().enabled is True
+    await close_adapters(forwarding)
+
+
+def test_local_storage_is_rooted_at_the_data_root(tmp_path: Path) -> None:
+    container = build_container(settings_in(tmp_path))
+    inside = tmp_path / "user_data" / "alice" / "data" / "calib.mat"
+    assert container.storage().canonical_id(str(inside)) == str(inside.resolve())
+
+
+async def test_tokens_of_the_local_issuer_hold_for_every_process_of_one_state_dir(
+    tmp_path: Path,
+) -> None:
+    minting = build_container(settings_in(tmp_path))  # as `workerfacing-api token`
+    serving = build_container(settings_in(tmp_path))  # as `workerfacing-api serve`
+    elsewhere = build_container(settings_in(tmp_path, local_state_dir=str(tmp_path / "other")))
+    token = minting.local_issuer().mint(
+        "gpu-box", ["workers"], timedelta(minutes=5), datetime.now(UTC)
+    )
+    identity = await serving.identity().verify(token)
+    assert (identity.username, identity.groups) == ("gpu-box", frozenset({"workers"}))
+    with pytest.raises(Unauthenticated):
+        await elsewhere.identity().verify(token)
+
+
+@pytest.mark.parametrize(
+    ("fields", "variable"),
+    [
+        ({"queue_db_url": "mysql://db/x"}, "QUEUE_DB_URL"),
+        ({"queue_db_url": "postgresql://u:{}@127.0.0.1/db"}, "QUEUE_DB_SECRET"),
+        (
+            {"queue_db_url": "postgresql://u:{}@h/d", "queue_db_secret": '{"user": "x"}'},
+            "QUEUE_DB_SECRET",
+        ),
+        ({"internal_api_key_secret": '{"password": ""}'}, "INTERNAL_API_KEY_SECRET"),
+        ({"local_state_dir": "{tmp}/a-file"}, "LOCAL_STATE_DIR"),
+    ],
+)
+def test_a_bad_configuration_is_refused_naming_the_variable(
+    tmp_path: Path, fields: dict[str, str], variable: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    settings = settings_in(
+        tmp_path, **{k: v.replace("{tmp}", str(tmp_path)) for k, v in fields.items()}
+    )
+    with pytest.raises(ConfigError, match=variable):
+        build_container(settings)
