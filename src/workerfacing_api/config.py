@@ -176,13 +176,19 @@ def _config_error(exc: msgspec.ValidationError, env: Mapping[str, str]) -> Confi
     return ConfigError(f"{name}={env[name]!r}: {expected}")
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+
+
 def _check_consistency(s: Settings) -> None:
     if s.filesystem == "s3":
         if not s.s3_bucket:
             raise ConfigError("S3_BUCKET must be set when FILESYSTEM=s3")
-        raise ConfigError(
-            "FILESYSTEM=s3 is not available in this version of workerfacing-api; use local"
-        )
+        if not _BUCKET.fullmatch(s.s3_bucket):
+            raise ConfigError(
+                f"S3_BUCKET={s.s3_bucket!r} is not a bucket name (3-63 lower-case letters, "
+                "digits, dots and hyphens; no s3:// prefix)"
+            )
     cognito = {
         "COGNITO_USER_POOL_ID": s.cognito_user_pool_id,
         "COGNITO_CLIENT_ID": s.cognito_client_id,
@@ -192,10 +198,12 @@ def _check_consistency(s: Settings) -> None:
     if given and len(given) < len(cognito):
         missing = next(k for k, v in cognito.items() if not v)
         raise ConfigError(f"{missing} must be set too when {given[0]} is set (Cognito)")
-    if given:
+    if s.cognito_region and not _REGION.fullmatch(s.cognito_region):
+        raise ConfigError(f"COGNITO_REGION={s.cognito_region!r} is not an AWS region name")
+    if s.cognito_user_pool_id and not s.cognito_user_pool_id.startswith(f"{s.cognito_region}_"):
         raise ConfigError(
-            "COGNITO_USER_POOL_ID: Cognito is not available in this version of "
-            "workerfacing-api; unset the COGNITO_* variables to use the local token issuer"
+            f"COGNITO_USER_POOL_ID={s.cognito_user_pool_id!r} is not a pool of "
+            f"COGNITO_REGION={s.cognito_region!r} (pool ids look like {s.cognito_region}_AbC123)"
         )
     if s.userfacing_api_url is not None:
         if not s.userfacing_api_url.startswith(("http://", "https://")):

@@ -23,7 +23,8 @@ from dependency_injector import containers, providers
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workerfacing_api.adapters.identity import CachingVerifier, LocalIssuer
+from workerfacing_api.adapters.identity import CachingVerifier, CognitoVerifier, LocalIssuer
+from workerfacing_api.adapters.identity.cognito import jwks_url_of
 from workerfacing_api.adapters.identity.local import read_or_create_secret
 from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
@@ -42,7 +43,7 @@ from workerfacing_api.core.clock import SystemClock
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
-from workerfacing_api.core.ports import UpstreamNotifier
+from workerfacing_api.core.ports import FileStorage, UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
@@ -85,6 +86,38 @@ def _internal_api_key(settings: Settings, secrets: SecretResolver) -> str:
     if settings.internal_api_key_secret:
         return secrets.resolve(settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET")
     return _state_secret(internal_key_file(settings))
+
+
+def _s3_storage(settings: Settings) -> FileStorage:
+    # boto3 takes a while to import: only deployments on S3 load it.
+    from workerfacing_api.adapters.storage.s3 import S3Storage
+
+    assert settings.s3_bucket is not None  # checked with the configuration
+    return S3Storage(
+        settings.s3_bucket,
+        settings.s3_region,
+        url_expiry=settings.url_expiry,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+
+
+def _cognito_secret(settings: Settings, secrets: SecretResolver) -> str | None:
+    """The app client's secret, if it has one: read (from Secrets Manager, maybe) at start-up,
+    so that an unreadable one stops start-up rather than a sign-in later."""
+    if not settings.cognito_secret:
+        return None
+    return secrets.resolve(settings.cognito_secret, name="COGNITO_SECRET")
+
+
+def _cognito_jwks_url(settings: Settings) -> str:
+    """The pool's key set, at the endpoint botocore resolves for Cognito: AWS itself, or
+    ``AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`` / ``AWS_ENDPOINT_URL`` when set."""
+    import boto3
+
+    assert settings.cognito_region is not None  # checked with the configuration
+    assert settings.cognito_user_pool_id is not None
+    client = boto3.client("cognito-idp", region_name=settings.cognito_region)
+    return jwks_url_of(settings.cognito_user_pool_id, client.meta.endpoint_url)
 
 
 def _local_issuer(settings: Settings) -> LocalIssuer:
@@ -170,15 +203,24 @@ class Container(containers.DeclarativeContainer):
     views = providers.Factory(QueueViews, migration_engine)
 
     local_issuer = providers.Singleton(_local_issuer, settings)
+    cognito_secret = providers.Singleton(_cognito_secret, settings, secrets)
     verifier = providers.Selector(
         providers.Callable(_identity_kind, settings),
         local=local_issuer,
+        cognito=providers.Singleton(
+            CognitoVerifier,
+            region=settings.provided.cognito_region,
+            user_pool_id=settings.provided.cognito_user_pool_id,
+            client_id=settings.provided.cognito_client_id,
+            jwks_url=providers.Callable(_cognito_jwks_url, settings),
+        ),
     )
     identity = providers.Singleton(CachingVerifier, verifier, clock)
 
     storage = providers.Selector(
         settings.provided.filesystem,
         local=providers.Singleton(LocalStorage, settings.provided.user_data_root_path),
+        s3=providers.Singleton(_s3_storage, settings),
     )
 
     policy = providers.Singleton(
@@ -199,6 +241,7 @@ def build_container(settings: Settings) -> Container:
     container = Container(settings=settings)
     container.db_url()
     container.internal_api_key()
+    container.cognito_secret()
     if _identity_kind(settings) == "local":
         container.local_issuer()
     return container

@@ -206,6 +206,24 @@ def test_bounds_are_inclusive(variable: str, lowest: str, highest: str | None) -
         ),
         ({"USERFACING_API_URL": "http://userapi:8000"}, "INTERNAL_API_KEY_SECRET"),
         ({"COGNITO_USER_POOL_ID": "eu-west-1_x"}, "COGNITO_CLIENT_ID"),
+        ({"FILESYSTEM": "s3", "S3_BUCKET": "s3://decode-data"}, "S3_BUCKET"),
+        ({"FILESYSTEM": "s3", "S3_BUCKET": "Decode_Data"}, "S3_BUCKET"),
+        (
+            {
+                "COGNITO_USER_POOL_ID": "eu-west-1_x",
+                "COGNITO_CLIENT_ID": "c",
+                "COGNITO_REGION": "europe",
+            },
+            "COGNITO_REGION",
+        ),
+        (
+            {
+                "COGNITO_USER_POOL_ID": "us-east-1_x",
+                "COGNITO_CLIENT_ID": "c",
+                "COGNITO_REGION": "eu-west-1",
+            },
+            "COGNITO_USER_POOL_ID",
+        ),
     ],
 )
 def test_an_inconsistent_configuration_names_the_variable_in_one_line(
@@ -216,6 +234,22 @@ def test_an_inconsistent_configuration_names_the_variable_in_one_line(
     message = str(caught.value)
     assert variable in message
     assert "\n" not in message
+
+
+def test_s3_and_cognito_are_configured_together() -> None:
+    settings = settings_from(
+        {
+            "FILESYSTEM": "S3",
+            "S3_BUCKET": "decode-user-data",
+            "S3_REGION": "eu-central-1",
+            "COGNITO_USER_POOL_ID": "eu-central-1_AbC123",
+            "COGNITO_CLIENT_ID": "5s7q",
+            "COGNITO_REGION": "eu-central-1",
+        }
+    )
+    assert (settings.filesystem, settings.s3_bucket) == ("s3", "decode-user-data")
+    assert settings.cognito_configured
+    assert not settings.embedded_default
 
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:

@@ -40,11 +40,10 @@ def issuer_of(region: str, user_pool_id: str) -> str:
     return f"https://cognito-idp.{region}.amazonaws.com/{user_pool_id}"
 
 
-def jwks_url_of(region: str, user_pool_id: str, endpoint: str | None = None) -> str:
-    """Where the pool publishes its keys; ``endpoint`` replaces AWS (botocore's
-    ``AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`` or ``AWS_ENDPOINT_URL``)."""
-    base = endpoint.rstrip("/") if endpoint else issuer_of(region, user_pool_id).rsplit("/", 1)[0]
-    return f"{base}/{user_pool_id}/.well-known/jwks.json"
+def jwks_url_of(user_pool_id: str, endpoint: str) -> str:
+    """Where the pool publishes its keys: under Cognito's endpoint for the region, which a
+    stand-in (``AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER``, a moto server) replaces."""
+    return f"{endpoint.rstrip('/')}/{user_pool_id}/.well-known/jwks.json"
 
 
 class CognitoVerifier:

@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from workerfacing_api import __version__
+from workerfacing_api.adapters.identity import CognitoVerifier
 from workerfacing_api.container import Container, close_adapters
 from workerfacing_api.entrypoints.duties import Duties
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
@@ -34,6 +35,9 @@ def create_app(container: Container, *, run_duties: bool = True) -> FileIdPaths:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        verifier = container.verifier()
+        if isinstance(verifier, CognitoVerifier):
+            await verifier.warm_up()  # the pool's keys, before the first worker needs them
         duties = None
         if run_duties:
             duties = Duties(

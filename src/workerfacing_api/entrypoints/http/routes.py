@@ -67,7 +67,7 @@ class LocalIssuerInfo(msgspec.Struct):
     how_to_get_a_token: str
 
 
-class AccessInfo(msgspec.Struct):
+class AccessInfo(msgspec.Struct, omit_defaults=True):
     cognito: CognitoInfo
     local: LocalIssuerInfo | None = None
 
