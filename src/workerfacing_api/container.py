@@ -83,9 +83,15 @@ def _queue_database_url(settings: Settings, secrets: SecretResolver) -> URL:
 def _internal_api_key(settings: Settings, secrets: SecretResolver) -> str:
     """The key shared with the user-facing API; generated and kept in a file when unset, so
     that every process started from the same directory agrees on it."""
-    if settings.internal_api_key_secret:
-        return secrets.resolve(settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET")
-    return _state_secret(internal_key_file(settings))
+    if not settings.internal_api_key_secret:
+        return _state_secret(internal_key_file(settings))
+    key = secrets.resolve(settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET")
+    # It travels in the x-api-key header both ways: a control character would break the header.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise ConfigError(
+            "INTERNAL_API_KEY_SECRET holds a control character; it cannot be a header"
+        )
+    return key
 
 
 def _s3_storage(settings: Settings) -> FileStorage:

@@ -91,6 +91,7 @@ async def test_tokens_of_the_local_issuer_hold_for_every_process_of_one_state_di
         ),
         ({"internal_api_key_secret": '{"password": ""}'}, "INTERNAL_API_KEY_SECRET"),
         ({"local_state_dir": "{tmp}/a-file"}, "LOCAL_STATE_DIR"),
+        ({"internal_api_key_secret": "key\r\nx-injected: 1"}, "INTERNAL_API_KEY_SECRET"),
     ],
 )
 def test_a_bad_configuration_is_refused_naming_the_variable(
