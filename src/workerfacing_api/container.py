@@ -265,3 +265,20 @@ async def close_adapters(container: Container) -> None:
             await upstream.aclose()
     if not container.queue.overridden:
         await container.queue().close()
+
+
+async def migrate(container: Container) -> None:
+    """Bring the queue's schema up to date, through a short-lived engine released afterwards."""
+    from workerfacing_api.adapters.sql import upgrade
+
+    try:
+        await upgrade(await container.migration_engine.async_())
+    finally:
+        await release_short_lived(container)
+
+
+async def release_short_lived(container: Container) -> None:
+    """Dispose of the migration engine (if it was opened) in the loop that used it."""
+    done = container.shutdown_resources()
+    if done is not None:
+        await done

@@ -23,7 +23,7 @@ from tests.bodies import job_document
 from workerfacing_api.adapters.identity import LocalIssuer
 
 if TYPE_CHECKING:
-    from tests.integration.aws import MotoServer
+    from devtools.aws_local import MotoServer
 
 
 def free_port() -> int:
@@ -297,7 +297,7 @@ def upstream_env(fake: Upstream, **extra: str) -> dict[str, str]:
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """A moto server standing in for AWS, shared by the session (tests use their own pools,
     buckets and secrets, named uniquely)."""
-    from tests.integration.aws import start_moto
+    from devtools.aws_local import start_moto
 
     server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server

@@ -19,10 +19,10 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from devtools.aws_local import REGION, MotoServer, UserPool, create_user_pool
 from moto.utilities.utils import load_resource
 
 from tests.bodies import job_document
-from tests.integration.aws import REGION, MotoServer, UserPool, create_user_pool
 from tests.integration.conftest import Server, as_json, start_server, stop_server
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024

@@ -8,8 +8,8 @@ import json
 import traceback
 
 import pytest
+from devtools.aws_local import MotoServer
 
-from tests.integration.aws import MotoServer
 from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.config import ConfigError
 

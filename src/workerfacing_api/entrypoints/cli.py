@@ -59,13 +59,6 @@ def _container(settings: Settings) -> Container:
         _fail(str(exc))
 
 
-async def _release_short_lived(container: Container) -> None:
-    """Dispose of the migration engine (if the command opened it) in the loop that used it."""
-    done = container.shutdown_resources()
-    if done is not None:
-        await done
-
-
 def _database_name(container: Container) -> str:
     return container.db_url().render_as_string()  # the password hidden
 
@@ -74,15 +67,13 @@ async def _migrate(container: Container) -> None:
     """Bring the schema up to date through the container's short-lived migration engine."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from workerfacing_api.adapters.sql import upgrade
+    from workerfacing_api.container import migrate
 
     try:
-        await upgrade(await container.migration_engine.async_())
+        await migrate(container)
     except (OSError, OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
         _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
-    finally:
-        await _release_short_lived(container)
 
 
 def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
@@ -185,12 +176,13 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 async def _current(container: Container) -> str | None:
     from workerfacing_api.adapters.sql.migrate import current
+    from workerfacing_api.container import release_short_lived
 
     try:
         revision: str | None = await current(await container.migration_engine.async_())
         return revision
     finally:
-        await _release_short_lived(container)
+        await release_short_lived(container)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -243,6 +235,8 @@ def _age(seconds: float | None) -> str:
 
 async def _jobs(container: Container, args: argparse.Namespace) -> None:
     from sqlalchemy.exc import DBAPIError
+
+    from workerfacing_api.container import release_short_lived
 
     now = container.clock().now()
     try:
@@ -301,7 +295,7 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
         reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
         _fail(f"QUEUE_DB_URL: cannot read the queue ({reason}); run: workerfacing-api db upgrade")
     finally:
-        await _release_short_lived(container)
+        await release_short_lived(container)
 
 
 def _positive(value: str) -> float:

@@ -1,9 +1,22 @@
-"""A real moto server on a free loopback port standing in for AWS (Cognito, S3, Secrets Manager),
-and helpers that set AWS up the way the DECODE deployment has it. Never the internet, never an
-in-process mock: boto3 and the service talk HTTP to this process."""
+"""A local stand-in for the AWS side of DECODE OpenCloud: a moto server on a free loopback port
+(Cognito, S3, Secrets Manager), set up the way the production deployment has it.
+
+Run it to get a whole AWS-like deployment of the service on one machine, in one command:
+
+    uv run python -m devtools.aws_local
+
+It starts moto, creates a user pool with an app client (USER_PASSWORD_AUTH) and the groups
+``workers``, ``cloud`` and ``operators``, a worker user, a bucket and the shared key as a Secrets
+Manager secret, then runs ``workerfacing-api serve`` with ``FILESYSTEM=s3`` and Cognito, and prints
+how a worker signs in. The tests and the benchmarks use the same helpers; nothing here reaches
+the internet.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +28,16 @@ from typing import Any
 import boto3
 import requests
 
-from tests.integration.conftest import free_port
-
 REGION = "eu-central-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -122,3 +142,70 @@ def create_user_pool(moto: MotoServer, groups: tuple[str, ...] = ("workers", "cl
     for group in groups:
         idp.create_group(GroupName=group, UserPoolId=pool_id)
     return UserPool(moto=moto, pool_id=pool_id, client_id=client_id)
+
+
+def main() -> None:
+    """Moto, a pool, a bucket, a secret, and ``serve`` on them; Ctrl-C stops everything."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8001, help="port of the service (8001)")
+    parser.add_argument("--worker", default="gpu-box-1", help="user name of the worker")
+    args = parser.parse_args()
+
+    # A SIGTERM ends the stack like Ctrl-C does: serve and moto are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    state = Path(tempfile.mkdtemp(prefix="wf-aws-local-"))
+    moto = start_moto(state / "moto.log")
+    try:
+        pool = create_user_pool(moto, groups=("workers", "cloud", "operators"))
+        pool.add_user(args.worker, ("workers",))
+        bucket = "decode-user-data"
+        moto.client("s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        key_arn = moto.client("secretsmanager").create_secret(
+            Name="workerfacing-api/internal-api-key", SecretString=uuid.uuid4().hex
+        )["ARN"]
+        env = {
+            **os.environ,
+            **moto.env(),
+            "FILESYSTEM": "s3",
+            "S3_BUCKET": bucket,
+            "S3_REGION": REGION,
+            "COGNITO_USER_POOL_ID": pool.pool_id,
+            "COGNITO_CLIENT_ID": pool.client_id,
+            "COGNITO_REGION": REGION,
+            "INTERNAL_API_KEY_SECRET": key_arn,
+            "QUEUE_DB_URL": f"sqlite:///{state / 'queue.db'}",
+            "LOCAL_STATE_DIR": str(state),
+            "PORT": str(args.port),
+        }
+        print(
+            f"moto (AWS stand-in) at {moto.url}; state in {state}\n"
+            f"user pool {pool.pool_id}, app client {pool.client_id}, bucket {bucket}\n"
+            f"worker {args.worker!r}, password {PASSWORD!r}: sign in with boto3 "
+            f"initiate_auth(USER_PASSWORD_AUTH) at endpoint {moto.url}\n"
+            f"shared key (x-api-key) in Secrets Manager: {key_arn}\n"
+            f"environment of the service: "
+            + " ".join(f"{k}={env[k]}" for k in sorted(set(env) - set(os.environ)))
+            + "\n",
+            flush=True,
+        )
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "workerfacing_api.entrypoints.cli", "serve"], env=env
+        )
+        try:
+            serve.wait()
+        finally:
+            if serve.poll() is None:
+                serve.terminate()
+                serve.wait()
+    finally:
+        moto.process.terminate()
+        moto.process.wait()
+
+
+if __name__ == "__main__":
+    main()
