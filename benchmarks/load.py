@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -43,6 +42,9 @@ import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from devtools.aws_local import MotoServer, UserPool, create_user_pool, start_moto  # noqa: E402
 
 from workerfacing_api.adapters.identity import LocalIssuer  # noqa: E402
 
@@ -116,14 +118,22 @@ class Rig:
     workdir: Path
     db_url: str
     processes: int
+    # The interpreter of the serve processes: another checkout's venv measures that checkout
+    # with this very script (before and after, side by side, with one instrument).
+    python: str = sys.executable
+    cognito: bool = False
     env: dict[str, str] = field(default_factory=dict)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     stub: subprocess.Popen[bytes] | None = None
     stub_url: str = ""
     closed_port: socket.socket | None = None
+    moto: MotoServer | None = None
+    pool: UserPool | None = None
 
-    def start(self, *, upstream: bool = True, upstream_down: bool = False) -> None:
+    def start(
+        self, *, upstream: bool = True, upstream_down: bool = False, upstream_delay: float = 0.0
+    ) -> None:
         state = self.workdir / "state"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))},
@@ -146,11 +156,26 @@ class Rig:
         elif upstream:
             port = free_port()
             self.stub = subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "upstream_stub.py"), str(port)]
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "upstream_stub.py"),
+                    str(port),
+                    *(("--delay", str(upstream_delay)) if upstream_delay else ()),
+                ]
             )
             self.stub_url = f"http://127.0.0.1:{port}"
             self.env["USERFACING_API_URL"] = self.stub_url
-        cli = [sys.executable, "-m", "workerfacing_api.entrypoints.cli"]
+        if self.cognito:
+            # Workers sign in to a Cognito user pool on a moto server, as in production.
+            self.moto = start_moto(self.workdir / "moto.log")
+            self.pool = create_user_pool(self.moto)
+            self.env |= {
+                **self.moto.env(),
+                "COGNITO_USER_POOL_ID": self.pool.pool_id,
+                "COGNITO_CLIENT_ID": self.pool.client_id,
+                "COGNITO_REGION": self.pool.region,
+            }
+        cli = [self.python, "-m", "workerfacing_api.entrypoints.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=self.env, check=True, capture_output=True)
         for _ in range(self.processes):
             port = free_port()
@@ -182,6 +207,12 @@ class Rig:
                     await asyncio.sleep(0.1)
 
     def tokens(self, count: int) -> list[str]:
+        if self.pool is not None:
+            tokens = []
+            for i in range(count):
+                self.pool.add_user(f"w{i}")
+                tokens.append(self.pool.sign_in(f"w{i}")["IdToken"])
+            return tokens
         issuer = LocalIssuer(self.workdir / "state" / "identity.key")
         now = datetime.now(UTC)
         return [issuer.mint(f"w{i}", ["workers"], timedelta(hours=1), now) for i in range(count)]
@@ -192,9 +223,10 @@ class Rig:
     def stop(self) -> None:
         if self.closed_port is not None:
             self.closed_port.close()
-        for process in [*self.servers, *([self.stub] if self.stub else [])]:
+        others = [p for p in (self.stub, self.moto.process if self.moto else None) if p]
+        for process in [*self.servers, *others]:
             process.terminate()
-        for process in [*self.servers, *([self.stub] if self.stub else [])]:
+        for process in [*self.servers, *others]:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -262,48 +294,34 @@ class CycleResult:
     update_latency: list[float] = field(default_factory=list)
 
 
-class RawClient:
-    """One keep-alive HTTP/1.1 connection with the least client CPU per request: the rig shares
-    the 2 cores with what it measures (aiohttp costs about 0.3 ms a request here, this 0.1 ms)."""
+class WorkerClient:
+    """One worker: an aiohttp session with one keep-alive connection and its own token."""
 
     def __init__(self, base: str, token: str) -> None:
-        url = urlsplit(base)
-        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
-        self.auth = f"authorization: Bearer {token}\r\nhost: {url.netloc}\r\n".encode()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.base = base
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1),
+            headers={"authorization": f"Bearer {token}"},
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        )
 
     async def request(self, method: str, target: str) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(
-            b"%s %s HTTP/1.1\r\n%scontent-length: 0\r\n\r\n"
-            % (method.encode(), target.encode(), self.auth)
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        body = await self.reader.readexactly(length) if length else b""
-        return status, body
+        async with self.session.request(method, self.base + target) as response:
+            return response.status, await response.read()
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    async def close(self) -> None:
+        await self.session.close()
 
 
 async def run_cycles(
-    urls: list[str], tokens: list[str], target: int, seconds: float
+    urls: list[str], tokens: list[str], target: int, seconds: float, updates: list[str]
 ) -> tuple[CycleResult, float]:
     result = CycleResult()
     deadline = time.monotonic() + seconds
     pull = "/jobs?limit=1&cpu_cores=8&memory=64000"
 
     async def worker(index: int) -> None:
-        client = RawClient(urls[index % len(urls)], tokens[index])
+        client = WorkerClient(urls[index % len(urls)], tokens[index])
         try:
             while result.cycles < target and time.monotonic() < deadline:
                 t0 = time.perf_counter()
@@ -318,7 +336,7 @@ async def run_cycles(
                     return  # the queue is drained
                 (job_id,) = jobs
                 result.handed.append(job_id)
-                for new in ("running", "finished"):
+                for new in updates:
                     t1 = time.perf_counter()
                     status, _ = await client.request("PUT", f"/jobs/{job_id}/status?status={new}")
                     if status != 204:
@@ -328,7 +346,7 @@ async def run_cycles(
                     result.updates += 1
                 result.cycles += 1
         finally:
-            client.close()
+            await client.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(len(tokens))))
@@ -349,13 +367,25 @@ async def stub_count(url: str) -> int:
         return int(await r.text())
 
 
+@dataclass(frozen=True)
+class Options:
+    """How each run is set up (the same for every size of a sweep)."""
+
+    upstream_down: bool = False
+    upstream_delay: float = 0.0
+    cognito: bool = False
+    python: str = sys.executable
+    updates: tuple[str, ...] = ("running", "finished")
+
+
 def cycles_benchmark(
-    kind: str, processes: int, workers: int, jobs: int, seconds: float, upstream_down: bool
+    kind: str, processes: int, workers: int, jobs: int, seconds: float, options: Options
 ) -> dict[str, Any]:
+    upstream_down = options.upstream_down
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp, database(kind, Path(tmp)) as url:
-        rig = Rig(Path(tmp), url, processes)
+        rig = Rig(Path(tmp), url, processes, python=options.python, cognito=options.cognito)
         try:
-            rig.start(upstream_down=upstream_down)
+            rig.start(upstream_down=upstream_down, upstream_delay=options.upstream_delay)
             uvloop.run(fill(rig.urls, jobs))
             if kind == "postgres":
                 # As autovacuum soon would in production: a brand-new table has no statistics.
@@ -367,7 +397,9 @@ def cycles_benchmark(
             db_before = postgres_cpu()
             stub_before = cpu_seconds(rig.stub.pid) if rig.stub else 0.0
             client_before = time.process_time()
-            result, elapsed = uvloop.run(run_cycles(rig.urls, tokens, jobs, seconds))
+            result, elapsed = uvloop.run(
+                run_cycles(rig.urls, tokens, jobs, seconds, list(options.updates))
+            )
             api_cpu = rig.api_cpu() - cpu_before
             client_cpu = time.process_time() - client_before
             db_cpu = postgres_cpu() - db_before
@@ -380,6 +412,10 @@ def cycles_benchmark(
     return {
         "db": kind,
         "upstream": "down" if upstream_down else "up",
+        "upstream_delay_s": options.upstream_delay,
+        "tokens": "cognito" if options.cognito else "local",
+        "cycle": "pull," + ",".join(options.updates),
+        "python": options.python,
         "processes": processes,
         "workers": workers,
         "cycles": result.cycles,
@@ -516,6 +552,22 @@ def main() -> None:
     parser.add_argument(
         "--upstream-down", action="store_true", help="forward to a port nobody listens on"
     )
+    parser.add_argument(
+        "--upstream-delay", type=float, default=0.0, help="seconds the upstream stub waits"
+    )
+    parser.add_argument(
+        "--cognito", action="store_true", help="Cognito tokens (a moto server) instead of local"
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the serve processes (another checkout's .venv/bin/python)",
+    )
+    parser.add_argument(
+        "--cycle",
+        default="running,finished",
+        help="status updates after each pull, e.g. running,running,finished (a keep-alive)",
+    )
     parser.add_argument("--sizes", default="100,10000,100000")
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -529,11 +581,18 @@ def main() -> None:
                 kind, [int(s) for s in args.sizes.split(",")], args.pulls
             )
     else:
+        options = Options(
+            upstream_down=args.upstream_down,
+            upstream_delay=args.upstream_delay,
+            cognito=args.cognito,
+            python=args.python,
+            updates=tuple(args.cycle.split(",")),
+        )
         for kind in kinds:
             for processes in (int(p) for p in args.processes.split(",")):
                 for workers in (int(w) for w in args.workers.split(",")):
                     row = cycles_benchmark(
-                        kind, processes, workers, args.jobs, args.seconds, args.upstream_down
+                        kind, processes, workers, args.jobs, args.seconds, options
                     )
                     rows.append(row)
                     print(json.dumps(row), flush=True)

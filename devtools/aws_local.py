@@ -99,6 +99,7 @@ class UserPool:
     moto: MotoServer
     pool_id: str
     client_id: str
+    region: str = REGION
 
     def add_user(self, username: str, groups: tuple[str, ...] = ("workers",)) -> None:
         idp = self.moto.client("cognito-idp")
