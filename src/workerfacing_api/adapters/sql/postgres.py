@@ -110,8 +110,7 @@ def claim_statement(*, groups: bool, memory_class: int) -> Statement:
 # in time. The statement then did not commit, except in the rare case of a connection lost
 # after the commit and before its answer: at least once, as everywhere here.
 _LOST = (
-    OSError,
-    TimeoutError,
+    OSError,  # refused, reset, unreachable; also the connect timeout (TimeoutError)
     asyncpg.PostgresConnectionError,  # 08xxx, e.g. "connection was closed in the middle of …"
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,

@@ -115,9 +115,9 @@ class SqliteQueue(JobChanges):
     # -- JobQueue ------------------------------------------------------------------------------
 
     async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
-        # No retry on the unique index of live upstream ids (as on PostgreSQL): the write lock,
-        # taken up front, makes submissions one after the other, so the superseding below
-        # always sees the earlier job.
+        # Unlike on PostgreSQL, a submission never meets the unique index of live upstream ids:
+        # the write lock, taken up front, puts submissions one after the other, so the
+        # superseding below always sees the earlier job of the same id.
         values = submission_values(submission) | {"now": stamp(now)}
         async with self._write() as conn:
             rows = await conn.execute(CANCEL_LIVE_JOBS_OF_UPSTREAM_ID, values)
@@ -193,6 +193,7 @@ class SqliteQueue(JobChanges):
     async def _change(
         self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
     ) -> Committed | None:
+        # Timestamps go in as fixed-width UTC text, like every timestamp on SQLite.
         params = {k: stamp(v) if isinstance(v, datetime) else v for k, v in values.items()}
         async with self._write() as conn:
             row = (

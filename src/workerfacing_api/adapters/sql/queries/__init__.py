@@ -15,30 +15,28 @@ import functools
 import re
 from importlib import resources
 
-_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$")
+_HEADER = re.compile(r"^-- name: ([a-z_]+)[ \t]*$", re.MULTILINE)
 _SLOT = re.compile(r"\{[a-z_]+\}")
 
 
 @functools.cache
 def _read(file: str) -> dict[str, str]:
-    statements: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
     text = resources.files(__name__).joinpath(file).read_text(encoding="utf-8")
-    for line in [*text.splitlines(), "-- name: end_of_file"]:
-        header = _NAME.match(line)
-        if header is None:
-            if not line.lstrip().startswith("--") and line.strip():
-                lines.append(line.rstrip())
-            continue
-        if name is not None:
-            if name in statements or not lines:
-                raise ValueError(f"{file}: {name} is defined twice or is empty")
-            statements[name] = "\n".join(lines).removesuffix(";")
-        elif lines:
-            raise ValueError(f"{file}: SQL before the first '-- name:' line")
-        name, lines = header.group(1), []
+    preamble, *named = _HEADER.split(text)
+    if _code(preamble):
+        raise ValueError(f"{file}: SQL before the first '-- name:' line")
+    statements: dict[str, str] = {}
+    for name, body in zip(named[::2], named[1::2], strict=True):
+        if name in statements or not _code(body):
+            raise ValueError(f"{file}: {name} is defined twice or is empty")
+        statements[name] = _code(body).removesuffix(";")
     return statements
+
+
+def _code(body: str) -> str:
+    """``body`` without its comment lines and blank lines."""
+    lines = (line.rstrip() for line in body.splitlines())
+    return "\n".join(line for line in lines if line and not line.lstrip().startswith("--"))
 
 
 def load(dialect: str | None = None) -> dict[str, str]:
