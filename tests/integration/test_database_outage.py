@@ -1,15 +1,22 @@
-"""When the queue's database drops its connections (a restart, a failover), workers get a 503
-they retry, never a 500, and the service recovers by itself."""
+"""When the queue's database drops its connections (a restart, a failover), is starting up, or
+does not answer, workers get a 503 they retry, never a 500 or a request that hangs, and the
+service recovers by itself."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 import requests
 
 from tests.integration.conftest import Server
+from workerfacing_api.adapters.sql import PostgresQueue
+from workerfacing_api.core.errors import Unavailable
 
 
 async def _drop_connections(url: str) -> int:
@@ -91,3 +98,65 @@ def test_submissions_and_pulls_survive_lost_connections(
     # The job submitted between the two outages is handed out once, to the worker that asked.
     assert len(pulled) == 1, pulled
     assert len(pulled[0]) == 1, pulled
+
+
+@asynccontextmanager
+async def _listener(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A TCP server on a loopback port that treats every connection with ``answer``; yields
+    a DSN pointing at it."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/queue?sslmode=disable"
+    finally:
+        server.close()
+
+
+async def _starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # What PostgreSQL answers a client while it starts up (or shuts down): the startup message
+    # is read, then a FATAL error with SQLSTATE 57P03, and the connection is closed.
+    (length,) = struct.unpack("!I", await reader.readexactly(4))
+    await reader.readexactly(length - 4)
+    fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    writer.write(b"E" + struct.pack("!I", len(fields) + 4) + fields)
+    await writer.drain()
+    writer.close()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # accepts, never answers: a host that hangs
+
+
+async def test_a_database_starting_up_is_unavailable_not_an_error() -> None:
+    async with _listener(_starting_up) as dsn:
+        queue = PostgresQueue(dsn, record_events=True)
+        try:
+            with pytest.raises(Unavailable, match="starting up"):
+                await queue.get(1)
+        finally:
+            await queue.close()
+
+
+async def test_a_database_that_does_not_answer_is_unavailable_after_the_connect_timeout() -> None:
+    async with _listener(_silent) as dsn:
+        queue = PostgresQueue(dsn, record_events=True, connect_timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(Unavailable):
+                await queue.get(1)
+        finally:
+            await queue.close()
+        assert time.monotonic() - started < 5  # bounded by the timeout, not hanging
+
+
+async def test_a_refused_connection_is_unavailable() -> None:
+    async with _listener(_silent) as dsn:
+        pass  # closed again: nobody listens on that port any more
+    queue = PostgresQueue(dsn, record_events=True)
+    try:
+        with pytest.raises(Unavailable, match="lost the connection"):
+            await queue.get(1)
+    finally:
+        await queue.close()

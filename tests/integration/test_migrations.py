@@ -46,9 +46,7 @@ async def test_models_and_migrations_agree(
 async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
     """The plan PostgreSQL keeps for the adapter's real claim statement (generic, as the
     adapter's connections are configured), for a worker with ``memory`` MiB."""
-    statement = claim_statement(
-        groups=False, exclude_attempted=True, memory_class=memory_class(memory)
-    )
+    statement = claim_statement(groups=False, memory_class=memory_class(memory))
     now = datetime.now(UTC)
     values: dict[str, Any] = {
         "done": [],
@@ -61,6 +59,7 @@ async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
         "gpu_archi": None,
         "worker": "w",
         "limit": 1,
+        "exclude_attempted": True,
         "now": now,
         "record": 1,
         "lease_until": now,

@@ -1,16 +1,19 @@
 """The queue on PostgreSQL (production, several API processes): ``JobQueue`` and ``Outbox``
-straight on an asyncpg pool.
+straight on asyncpg's connection pool.
 
-Each operation is one statement, run without an explicit transaction: PostgreSQL runs a
-statement atomically, data-modifying CTEs included, so a claim, its attempt and its status event
-commit together in one round trip. (Through SQLAlchemy's execution layer, the same statements
-cost this service about five times the CPU; SQLAlchemy still defines the schema and drives the
-migrations.)
+Each operation is one statement (``queries/postgres.sql`` and ``queries/common.sql``), run
+without an explicit transaction: PostgreSQL runs a statement atomically, data-modifying CTEs
+included, so a claim, its attempt and its status event commit together in one round trip.
+(Through SQLAlchemy's execution layer, the same statements cost this service about five times
+the CPU; SQLAlchemy still defines the schema and drives the migrations.) Only a submission and a
+cancellation, which are rare, take a transaction of a few statements.
 
 Delivered events are deleted lazily: ``complete_events`` only remembers their ids, and the next
-statement this process sends deletes them on the side (``WITH done AS (DELETE …)``), or a flush
-does shortly after when nothing else comes. A successor event is leased only in the same
-statement that deletes its predecessor, so no crash can ever resend an event after a later one.
+statement this process sends deletes them on the side, or a flush does shortly after when
+nothing else comes (see ``postgres.sql``).
+
+A lost connection (the server restarted, failed over or ended it) is reported as
+``Unavailable``, which workers see as a 503 they retry.
 """
 
 from __future__ import annotations
@@ -19,35 +22,34 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
-from workerfacing_api.adapters.sql.pgpool import ConnectionPool, raise_if_lost
+from workerfacing_api.adapters.sql import queries
+from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.rows import (
-    ACTIVE,
-    EVENT_COLUMNS,
-    JOB_COLUMNS,
     event_from,
+    fit_values,
     fresh_event,
     job_from,
-    prefixed,
     submission_values,
 )
+from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
-    DEFAULT_PRIORITY,
     Claimed,
     Committed,
     ExpiredJob,
     Job,
-    JobStatus,
     StatusEvent,
     Submission,
     WorkerProfile,
 )
+
+T = TypeVar("T")
 
 
 class Statement:
@@ -69,73 +71,25 @@ class Statement:
         return [params[name] for name in self.names]
 
 
-# Every statement that may lease an event first deletes the events this process delivered
-# (:done) and treats them as gone: they are, once the statement commits.
-_DONE = "done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[]))"
-# "No older undelivered event of this job": the event may be sent right away. (The dispatcher's
-# form; requests use _OLDER, a LATERAL probe that cannot be turned into a scan of the outbox.)
-_HEADS_LINE = (
-    "NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = {job} "
-    "AND p.id <> ALL(:done::bigint[]){older})"
-)
-_OLDER = (
-    "LEFT JOIN LATERAL (SELECT p.id FROM status_events p WHERE p.job_id = c.id "
-    "AND p.id <> ALL(:done::bigint[]) LIMIT 1) older ON true"
-)
+_SQL = queries.load("postgres")
 
-GET_JOB = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
-ACTIVE_JOBS_OF_WORKER = Statement(
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE worker = :worker AND status IN {ACTIVE} ORDER BY id"
-)
-# Only active jobs time out (the partial index on active jobs finds them); oldest silence first.
-FIND_EXPIRED = Statement(
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {ACTIVE} AND last_heartbeat_at < :before "
-    "ORDER BY last_heartbeat_at, id LIMIT :limit"
-)
-WORKERS_TRIED = Statement(
-    "SELECT job_id, worker FROM job_attempts WHERE job_id = ANY(:ids::bigint[]) "
-    "ORDER BY job_id, attempt"
-)
-# A resubmitted meta.job_id supersedes every older job with that id that is not cancelled yet
-# (the old one must never report into the new job's status or folders), with its events.
-SUPERSEDE = Statement(
-    "WITH old AS (UPDATE jobs SET status = 'cancelled', updated_at = :now "
-    "WHERE upstream_id = :upstream_id AND status <> 'cancelled' RETURNING id), "
-    "gone AS (DELETE FROM status_events WHERE job_id IN (SELECT id FROM old)) "
-    "SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids FROM old"
-)
-INSERT_JOB = Statement(
-    "INSERT INTO jobs (upstream_id, status, environment, job_group, priority, req_cpu_cores, "
-    "req_memory, req_gpu_mem, req_gpu_model, req_gpu_archi, spec, paths_upload, attempt, "
-    "num_retries, event_seq, attempted_by, created_at, updated_at) VALUES (:upstream_id, "
-    "'queued', :environment, :job_group, :priority, :req_cpu_cores, :req_memory, :req_gpu_mem, "
-    ":req_gpu_model, :req_gpu_archi, :spec, :paths_upload, 0, 0, 0, '[]', :now, :now) "
-    f"RETURNING {JOB_COLUMNS}"
-)
-# A cancelled job leaves the queue for good, and nothing more is said about it upstream.
-CANCEL_JOB = Statement(
-    "WITH cancelled AS (UPDATE jobs SET status = 'cancelled', updated_at = :now "
-    "WHERE id = :id AND status <> 'cancelled' RETURNING id), "
-    "gone AS (DELETE FROM status_events WHERE job_id = :id) "
-    "SELECT count(*) AS n FROM cancelled"
-)
-COMPLETE_EVENTS = Statement("DELETE FROM status_events WHERE id = ANY(:done::bigint[])")
-POSTPONE_EVENTS = Statement(
-    "UPDATE status_events SET due_at = :until, leased_until = NULL, attempts = attempts + 1, "
-    "last_error = :error WHERE id = ANY(:ids::bigint[])"
-)
-EXPEDITE = Statement("UPDATE status_events SET due_at = :now WHERE due_at > :now")
-# Lease due events that head their job's line. SKIP LOCKED: dispatchers in several processes
-# take disjoint events without waiting on each other.
-LEASE_EVENTS = Statement(
-    f"WITH {_DONE}, picked AS (SELECT e.id FROM status_events e "
-    "WHERE e.id <> ALL(:done::bigint[]) AND e.due_at <= :now "
-    "AND (e.leased_until IS NULL OR e.leased_until <= :now) AND "
-    + _HEADS_LINE.format(job="e.job_id", older=" AND p.id < e.id")
-    + " ORDER BY e.id LIMIT :limit FOR UPDATE SKIP LOCKED) "
-    "UPDATE status_events SET leased_until = :until FROM picked "
-    f"WHERE status_events.id = picked.id RETURNING {prefixed('status_events', EVENT_COLUMNS)}"
-)
+GET_JOB = Statement(_SQL["get_job"])
+ACTIVE_JOBS_OF_WORKER = Statement(_SQL["active_jobs_of_worker"])
+FIND_EXPIRED = Statement(_SQL["find_expired"])
+WORKERS_TRIED = Statement(_SQL["workers_tried"])
+CANCEL_LIVE_JOBS_OF_UPSTREAM_ID = Statement(_SQL["cancel_live_jobs_of_upstream_id"])
+INSERT_JOB = Statement(_SQL["insert_job"])
+CANCEL_JOB = Statement(_SQL["cancel_job"])
+DROP_EVENTS_OF_JOBS = Statement(_SQL["drop_events_of_jobs"])
+# common.sql's compare-and-set statements, each run with the event it records.
+CHANGES = {
+    change: Statement(queries.fill(_SQL["change_job"], change=_SQL[change]))
+    for change in ("record_update", "end_silent_attempt")
+}
+LEASE_EVENTS = Statement(_SQL["lease_events"])
+COMPLETE_EVENTS = Statement(_SQL["complete_events"])
+POSTPONE_EVENTS = Statement(_SQL["postpone_events"])
+EXPEDITE_EVENTS = Statement(_SQL["expedite_events"])
 
 
 def memory_class(memory: int) -> int:
@@ -144,94 +98,38 @@ def memory_class(memory: int) -> int:
 
 
 @functools.cache
-def claim_statement(*, groups: bool, exclude_attempted: bool, memory_class: int) -> Statement:
-    """Claim up to :limit fitting jobs for :worker in one statement.
-
-    SKIP LOCKED: concurrent pulls take different rows and never wait on each other; the rows are
-    locked by the same statement that updates them, so no job is ever handed out twice.
-
-    The best plan depends on how many queued jobs fit: walk the queue in order when most do,
-    range-scan the "fits" index when few do. Plans are generic (made once per connection), so
-    the statement carries the worker's memory class as a constant for the planner to weigh
-    against its statistics; the exact limit stays a parameter.
-    """
-    not_attempted = " AND NOT (attempted_by ? :worker::text)" if exclude_attempted else ""
-    preferred = "CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END, " if groups else ""
-    return Statement(
-        f"WITH {_DONE}, picked AS (SELECT id FROM jobs WHERE status = 'queued' "
-        "AND (environment = :environment OR (environment = 'any' AND created_at <= :any_before)) "
-        f"AND req_memory <= {int(memory_class)} "
-        "AND req_cpu_cores <= :cpu_cores AND req_memory <= :memory AND req_gpu_mem <= :gpu_mem "
-        "AND (req_gpu_model IS NULL OR req_gpu_model = :gpu_model) "
-        f"AND (req_gpu_archi IS NULL OR req_gpu_archi = :gpu_archi){not_attempted} "
-        f"ORDER BY {preferred}priority DESC, created_at, id LIMIT :limit FOR UPDATE SKIP LOCKED), "
-        "claimed AS (UPDATE jobs SET status = 'pulled', worker = :worker::text, "
-        "attempt = jobs.attempt + 1, "
-        "attempted_by = jobs.attempted_by || jsonb_build_array(:worker::text), "
-        "event_seq = jobs.event_seq + :record, last_heartbeat_at = :now, updated_at = :now "
-        f"FROM picked WHERE jobs.id = picked.id RETURNING {prefixed('jobs', JOB_COLUMNS)}), "
-        "attempts AS (INSERT INTO job_attempts (job_id, attempt, worker, pulled_at) "
-        "SELECT id, attempt, worker, :now FROM claimed), "
-        "events AS (INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at, "
-        "leased_until, attempts) SELECT c.id, c.upstream_id, 'pulled', :now::timestamptz, "
-        ":now::timestamptz, CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0 "
-        f"FROM claimed c {_OLDER} WHERE :record::int = 1 RETURNING id, job_id, leased_until) "
-        "SELECT claimed.*, events.id AS event_id, events.leased_until AS event_leased_until "
-        "FROM claimed LEFT JOIN events ON events.job_id = claimed.id"
-    )
+def claim_statement(*, groups: bool, memory_class: int) -> Statement:
+    """``claim_jobs`` for a worker that prefers ``groups`` or not, with its memory class."""
+    pick = _SQL["pick_preferring_groups" if groups else "pick_in_queue_order"]
+    pick = queries.fill(pick, fits=_SQL["fits"], memory_class=str(int(memory_class)))
+    return Statement(queries.fill(_SQL["claim_jobs"], pick=pick))
 
 
-_UPDATE_SET = (
-    "status = :status, last_heartbeat_at = :now, updated_at = :now, "
-    "runtime_details = COALESCE(:details, runtime_details)"
+# The connection is gone: the server ended it (restart, failover, pg_terminate_backend, idle
+# timeout), refused it, is starting up or shutting down (57P03), or did not answer the connect
+# in time. The statement then did not commit, except in the rare case of a connection lost
+# after the commit and before its answer: at least once, as everywhere here.
+_LOST = (
+    OSError,  # refused, reset, unreachable; also the connect timeout (TimeoutError)
+    asyncpg.PostgresConnectionError,  # 08xxx, e.g. "connection was closed in the middle of …"
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
 )
-_REQUEUE_SET = (
-    "status = 'queued', worker = NULL, num_retries = num_retries + 1, "
-    "runtime_details = :details, updated_at = :now"
-)
-_FAIL_SET = "status = 'error', runtime_details = :details, updated_at = :now"
-# The sweep acts only on an active job that is still silent: a keep-alive that won the race
-# keeps it.
-_STILL_SILENT = f" AND status IN {ACTIVE} AND last_heartbeat_at < :heartbeat_before"
-
-
-@functools.cache
-def _change(assignments: str, guard: str, record: bool) -> Statement:
-    """Compare-and-set on (id, status, attempt), and on event_seq when the change records an
-    event.
-
-    A decision taken on a stale snapshot changes nothing: a late sweep cannot undo a worker's
-    update, a late worker update cannot touch a job that was re-queued and pulled by someone
-    else. Comparing event_seq too makes two events of one job commit one after the other, so
-    the second statement to commit always sees the first event when it checks the line.
-    """
-    cas = (  # a cancelled job never changes again
-        "WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt "
-        f"AND status <> 'cancelled'{guard}"
-    )
-    if not record:
-        return Statement(
-            f"WITH {_DONE} UPDATE jobs SET {assignments} {cas} "
-            f"RETURNING {JOB_COLUMNS}, NULL::bigint AS event_id, "
-            "NULL::timestamptz AS event_leased_until"
-        )
-    return Statement(
-        f"WITH {_DONE}, changed AS (UPDATE jobs SET {assignments}, event_seq = event_seq + 1 "
-        f"{cas} AND event_seq = :expected_event_seq RETURNING {JOB_COLUMNS}), "
-        "event AS (INSERT INTO status_events (job_id, upstream_id, status, runtime_details, "
-        "created_at, due_at, leased_until, attempts) SELECT c.id, c.upstream_id, c.status, "
-        ":details::text, :now::timestamptz, :now::timestamptz, "
-        "CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0 "
-        f"FROM changed c {_OLDER} RETURNING id, leased_until) "
-        "SELECT changed.*, event.id AS event_id, event.leased_until AS event_leased_until "
-        "FROM changed LEFT JOIN event ON true"
-    )
-
-
 _DEADLOCK_RETRIES = 3
 
 
-class PostgresQueue:
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"lost the connection to the queue's database ({exc}); retry")
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """Nothing to reset on a returned connection: every operation here is one statement or a
+    transaction that ends (``async with conn.transaction()``), and nothing sets session state,
+    so asyncpg's reset query (another round trip per operation) would find nothing to undo."""
+
+
+class PostgresQueue(JobChanges):
     """``JobQueue`` and ``Outbox`` on PostgreSQL."""
 
     def __init__(
@@ -242,15 +140,28 @@ class PostgresQueue:
         lease_seconds: float = 30.0,
         pool_size: int = 10,
         flush_delay: float = 0.05,
+        connect_timeout: float = 10.0,
+        max_queries: int = 20_000,
+        max_idle_seconds: float = 60.0,
     ) -> None:
         self._dsn = dsn
         self._record = record_events
         self._lease = timedelta(seconds=lease_seconds)
         self._pool_size = pool_size
-        self._pool = ConnectionPool(
-            dsn,
-            max_size=pool_size,
-            server_settings={
+        self._pool_options: dict[str, Any] = {
+            "min_size": 0,  # none opened before use, and no floor kept up in the background
+            "max_size": pool_size,
+            "timeout": connect_timeout,
+            # A bounded life: a connection is replaced after this many statements, and closed
+            # after sitting idle this long (before a firewall or the server's idle timeout
+            # cuts it silently).
+            "max_queries": max_queries,
+            "max_inactive_connection_lifetime": max_idle_seconds,
+            "reset": _no_reset,
+            # Each connection prepares a statement once and keeps it: the claim comes in one
+            # variant per memory class and group preference, the others once each.
+            "statement_cache_size": 256,
+            "server_settings": {
                 "application_name": "workerfacing-api",
                 # Plan each statement once per connection, not at every execution: planning
                 # costs PostgreSQL more CPU than running these statements. The one statement
@@ -261,23 +172,63 @@ class PostgresQueue:
                 # would be kept after it grows; every query here has an index to take.
                 "enable_seqscan": "off",
             },
-        )
-        # Delivered events not deleted yet (see the module docstring).
+        }
+        # Created on first use, in the loop that uses it (asyncpg binds a pool to its loop).
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+        # Delivered events not deleted yet (see postgres.sql).
         self._delivered: set[int] = set()
         self._flush_delay = flush_delay
         self._flush_task: asyncio.Task[None] | None = None
 
+    async def _open_pool(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._closed:
+                raise Unavailable("the queue is closed (the service is shutting down); retry")
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(self._dsn, **self._pool_options)
+            return self._pool
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` on a pooled connection, with a lost connection reported as ``Unavailable``.
+
+        ``work`` runs again when it cannot have changed anything: on another connection when
+        its connection turned out broken before anything was sent, and when PostgreSQL aborted
+        it to break a deadlock."""
+        pool = self._pool if self._pool is not None else await self._open_pool()
+        broken = deadlocks = 0
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    try:
+                        return await work(conn)
+                    except asyncpg.InternalClientError as exc:
+                        # asyncpg found the connection's protocol out of step and sent nothing:
+                        # the server ended the connection while it sat idle in the pool (its
+                        # farewell was read, the socket is not closed yet). Such a connection is
+                        # dropped, so this ends once each pooled connection was tried at most
+                        # once, and then on a new one.
+                        conn.terminate()
+                        broken += 1
+                        if broken > self._pool_size:
+                            raise _unavailable(exc) from exc
+                        continue
+                    except asyncpg.InterfaceError as exc:
+                        if conn.is_closed():
+                            raise _unavailable(exc) from exc
+                        raise  # a misuse of asyncpg: a bug, not an outage
+            except asyncpg.exceptions.DeadlockDetectedError:
+                deadlocks += 1
+                if deadlocks == _DEADLOCK_RETRIES:
+                    raise
+            except _LOST as exc:
+                raise _unavailable(exc) from exc
+
     async def _fetch(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
         args = stmt.args(params)
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                return await self._pool.fetch(stmt.sql, args)
-            except asyncpg.exceptions.DeadlockDetectedError:
-                # PostgreSQL aborted this statement to break a lock cycle with another: it
-                # changed nothing, so it is run again.
-                if attempt == _DEADLOCK_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        rows: list[asyncpg.Record] = await self._run(lambda conn: conn.fetch(stmt.sql, *args))
+        return rows
 
     async def _fetch_done(self, stmt: Statement, params: dict[str, Any]) -> list[asyncpg.Record]:
         """Run a statement that also deletes this process's delivered events (:done).
@@ -298,50 +249,41 @@ class PostgresQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush_task
         if self._delivered:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            with contextlib.suppress(Unavailable, asyncpg.PostgresError):
                 await self._flush_now()  # else they are sent again: at least once
-        await self._pool.close()
+        async with self._opening:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(TimeoutError):
+                # Waits for connections in use; past the bound, asyncpg terminates them all.
+                await asyncio.wait_for(pool.close(), timeout=10)
 
     # -- JobQueue ------------------------------------------------------------------------------
 
     async def add(self, submission: Submission, now: datetime) -> tuple[Job, tuple[int, ...]]:
-        sub = submission.job
-        v = submission_values(
-            sub.job.meta.job_id,
-            sub.environment,
-            sub.group,
-            DEFAULT_PRIORITY if sub.priority is None else sub.priority,
-            sub.job.hardware,
-            submission.spec,
-            sub.paths_upload,
-        )
-        v["now"] = now
+        values = submission_values(submission) | {"now": now}
+
+        async def supersede_and_insert(conn: asyncpg.Connection) -> tuple[Job, tuple[int, ...]]:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    CANCEL_LIVE_JOBS_OF_UPSTREAM_ID.sql,
+                    *CANCEL_LIVE_JOBS_OF_UPSTREAM_ID.args(values),
+                )
+                superseded = tuple(sorted(r["id"] for r in rows))
+                if superseded:
+                    await conn.execute(DROP_EVENTS_OF_JOBS.sql, list(superseded))
+                row = await conn.fetchrow(INSERT_JOB.sql, *INSERT_JOB.args(values))
+            return job_from(row), superseded
+
         # Two racing submissions of one meta.job_id: the unique index on live jobs makes the
-        # later one fail; retried, it supersedes the earlier one like any resubmission.
+        # later one fail; run again, it supersedes the earlier one like any resubmission.
         for attempt in range(3):
-            conn = await self._pool.connection()
-            failure: BaseException | None = None
             try:
-                async with conn.transaction():
-                    superseded = tuple(await conn.fetchval(SUPERSEDE.sql, *SUPERSEDE.args(v)))
-                    row = await conn.fetchrow(INSERT_JOB.sql, *INSERT_JOB.args(v))
-                assert row is not None
-                return job_from(row), superseded
+                return await self._run(supersede_and_insert)
             except asyncpg.UniqueViolationError:
                 if attempt == 2:
                     raise
-            except asyncpg.InternalClientError as exc:
-                # A connection the server ended while idle, found before the commit was sent:
-                # the transaction did not happen, so it is tried on another connection.
-                failure = exc
-                if attempt == 2:
-                    raise_if_lost(exc)
-            except BaseException as exc:
-                failure = exc
-                raise_if_lost(exc)
-                raise
-            finally:
-                self._pool.release(conn, failure)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, job_id: int) -> Job | None:
@@ -357,26 +299,15 @@ class PostgresQueue:
         exclude_attempted: bool,
         lease: bool = True,
     ) -> list[Claimed]:
-        params: dict[str, Any] = {
-            "environment": worker.environment.value,
-            "any_before": now - timedelta(seconds=worker.older_than),
-            "cpu_cores": worker.cpu_cores,
-            "memory": worker.memory,
-            "gpu_mem": worker.gpu_mem,
-            "gpu_model": worker.gpu_model,
-            "gpu_archi": worker.gpu_archi,
-            "worker": worker.worker,
+        params = fit_values(worker, now - timedelta(seconds=worker.older_than)) | {
             "limit": limit,
+            "exclude_attempted": exclude_attempted,
+            "groups": list(worker.groups),
             "now": now,
             "record": int(self._record),
             "lease_until": now + self._lease if lease else None,
-            "groups": list(worker.groups),
         }
-        stmt = claim_statement(
-            groups=bool(worker.groups),
-            exclude_attempted=exclude_attempted,
-            memory_class=memory_class(worker.memory),
-        )
+        stmt = claim_statement(groups=bool(worker.groups), memory_class=memory_class(worker.memory))
         rows = await self._fetch_done(stmt, params)
         claimed = []
         for row in rows:
@@ -389,69 +320,19 @@ class PostgresQueue:
         claimed.sort(key=lambda c: pull_order(c.job, worker.groups))
         return claimed
 
-    async def record_update(
-        self,
-        job: Job,
-        status: JobStatus,
-        runtime_details: str | None,
-        now: datetime,
-        *,
-        forward: bool,
-        lease: bool = True,
-    ) -> Committed | None:
-        params = {"status": status.value, "details": runtime_details}
-        return await self._change(_UPDATE_SET, "", job, params, now, forward, lease)
-
-    async def requeue(
-        self,
-        job: Job,
-        detail: str,
-        now: datetime,
-        *,
-        heartbeat_before: datetime,
-        lease: bool = True,
-    ) -> Committed | None:
-        params = {"details": detail, "heartbeat_before": heartbeat_before}
-        return await self._change(_REQUEUE_SET, _STILL_SILENT, job, params, now, True, lease)
-
-    async def fail(
-        self,
-        job: Job,
-        detail: str,
-        now: datetime,
-        *,
-        heartbeat_before: datetime,
-        lease: bool = True,
-    ) -> Committed | None:
-        params = {"details": detail, "heartbeat_before": heartbeat_before}
-        return await self._change(_FAIL_SET, _STILL_SILENT, job, params, now, True, lease)
-
     async def _change(
-        self,
-        assignments: str,
-        guard: str,
-        job: Job,
-        params: dict[str, Any],
-        now: datetime,
-        forward: bool,
-        lease: bool,
+        self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
     ) -> Committed | None:
-        record = forward and self._record
-        params |= {
-            "id": job.id,
-            "expected_status": job.status.value,
-            "expected_attempt": job.attempt,
-            "expected_event_seq": job.event_seq,
-            "now": now,
-            "lease_until": now + self._lease if lease else None,
-        }
-        rows = await self._fetch_done(_change(assignments, guard, record), params)
+        lease_until = now + self._lease if lease else None
+        rows = await self._fetch_done(
+            CHANGES[statement], values | {"now": now, "lease_until": lease_until}
+        )
         if not rows:
             return None
         changed = job_from(rows[0])
         event = None
         if rows[0]["event_leased_until"] is not None:
-            event = fresh_event(rows[0]["event_id"], changed, params["details"], now)
+            event = fresh_event(rows[0]["event_id"], changed, values["details"], now)
         return Committed(job=changed, event=event)
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
@@ -466,8 +347,15 @@ class PostgresQueue:
         ]
 
     async def cancel(self, job_id: int, now: datetime) -> bool:
-        rows = await self._fetch(CANCEL_JOB, {"id": job_id, "now": now})
-        return bool(rows[0]["n"])
+        params = {"id": job_id, "now": now}
+
+        async def cancel_and_drop_events(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                cancelled = await conn.fetch(CANCEL_JOB.sql, *CANCEL_JOB.args(params))
+                await conn.execute(DROP_EVENTS_OF_JOBS.sql, [job_id])
+            return bool(cancelled)
+
+        return await self._run(cancel_and_drop_events)
 
     async def active_jobs_of(self, worker: str) -> list[Job]:
         return [job_from(r) for r in await self._fetch(ACTIVE_JOBS_OF_WORKER, {"worker": worker})]
@@ -495,7 +383,7 @@ class PostgresQueue:
         await self._fetch_done(COMPLETE_EVENTS, {})
 
     async def expedite(self, now: datetime) -> None:
-        await self._fetch(EXPEDITE, {"now": now})
+        await self._fetch(EXPEDITE_EVENTS, {"now": now})
 
     async def postpone_events(self, event_ids: Sequence[int], until: datetime, error: str) -> None:
         if event_ids:

@@ -1,4 +1,5 @@
-"""Rows to domain records, shared by the SQLite and PostgreSQL queues."""
+"""Between rows and domain records, shared by the SQLite and PostgreSQL queues: rows read back as
+records, and the parameter values the shared statements (``queries/common.sql``) take."""
 
 from __future__ import annotations
 
@@ -8,30 +9,22 @@ from typing import Any, Protocol
 import msgspec
 
 from workerfacing_api.core.model import (
+    DEFAULT_PRIORITY,
     Environment,
     HardwareSpecs,
     Job,
     JobStatus,
     PathsUpload,
     StatusEvent,
+    Submission,
+    WorkerProfile,
 )
-
-JOB_COLUMNS = (
-    "id, upstream_id, status, environment, job_group, priority, spec, paths_upload, worker, "
-    "attempt, num_retries, event_seq, runtime_details, created_at, updated_at, last_heartbeat_at"
-)
-EVENT_COLUMNS = "id, job_id, upstream_id, status, runtime_details, created_at, attempts"
-ACTIVE = "('pulled', 'preprocessing', 'running', 'postprocessing')"
 
 
 class Row(Protocol):
     """A result row by column name: asyncpg's Record or SQLAlchemy's RowMapping."""
 
     def __getitem__(self, key: str, /) -> Any: ...
-
-
-def prefixed(prefix: str, columns: str) -> str:
-    return ", ".join(f"{prefix}.{c.strip()}" for c in columns.split(","))
 
 
 class _HardwareView(msgspec.Struct):
@@ -99,27 +92,36 @@ def fresh_event(event_id: int, job: Job, details: str | None, now: datetime) -> 
     )
 
 
-def submission_values(
-    upstream_id: int,
-    environment: Environment | None,
-    group: str | None,
-    priority: int,
-    hardware: HardwareSpecs,
-    spec: bytes,
-    paths_upload: PathsUpload,
-) -> dict[str, Any]:
-    """Column values of a new job. Requirements: "anything" is 0, and environment null is
-    'any', so that the pull filters on plain ranges an index can serve."""
+def submission_values(submission: Submission) -> dict[str, Any]:
+    """Column values of a new job (``insert_job``). Requirements: "anything" is 0, and
+    environment null is 'any', so that the pull filters on plain ranges an index can serve."""
+    sub = submission.job
+    hardware = sub.job.hardware
     return {
-        "upstream_id": upstream_id,
-        "environment": environment.value if environment else "any",
-        "job_group": group,
-        "priority": priority,
+        "upstream_id": sub.job.meta.job_id,
+        "environment": sub.environment.value if sub.environment else "any",
+        "job_group": sub.group,
+        "priority": DEFAULT_PRIORITY if sub.priority is None else sub.priority,
         "req_cpu_cores": hardware.cpu_cores or 0,
         "req_memory": hardware.memory or 0,
         "req_gpu_mem": hardware.gpu_mem or 0,
         "req_gpu_model": hardware.gpu_model,
         "req_gpu_archi": hardware.gpu_archi,
-        "spec": spec.decode(),
-        "paths_upload": msgspec.json.encode(paths_upload).decode(),
+        "spec": submission.spec.decode(),
+        "paths_upload": msgspec.json.encode(sub.paths_upload).decode(),
+    }
+
+
+def fit_values(worker: WorkerProfile, any_before: Any) -> dict[str, Any]:
+    """The parameters of the ``fits`` predicate (and of RETRY_DIFFERENT) for ``worker``; a job
+    of no environment fits once it was created at ``any_before`` or earlier."""
+    return {
+        "environment": worker.environment.value,
+        "any_before": any_before,
+        "cpu_cores": worker.cpu_cores,
+        "memory": worker.memory,
+        "gpu_mem": worker.gpu_mem,
+        "gpu_model": worker.gpu_model,
+        "gpu_archi": worker.gpu_archi,
+        "worker": worker.worker,
     }

@@ -8,20 +8,19 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workerfacing_api.adapters.sql.rows import EVENT_COLUMNS, JOB_COLUMNS, event_from, job_from, utc
+from workerfacing_api.adapters.sql import queries
+from workerfacing_api.adapters.sql.rows import event_from, job_from, utc
 from workerfacing_api.adapters.sql.schema import STATUSES
 from workerfacing_api.core.model import Job, StatusEvent
 
-COUNT_BY_STATUS = text("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-OLDEST_QUEUED = text(
-    "SELECT id, created_at FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1"
-)
-OUTBOX_BACKLOG = text("SELECT count(*) AS n, min(created_at) AS oldest FROM status_events")
-GET_JOB = text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
-ATTEMPTS_OF_JOB = text(
-    "SELECT attempt, worker, pulled_at FROM job_attempts WHERE job_id = :id ORDER BY attempt"
-)
-EVENTS_OF_JOB = text(f"SELECT {EVENT_COLUMNS} FROM status_events WHERE job_id = :id ORDER BY id")
+_SQL = queries.load()  # common.sql: SQLAlchemy runs it on either database
+
+COUNT_JOBS_BY_STATUS = text(_SQL["count_jobs_by_status"])
+OLDEST_QUEUED_JOB = text(_SQL["oldest_queued_job"])
+OUTBOX_BACKLOG = text(_SQL["outbox_backlog"])
+GET_JOB = text(_SQL["get_job"])
+ATTEMPTS_OF_JOB = text(_SQL["attempts_of_job"])
+EVENTS_OF_JOB = text(_SQL["events_of_job"])
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,8 +44,8 @@ class QueueViews:
     async def stats(self, now: datetime) -> QueueStats:
         """Counts per state, the oldest queued job, and the outbox backlog."""
         async with self._engine.connect() as conn:
-            counts = {r.status: r.n for r in await conn.execute(COUNT_BY_STATUS)}
-            oldest = (await conn.execute(OLDEST_QUEUED)).first()
+            counts = {r.status: r.n for r in await conn.execute(COUNT_JOBS_BY_STATUS)}
+            oldest = (await conn.execute(OLDEST_QUEUED_JOB)).first()
             backlog = (await conn.execute(OUTBOX_BACKLOG)).one()
         return QueueStats(
             by_status={s: counts.get(s, 0) for s in STATUSES},

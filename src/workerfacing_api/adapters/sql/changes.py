@@ -1,0 +1,91 @@
+"""The changes of a job that both SQL queues make alike: a worker's update, and the sweep's
+re-queue or failure of a silent job (the ``JobQueue`` methods ``record_update``, ``requeue`` and
+``fail``). Each is a compare-and-set statement of ``queries/common.sql`` on the snapshot the core
+decided on; an adapter only says how it runs one together with the event it records.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+from workerfacing_api.core.model import Committed, Job, JobStatus
+
+
+class JobChanges(ABC):
+    _record: bool  # status events are recorded (for the outbox)
+
+    @abstractmethod
+    async def _change(
+        self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
+    ) -> Committed | None:
+        """Run ``statement`` (a compare-and-set of common.sql) with ``values``; when ``forward``,
+        record the new state's event with it, leased to the caller when ``lease`` and it heads
+        its job's line. None: the snapshot was stale, and nothing changed."""
+
+    async def record_update(
+        self,
+        job: Job,
+        status: JobStatus,
+        runtime_details: str | None,
+        now: datetime,
+        *,
+        forward: bool,
+        lease: bool = True,
+    ) -> Committed | None:
+        values = self._snapshot(job, forward) | {"status": status.value, "details": runtime_details}
+        return await self._change("record_update", values, now, forward=forward, lease=lease)
+
+    async def requeue(
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
+    ) -> Committed | None:
+        return await self._end_silent_attempt(
+            job, JobStatus.QUEUED, detail, now, heartbeat_before, lease
+        )
+
+    async def fail(
+        self,
+        job: Job,
+        detail: str,
+        now: datetime,
+        *,
+        heartbeat_before: datetime,
+        lease: bool = True,
+    ) -> Committed | None:
+        return await self._end_silent_attempt(
+            job, JobStatus.ERROR, detail, now, heartbeat_before, lease
+        )
+
+    async def _end_silent_attempt(
+        self,
+        job: Job,
+        status: JobStatus,
+        detail: str,
+        now: datetime,
+        heartbeat_before: datetime,
+        lease: bool,
+    ) -> Committed | None:
+        # The sweep's changes are always forwarded upstream.
+        values = self._snapshot(job, True) | {
+            "requeue": int(status is JobStatus.QUEUED),
+            "details": detail,
+            "heartbeat_before": heartbeat_before,
+        }
+        return await self._change("end_silent_attempt", values, now, forward=True, lease=lease)
+
+    def _snapshot(self, job: Job, forward: bool) -> dict[str, Any]:
+        """What the compare-and-set compares, and whether the change records an event."""
+        return {
+            "id": job.id,
+            "expected_status": job.status.value,
+            "expected_attempt": job.attempt,
+            "expected_event_seq": job.event_seq,
+            "record": int(forward and self._record),
+        }

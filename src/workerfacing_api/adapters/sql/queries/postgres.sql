@@ -1,0 +1,161 @@
+-- What only PostgreSQL says: each change in one statement, with its outbox event (data-modifying
+-- CTEs commit together), concurrent claims kept apart by FOR UPDATE SKIP LOCKED, and id lists
+-- passed as arrays (= ANY).
+--
+-- Delivered events are deleted lazily: a statement that may lease an event also deletes the
+-- events this process delivered since its last statement (:done, the CTE "done") and treats them
+-- as gone, which they are once it commits. A successor event is leased only by the statement
+-- that deletes its predecessor, so no crash can resend an event after a later one of its job.
+--
+-- Plans are generic (plan_cache_mode = force_generic_plan: planning costs more than running
+-- these statements), made once per connection; see docs/PERFORMANCE.md.
+
+
+-- name: claim_jobs
+-- Claim up to :limit fitting jobs for :worker: each gets its next attempt, an attempt row and,
+-- when events are recorded (:record = 1), its 'pulled' event, all in this one statement.
+-- Invariant: a job is handed to exactly one worker per attempt. The jobs are locked by the
+-- statement that updates them ({pick} ends in FOR UPDATE SKIP LOCKED): concurrent claims take
+-- different jobs and never wait on each other, and nothing is read first and locked later.
+-- The event is leased to this request (to be sent inline) only when no older event of its job
+-- is pending; otherwise the dispatcher sends it after them, in order.
+-- {pick}: pick_in_queue_order or pick_preferring_groups. Rows come back in no order.
+WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
+picked AS ({pick}),
+claimed AS (
+    UPDATE jobs
+    SET status = 'pulled', worker = :worker::text, attempt = jobs.attempt + 1,
+        attempted_by = jobs.attempted_by || jsonb_build_array(:worker::text),
+        event_seq = jobs.event_seq + :record, last_heartbeat_at = :now, updated_at = :now
+    FROM picked
+    WHERE jobs.id = picked.id
+    RETURNING jobs.id, jobs.upstream_id, jobs.status, jobs.environment, jobs.job_group,
+        jobs.priority, jobs.spec, jobs.paths_upload, jobs.worker, jobs.attempt,
+        jobs.num_retries, jobs.event_seq, jobs.runtime_details, jobs.created_at,
+        jobs.updated_at, jobs.last_heartbeat_at
+),
+attempts AS (
+    INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
+    SELECT id, attempt, worker, :now FROM claimed
+),
+events AS (
+    INSERT INTO status_events (
+        job_id, upstream_id, status, created_at, due_at, leased_until, attempts
+    )
+    SELECT c.id, c.upstream_id, 'pulled', :now::timestamptz, :now::timestamptz,
+        CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0
+    FROM claimed c
+    LEFT JOIN LATERAL (
+        SELECT p.id FROM status_events p
+        WHERE p.job_id = c.id AND p.id <> ALL(:done::bigint[])
+        LIMIT 1
+    ) older ON true
+    WHERE :record::int = 1
+    RETURNING id, job_id, leased_until
+)
+SELECT claimed.*, events.id AS event_id, events.leased_until AS event_leased_until
+FROM claimed LEFT JOIN events ON events.job_id = claimed.id;
+
+
+-- name: pick_in_queue_order
+-- The jobs a claim takes when the worker prefers no group: the first fitting ones in hand-out
+-- order. Which plan is best depends on how many queued jobs fit: walk ix_jobs_queued_order and
+-- stop at the first :limit when most do, range-scan ix_jobs_queued_fit and sort when few do.
+-- {memory_class}, the worker's memory rounded up to a power of two, is written in as a constant
+-- so that the generic plan of each class weighs that against the table's statistics (a few
+-- dozen statements in all); the exact memory stays a parameter. RETRY_DIFFERENT
+-- (:exclude_attempted) is exact worker identity, never a substring.
+SELECT id FROM jobs
+WHERE {fits}
+    AND req_memory <= {memory_class}
+    AND NOT (:exclude_attempted AND attempted_by ? :worker::text)
+ORDER BY priority DESC, created_at, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+
+
+-- name: pick_preferring_groups
+-- The same when the worker prefers groups: their jobs come first, then the rest. (A statement of
+-- its own: the preference is a sort key no index holds, and the plan without it must not sort.)
+SELECT id FROM jobs
+WHERE {fits}
+    AND req_memory <= {memory_class}
+    AND NOT (:exclude_attempted AND attempted_by ? :worker::text)
+ORDER BY CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END,
+    priority DESC, created_at, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+
+
+-- name: change_job
+-- {change}, one of common.sql's compare-and-set statements (record_update,
+-- end_silent_attempt), with the event it records when :record is 1, committed together in one
+-- statement. The event is leased to this request only when no older event of its job is
+-- pending (a LATERAL probe of one index entry: it cannot turn into a scan of the outbox).
+WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
+changed AS ({change}),
+event AS (
+    INSERT INTO status_events (
+        job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
+    )
+    SELECT c.id, c.upstream_id, c.status, :details::text, :now::timestamptz, :now::timestamptz,
+        CASE WHEN older.id IS NULL THEN :lease_until::timestamptz END, 0
+    FROM changed c
+    LEFT JOIN LATERAL (
+        SELECT p.id FROM status_events p
+        WHERE p.job_id = c.id AND p.id <> ALL(:done::bigint[])
+        LIMIT 1
+    ) older ON true
+    WHERE :record::int = 1
+    RETURNING id, leased_until
+)
+SELECT changed.*, event.id AS event_id, event.leased_until AS event_leased_until
+FROM changed LEFT JOIN event ON true;
+
+
+-- name: drop_events_of_jobs
+-- The undelivered events of cancelled jobs: nothing more is said upstream about them.
+DELETE FROM status_events WHERE job_id = ANY(:ids::bigint[]);
+
+
+-- name: workers_tried
+SELECT job_id, worker FROM job_attempts
+WHERE job_id = ANY(:ids::bigint[])
+ORDER BY job_id, attempt;
+
+
+-- name: lease_events
+-- Lease due events to this process's dispatcher, each only when it heads its job's line (no
+-- older event of the job is left): delivery is in order per job. SKIP LOCKED: dispatchers in
+-- several processes take disjoint events without waiting on each other.
+WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
+picked AS (
+    SELECT e.id FROM status_events e
+    WHERE e.id <> ALL(:done::bigint[]) AND e.due_at <= :now
+        AND (e.leased_until IS NULL OR e.leased_until <= :now)
+        AND NOT EXISTS (
+            SELECT 1 FROM status_events p
+            WHERE p.job_id = e.job_id AND p.id <> ALL(:done::bigint[]) AND p.id < e.id
+        )
+    ORDER BY e.id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE status_events SET leased_until = :until
+FROM picked
+WHERE status_events.id = picked.id
+RETURNING status_events.id, status_events.job_id, status_events.upstream_id,
+    status_events.status, status_events.runtime_details, status_events.created_at,
+    status_events.attempts;
+
+
+-- name: complete_events
+-- Delete the delivered events (:done) when no other statement came to take them along.
+DELETE FROM status_events WHERE id = ANY(:done::bigint[]);
+
+
+-- name: postpone_events
+-- The upstream did not take these events: offered again at :until, by any dispatcher.
+UPDATE status_events
+SET due_at = :until, leased_until = NULL, attempts = attempts + 1, last_error = :error
+WHERE id = ANY(:ids::bigint[]);

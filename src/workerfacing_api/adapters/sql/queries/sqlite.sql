@@ -1,0 +1,107 @@
+-- What only SQLite says. SQLite has one writer at a time: a change runs as a few short
+-- statements in one BEGIN IMMEDIATE transaction, which takes the write lock up front, so a
+-- claim's pick and its update see the same queue and a change commits with its event. Id lists
+-- are expanding parameters (IN :ids, one placeholder per id).
+
+
+-- name: pick_from_head
+-- The first fitting jobs among the first :window queued ones in hand-out order (walking
+-- ix_jobs_queued_order): when most jobs fit they are there, and nothing needs sorting. Fewer than
+-- :limit found while more than :window jobs are queued means few fit: then pick_fitting finds
+-- them. Only for a worker that prefers no group (a preference reorders the queue: no head).
+-- RETRY_DIFFERENT (:exclude_attempted) is exact worker identity, never a substring.
+SELECT id
+FROM (
+    SELECT * FROM jobs INDEXED BY ix_jobs_queued_order
+    WHERE status = 'queued'
+    ORDER BY priority DESC, created_at, id
+    LIMIT :window
+) AS jobs
+WHERE {fits}
+    AND NOT (:exclude_attempted AND EXISTS (
+        SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
+    ))
+ORDER BY priority DESC, created_at, id
+LIMIT :limit;
+
+
+-- name: pick_fitting
+-- The first fitting jobs in hand-out order, preferred groups (:groups, maybe none) first, found
+-- through ix_jobs_queued_fit: a range of the jobs of the worker's environment that need no more
+-- memory than it has, then sorted.
+SELECT id FROM jobs INDEXED BY ix_jobs_queued_fit
+WHERE {fits}
+    AND NOT (:exclude_attempted AND EXISTS (
+        SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
+    ))
+ORDER BY CASE WHEN job_group IN :groups THEN 0 ELSE 1 END, priority DESC, created_at, id
+LIMIT :limit;
+
+
+-- name: take_jobs
+-- Hand the picked jobs to :worker for their next attempt; counted as an event when events are
+-- recorded (:record = 1). The pick ran in this same write transaction, so they are still queued.
+UPDATE jobs
+SET status = 'pulled', worker = :worker, attempt = attempt + 1,
+    attempted_by = json_insert(attempted_by, '$[#]', :worker),
+    event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now
+WHERE id IN :ids AND status = 'queued'
+RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
+    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
+    last_heartbeat_at;
+
+
+-- name: record_attempt
+INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
+VALUES (:job_id, :attempt, :worker, :now);
+
+
+-- name: add_event
+-- The event of a change, in the change's transaction. It is leased to the request that made the
+-- change (to be sent inline) only when it is the one event of its job still undelivered;
+-- otherwise the dispatcher sends it after its predecessors, in order.
+INSERT INTO status_events (
+    job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
+) VALUES (
+    :job_id, :upstream_id, :status, :details, :now, :now,
+    CASE WHEN EXISTS (SELECT 1 FROM status_events WHERE job_id = :job_id)
+        THEN NULL ELSE :lease_until END,
+    0
+)
+RETURNING id, leased_until;
+
+
+-- name: drop_events_of_jobs
+-- The undelivered events of cancelled jobs: nothing more is said upstream about them.
+DELETE FROM status_events WHERE job_id IN :ids;
+
+
+-- name: workers_tried
+SELECT job_id, worker FROM job_attempts WHERE job_id IN :ids ORDER BY job_id, attempt;
+
+
+-- name: deliverable_events
+-- Due events that head their job's line (no older event of the job is left) and that nobody
+-- holds: delivery is in order per job. lease_events then takes them in the same transaction.
+SELECT e.id FROM status_events e
+WHERE e.due_at <= :now AND (e.leased_until IS NULL OR e.leased_until <= :now)
+    AND NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = e.job_id AND p.id < e.id)
+ORDER BY e.id
+LIMIT :limit;
+
+
+-- name: lease_events
+UPDATE status_events SET leased_until = :until
+WHERE id IN :ids
+RETURNING id, job_id, upstream_id, status, runtime_details, created_at, attempts;
+
+
+-- name: complete_events
+DELETE FROM status_events WHERE id IN :ids;
+
+
+-- name: postpone_events
+-- The upstream did not take these events: offered again at :until.
+UPDATE status_events
+SET due_at = :until, leased_until = NULL, attempts = attempts + 1, last_error = :error
+WHERE id IN :ids;
