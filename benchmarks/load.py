@@ -373,6 +373,7 @@ class Options:
 
     upstream_down: bool = False
     upstream_delay: float = 0.0
+    no_upstream: bool = False
     cognito: bool = False
     python: str = sys.executable
     updates: tuple[str, ...] = ("running", "finished")
@@ -385,7 +386,11 @@ def cycles_benchmark(
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp, database(kind, Path(tmp)) as url:
         rig = Rig(Path(tmp), url, processes, python=options.python, cognito=options.cognito)
         try:
-            rig.start(upstream_down=upstream_down, upstream_delay=options.upstream_delay)
+            rig.start(
+                upstream=not options.no_upstream,
+                upstream_down=upstream_down,
+                upstream_delay=options.upstream_delay,
+            )
             uvloop.run(fill(rig.urls, jobs))
             if kind == "postgres":
                 # As autovacuum soon would in production: a brand-new table has no statistics.
@@ -411,7 +416,7 @@ def cycles_benchmark(
     cycles = max(result.cycles, 1)
     return {
         "db": kind,
-        "upstream": "down" if upstream_down else "up",
+        "upstream": "none" if options.no_upstream else "down" if upstream_down else "up",
         "upstream_delay_s": options.upstream_delay,
         "tokens": "cognito" if options.cognito else "local",
         "cycle": "pull," + ",".join(options.updates),
@@ -553,6 +558,9 @@ def main() -> None:
         "--upstream-down", action="store_true", help="forward to a port nobody listens on"
     )
     parser.add_argument(
+        "--no-upstream", action="store_true", help="no USERFACING_API_URL: nothing forwarded"
+    )
+    parser.add_argument(
         "--upstream-delay", type=float, default=0.0, help="seconds the upstream stub waits"
     )
     parser.add_argument(
@@ -584,6 +592,7 @@ def main() -> None:
         options = Options(
             upstream_down=args.upstream_down,
             upstream_delay=args.upstream_delay,
+            no_upstream=args.no_upstream,
             cognito=args.cognito,
             python=args.python,
             updates=tuple(args.cycle.split(",")),

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -99,15 +98,6 @@ def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> 
             _fail(f"{host_name}={host!r}, {port_name}={port}: cannot listen there ({exc})")
 
 
-def _tune_garbage_collector() -> None:
-    """What exists before serving lives as long as the process: keep the collector off it, and
-    let it run less often (a request allocates some thousand objects). Done by ``serve`` for
-    its own process only; an application embedded elsewhere leaves its host's collector be."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
@@ -135,8 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     if settings.userfacing_api_url is None:
         log.info("USERFACING_API_URL is not set: status changes are not forwarded")
-    app = create_app(container)
-    _tune_garbage_collector()
+    app = create_app(container, tune_gc=True)
     uvicorn.run(
         app,
         host=host,

@@ -18,9 +18,17 @@ class JobChanges(ABC):
 
     @abstractmethod
     async def _change(
-        self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
+        self,
+        statement: str,
+        job: Job,
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        forward: bool,
+        lease: bool,
     ) -> Committed | None:
-        """Run ``statement`` (a compare-and-set of common.sql) with ``values``; when ``forward``,
+        """Run ``statement`` (a compare-and-set of common.sql on ``job``) with ``values``; when
+        ``forward``,
         record the new state's event with it, leased to the caller when ``lease`` and it heads
         its job's line. None: the snapshot was stale, and nothing changed."""
 
@@ -35,7 +43,7 @@ class JobChanges(ABC):
         lease: bool = True,
     ) -> Committed | None:
         values = self._snapshot(job, forward) | {"status": status.value, "details": runtime_details}
-        return await self._change("record_update", values, now, forward=forward, lease=lease)
+        return await self._change("record_update", job, values, now, forward=forward, lease=lease)
 
     async def requeue(
         self,
@@ -78,7 +86,7 @@ class JobChanges(ABC):
             "details": detail,
             "heartbeat_before": heartbeat_before,
         }
-        return await self._change("end_silent_attempt", values, now, forward=True, lease=lease)
+        return await self._change("end_silent_attempt", job, values, now, forward=True, lease=lease)
 
     def _snapshot(self, job: Job, forward: bool) -> dict[str, Any]:
         """What the compare-and-set compares, and whether the change records an event."""

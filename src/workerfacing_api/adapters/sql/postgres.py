@@ -31,6 +31,7 @@ import asyncpg
 from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.rows import (
+    changed_job,
     event_from,
     fit_values,
     fresh_event,
@@ -321,7 +322,14 @@ class PostgresQueue(JobChanges):
         return claimed
 
     async def _change(
-        self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
+        self,
+        statement: str,
+        job: Job,
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        forward: bool,
+        lease: bool,
     ) -> Committed | None:
         lease_until = now + self._lease if lease else None
         rows = await self._fetch_done(
@@ -329,7 +337,7 @@ class PostgresQueue(JobChanges):
         )
         if not rows:
             return None
-        changed = job_from(rows[0])
+        changed = changed_job(job, rows[0])
         event = None
         if rows[0]["event_leased_until"] is not None:
             event = fresh_event(rows[0]["event_id"], changed, values["details"], now)

@@ -68,6 +68,23 @@ def job_from(row: Row) -> Job:
     )
 
 
+def changed_job(job: Job, row: Row) -> Job:
+    """``job`` after a compare-and-set on it won: the columns the change may touch come from
+    ``row``; the others cannot have changed (the snapshot matched), so they are not read back."""
+    heartbeat = row["last_heartbeat_at"]
+    return msgspec.structs.replace(
+        job,
+        status=JobStatus(row["status"]),
+        worker=row["worker"],
+        attempt=row["attempt"],
+        num_retries=row["num_retries"],
+        event_seq=row["event_seq"],
+        runtime_details=row["runtime_details"],
+        updated_at=utc(row["updated_at"]),
+        last_heartbeat_at=None if heartbeat is None else utc(heartbeat),
+    )
+
+
 def event_from(row: Row) -> StatusEvent:
     return StatusEvent(
         id=row["id"],

@@ -21,6 +21,7 @@ from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.engine import READ_ONLY
 from workerfacing_api.adapters.sql.rows import (
+    changed_job,
     event_from,
     fit_values,
     fresh_event,
@@ -191,7 +192,14 @@ class SqliteQueue(JobChanges):
         return None if row.leased_until is None else fresh_event(row.id, job, details, now)
 
     async def _change(
-        self, statement: str, values: dict[str, Any], now: datetime, *, forward: bool, lease: bool
+        self,
+        statement: str,
+        job: Job,
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        forward: bool,
+        lease: bool,
     ) -> Committed | None:
         # Timestamps go in as fixed-width UTC text, like every timestamp on SQLite.
         params = {k: stamp(v) if isinstance(v, datetime) else v for k, v in values.items()}
@@ -201,7 +209,7 @@ class SqliteQueue(JobChanges):
             ).one_or_none()
             if row is None:
                 return None
-            changed = job_from(row._mapping)
+            changed = changed_job(job, row._mapping)
             event = None
             if forward:
                 event = await self._add_event(conn, changed, values["details"], now, lease)

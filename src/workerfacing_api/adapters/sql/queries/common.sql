@@ -91,7 +91,8 @@ LIMIT :limit;
 -- worker update cannot touch a job that was re-queued and pulled by another worker, a late sweep
 -- cannot undo a worker's update, and two events of one job commit one after the other, so the
 -- later one always sees the earlier when it checks the job's line in the outbox. A cancelled job
--- never changes again. The caller records the event (SQLite: its next statement; PostgreSQL:
+-- never changes again. Only the columns a change can touch come back: the rest of the job (its
+-- document above all) is the snapshot's, and reading it back on every keep-alive is waste. The caller records the event (SQLite: its next statement; PostgreSQL:
 -- the same statement, see change_job in postgres.sql).
 
 -- name: record_update
@@ -102,9 +103,8 @@ SET status = :status, last_heartbeat_at = :now, updated_at = :now,
     runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
-RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at;
+RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
+    updated_at, last_heartbeat_at;
 
 
 -- name: end_silent_attempt
@@ -120,9 +120,8 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
     AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :heartbeat_before
-RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at;
+RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
+    updated_at, last_heartbeat_at;
 
 
 -- name: expedite_events
