@@ -103,3 +103,49 @@ def test_a_bad_configuration_is_refused_naming_the_variable(
     )
     with pytest.raises(ConfigError, match=variable):
         build_container(settings)
+
+
+COGNITO = {
+    "cognito_user_pool_id": "eu-central-1_AbC123",
+    "cognito_client_id": "decode-worker",
+    "cognito_region": "eu-central-1",
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "jwks"),
+    [
+        ({}, "https://cognito-idp.eu-central-1.amazonaws.com/eu-central-1_AbC123"),
+        (
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"},
+            "http://127.0.0.1:5000/eu-central-1_AbC123",
+        ),
+        (
+            {
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
+                "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": "http://127.0.0.1:6000/",
+            },
+            "http://127.0.0.1:6000/eu-central-1_AbC123",
+        ),
+    ],
+)
+def test_cognito_reads_the_key_set_where_botocore_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], jwks: str
+) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    container = build_container(settings_in(tmp_path, **COGNITO))
+    verifier = container.verifier()
+    assert verifier.jwks_url == f"{jwks}/.well-known/jwks.json"
+    assert not (tmp_path / "state" / "identity.key").exists()  # no local issuer beside Cognito
+
+
+def test_s3_storage_is_selected_by_filesystem(tmp_path: Path) -> None:
+    container = build_container(
+        settings_in(tmp_path, filesystem="s3", s3_bucket="decode-data", s3_region="eu-central-1")
+    )
+    storage = container.storage()
+    assert storage.direct_transfer is False
+    assert storage.canonical_id("s3://decode-data/alice/x.mat") == "s3://decode-data/alice/x.mat"
