@@ -1,21 +1,33 @@
 """Use cases of file transfer: where a worker may upload results and which inputs it may read.
 
-Rules (DESIGN §3, §6): uploads only by the worker holding the job, while the job is active or
-final and still on the same attempt; downloads only of files named in the ``files_down`` of one
-of the caller's active jobs. Paths are the storage adapter's to keep inside their root.
+Rules (DESIGN §3, §4, §6): uploads only by the worker holding the job, while the job is active
+or final and still on the same attempt; downloads only of files named in the ``files_down`` of
+one of the caller's active jobs (404 otherwise, which the DECODE worker reads as "stop"; 403 only
+for a path outside the data root or bucket). Paths are the storage adapter's to keep inside
+their root. Each stored upload is noted, so that what a worker stored after its user deleted the
+job can be taken away again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 
-from workerfacing_api.core.errors import AccessDenied, InvalidRequest, NotSupported
+from workerfacing_api.core.errors import (
+    AccessDenied,
+    FileNotFound,
+    InvalidRequest,
+    JobNotFound,
+    NotSupported,
+)
 from workerfacing_api.core.lifecycle import ensure_assigned
 from workerfacing_api.core.model import MAX_DB_INT, FileType, Job, PresignedRequest
-from workerfacing_api.core.ports import FileStorage, JobQueue
+from workerfacing_api.core.ports import Clock, FileStorage, JobQueue, UploadLedger
+
+log = logging.getLogger("workerfacing_api.files")
 
 
 class UploadGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,9 +73,18 @@ def check_file_name(name: str) -> str:
 
 
 class FileService:
-    def __init__(self, queue: JobQueue, storage: FileStorage, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        storage: FileStorage,
+        ledger: UploadLedger,
+        clock: Clock,
+        max_upload_bytes: int,
+    ) -> None:
         self._queue = queue
         self._storage = storage
+        self._ledger = ledger
+        self._clock = clock
         self.max_upload_bytes = max_upload_bytes
 
     async def grant_upload(
@@ -96,12 +117,51 @@ class FileService:
                 "POST /jobs/{id}/files/url instead"
             )
         check_file_name(filename)
+        await self._current_attempt(grant)
+        size = await self._storage.write(grant.folder, filename, chunks, self.max_upload_bytes)
+        stored = self._storage.canonical_id(f"{grant.folder}/{filename}")
+        await self._ledger.record_upload(grant.job_id, grant.attempt, stored, self._clock.now())
+        # The job may have been cancelled while the file was on its way (its user deleted it).
+        # Noted in the ledger first, so either this check or the cancellation's clean-up sees
+        # the file, and it does not stay behind.
+        try:
+            await self._current_attempt(grant)
+        except JobNotFound:
+            job = await self._queue.get(grant.job_id)
+            folders = [] if job is None else _upload_folders(job)
+            await self._storage.remove([stored], within=folders or [grant.folder])
+            raise
+        return size
+
+    async def _current_attempt(self, grant: UploadGrant) -> Job:
+        """The job, still held by the grant's worker in the grant's attempt; else the 404 the
+        worker reads as "stop" (the job was re-queued, handed on, or cancelled)."""
         job = await self._assigned(grant.job_id, grant.worker)
         if job.attempt != grant.attempt:
-            raise AccessDenied(
-                f"this upload link belongs to an earlier attempt of job {grant.job_id}"
+            raise JobNotFound(
+                f"job {grant.job_id} is no longer yours in the attempt this upload belongs to"
             )
-        return await self._storage.write(grant.folder, filename, chunks, self.max_upload_bytes)
+        return job
+
+    async def remove_after_delete(self, job: Job) -> list[str]:
+        """Remove what was stored for a cancelled job since the upstream last answered about it
+        with anything but a 404: the user's delete came after that answer, and what the worker
+        uploaded after the delete must not reappear in the user's folders. What was stored
+        before is the user-facing API's to remove, and is left alone."""
+        stored = await self._ledger.uploads_since(job.id, job.upstream_ok_at)
+        if not stored:
+            return []
+        removed = await self._storage.remove(stored, within=_upload_folders(job))
+        log.info(
+            "job %s (meta.job_id %s) was deleted upstream: removed %d file(s) stored after the "
+            "delete could have happened (since %s): %s",
+            job.id,
+            job.upstream_id,
+            len(removed),
+            job.upstream_ok_at.isoformat() if job.upstream_ok_at else "the start",
+            ", ".join(removed),
+        )
+        return removed
 
     async def grant_download(self, worker: str, file_id: str) -> DownloadGrant:
         """Allow ``worker`` to read ``file_id`` if one of its active jobs names it."""
@@ -122,7 +182,9 @@ class FileService:
                         else self._storage.presign_download(wanted)
                     )
                     return DownloadGrant(file_id=wanted, presigned=presigned)
-        raise AccessDenied(f"file {file_id!r} is not an input of any job assigned to you")
+        # 404, not 403: the DECODE worker stops on a 404, and this is what it sees when its job
+        # was just re-queued, superseded or cancelled while it downloads.
+        raise FileNotFound(f"file {file_id!r} is not an input of any job assigned to you now")
 
     def local_file(self, file_id: str) -> Path:
         if not self._storage.direct_transfer:
@@ -135,3 +197,8 @@ class FileService:
     async def _assigned(self, job_id: int, worker: str) -> Job:
         job = await self._queue.get(job_id) if 0 < job_id <= MAX_DB_INT else None
         return ensure_assigned(job, worker, job_id)
+
+
+def _upload_folders(job: Job) -> list[str]:
+    paths = job.paths_upload
+    return [paths.output, paths.log, paths.artifact]

@@ -19,6 +19,7 @@ from workerfacing_api.core.lifecycle import (
     parse_worker_status,
 )
 from workerfacing_api.core.model import (
+    ACTIVE_STATUSES,
     MAX_DB_INT,
     Job,
     JobStatus,
@@ -68,6 +69,9 @@ class JobService:
                 old,
                 job.upstream_id,
             )
+            # The user deleted the older job (the only way its id comes again): what its worker
+            # stored since then must not stay in the user's folders.
+            await self._sync.after_cancel(old)
         return job
 
     async def pull(self, worker: WorkerProfile, limit: int) -> list[Job]:
@@ -91,7 +95,7 @@ class JobService:
                 break
             gone = await self._sync.deliver_now([c.event for c in claimed])
             for c in claimed:
-                if c.event is None or c.event.id not in gone:
+                if c.job.id not in gone:
                     handed.append(c.job)
                     self._remember(c.job)
             if not gone:
@@ -126,13 +130,22 @@ class JobService:
                     raise
                 snapshot = None
                 continue
+            now = self._clock.now()
+            # A plain keep-alive of an active job may go upstream too (best effort): it is how a
+            # user's delete reaches the worker while its job runs.
+            keepalive = (
+                self._sync.keepalive_before(now)
+                if not decision.forward and job.status in ACTIVE_STATUSES
+                else None
+            )
             committed = await self._queue.record_update(
                 job,
                 decision.status,
                 runtime_details if decision.forward else None,
-                self._clock.now(),
+                now,
                 forward=decision.forward,
                 lease=self._sync.inline(),
+                keepalive_before=keepalive,
             )
             if committed is None:
                 # The job moved on meanwhile: decide again on its new state.
@@ -140,10 +153,13 @@ class JobService:
                 snapshot = None
                 continue
             self._remember(committed.job)
-            # Tell the user-facing API at once. Should it answer that the job was deleted, the job
-            # is cancelled and the worker learns it from a 404 on its next call: this update was
-            # accepted and committed, so it is answered as such.
-            await self._sync.deliver_now([committed.event])
+            # Tell the user-facing API at once. Should it answer in time that the job was
+            # deleted, the job is cancelled and this very call answers 404 (the worker stops);
+            # a later answer makes the next call 404.
+            gone = await self._sync.deliver_now([committed.event or committed.keepalive])
+            if job_id in gone:
+                self._recent.pop(job_id, None)
+                raise JobNotFound(f"job {job_id} was deleted by its user; stop working on it")
             return committed.job
         raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
 

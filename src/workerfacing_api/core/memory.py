@@ -1,4 +1,5 @@
-"""In-memory queue and outbox: the reference model of the ``JobQueue`` and ``Outbox`` ports.
+"""In-memory queue, outbox and upload ledger: the reference model of the ``JobQueue``, ``Outbox``
+and ``UploadLedger`` ports.
 
 Written for obviousness, not speed. The SQL adapter is property-tested against it, and it serves
 tests and embedders that need a queue without a database. Not shared between processes.
@@ -7,7 +8,7 @@ tests and embedders that need a queue without a database. Not shared between pro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
@@ -21,6 +22,7 @@ from workerfacing_api.core.model import (
     ExpiredJob,
     Job,
     JobStatus,
+    KeepAlive,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -34,8 +36,8 @@ class _Event(msgspec.Struct, kw_only=True):
 
 
 class InMemoryQueue:
-    """Implements ``JobQueue`` and ``Outbox``. ``record_events`` says whether status changes
-    leave outbox events (only when an upstream is configured)."""
+    """Implements ``JobQueue``, ``Outbox`` and ``UploadLedger``. ``record_events`` says whether
+    status changes leave outbox events (only when an upstream is configured)."""
 
     def __init__(self, *, record_events: bool = False, lease_seconds: float = 30.0) -> None:
         self._jobs: dict[int, Job] = {}
@@ -46,6 +48,7 @@ class InMemoryQueue:
         self._record_events = record_events
         self._lease = timedelta(seconds=lease_seconds)
         self._lock = asyncio.Lock()
+        self._uploads: list[tuple[int, str, datetime]] = []  # (job id, file id, stored at)
 
     # -- JobQueue ------------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class InMemoryQueue:
                     last_heartbeat_at=now,
                     updated_at=now,
                     event_seq=job.event_seq + int(self._record_events),
+                    forwarded_at=now if self._record_events else job.forwarded_at,
                 )
                 self._jobs[job.id] = taken
                 self._attempts[job.id].append(worker.worker)
@@ -123,12 +127,21 @@ class InMemoryQueue:
         *,
         forward: bool,
         lease: bool = True,
+        keepalive_before: datetime | None = None,
     ) -> Committed | None:
         async with self._lock:
             record = forward and self._record_events
             if not self._unchanged(job, same_events=record):
                 return None
             current = self._jobs[job.id]
+            # A keep-alive goes upstream when nothing went for the job lately and none of its
+            # events waits (it must not overtake one).
+            ping = (
+                not record
+                and keepalive_before is not None
+                and (current.forwarded_at is None or current.forwarded_at <= keepalive_before)
+                and all(e.event.job_id != job.id for e in self._events.values())
+            )
             updated = msgspec.structs.replace(
                 current,
                 status=status,
@@ -138,10 +151,16 @@ class InMemoryQueue:
                 if runtime_details is None
                 else runtime_details,
                 event_seq=current.event_seq + int(record),
+                forwarded_at=now if record or ping else current.forwarded_at,
             )
             self._jobs[job.id] = updated
             event = self._event(updated, runtime_details, now, lease) if forward else None
-            return Committed(job=updated, event=event)
+            keepalive = None
+            if ping:
+                keepalive = KeepAlive(
+                    job_id=job.id, upstream_id=job.upstream_id, status=status, created_at=now
+                )
+            return Committed(job=updated, event=event, keepalive=keepalive)
 
     async def requeue(
         self,
@@ -186,6 +205,34 @@ class InMemoryQueue:
         return [
             j for j in self._jobs.values() if j.worker == worker and j.status in ACTIVE_STATUSES
         ]
+
+    async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
+        async with self._lock:
+            for job_id, at in answered.items():
+                current = self._jobs.get(job_id)
+                if current is not None and (
+                    current.upstream_ok_at is None or current.upstream_ok_at < at
+                ):
+                    self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
+
+    # -- UploadLedger --------------------------------------------------------------------------
+
+    async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
+        self._uploads.append((job_id, file_id, now))
+
+    async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
+        found: list[str] = []
+        for index, (owner, file_id, at) in enumerate(self._uploads):
+            if owner != job_id or (since is not None and at <= since) or file_id in found:
+                continue
+            # Stored again later by another job: that job's file now, not ours to remove.
+            if any(
+                other != job_id and path == file_id and when > at
+                for other, path, when in self._uploads[index + 1 :]
+            ):
+                continue
+            found.append(file_id)
+        return found
 
     # -- Outbox --------------------------------------------------------------------------------
 
@@ -270,6 +317,7 @@ class InMemoryQueue:
                 runtime_details=detail,
                 updated_at=now,
                 event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
             )
             self._jobs[job.id] = updated
             return Committed(job=updated, event=self._event(updated, detail, now, lease))

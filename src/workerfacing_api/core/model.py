@@ -183,6 +183,12 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     last_heartbeat_at: datetime | None = None
     updated_at: datetime | None = None
     runtime_details: str | None = None
+    # When a message about this job was last sent upstream (an event recorded, a keep-alive
+    # claimed): keep-alives go at most once per UPSTREAM_KEEPALIVE_INTERVAL, across processes.
+    forwarded_at: datetime | None = None
+    # When the upstream last answered anything but 404 about this job (the sending time of that
+    # message): a delete the user made must have come later, and so did the files stored after it.
+    upstream_ok_at: datetime | None = None
 
     def files_down(self) -> dict[str, str]:
         return msgspec.json.decode(self.spec, type=_FilesDownView).handler.files_down or {}
@@ -222,6 +228,22 @@ class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
 
 
+class KeepAlive(msgspec.Struct, frozen=True, kw_only=True):
+    """A keep-alive of an active job, forwarded best effort: never stored in the outbox and never
+    retried. The user-facing API never says when a user deletes a job; its 404 to this is how
+    the service learns it while the job runs (DESIGN §3)."""
+
+    job_id: int  # queue id
+    upstream_id: int
+    status: JobStatus
+    created_at: datetime  # when it was decided (and sent)
+    runtime_details: str | None = None
+
+
+# What goes upstream: a durable status event from the outbox, or a keep-alive.
+Message = StatusEvent | KeepAlive
+
+
 class ExpiredJob(msgspec.Struct, frozen=True, kw_only=True):
     job: Job
     workers_tried: tuple[str, ...]
@@ -235,10 +257,12 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Committed(msgspec.Struct, frozen=True, kw_only=True):
-    """A compare-and-set that won, with its event leased to the caller as for ``Claimed``."""
+    """A compare-and-set that won, with its event leased to the caller as for ``Claimed``, or
+    the keep-alive it claimed the right to forward."""
 
     job: Job
     event: StatusEvent | None = None
+    keepalive: KeepAlive | None = None
 
 
 class Delivery(enum.Enum):

@@ -6,7 +6,7 @@ in-memory fakes. Every rule that depends on time takes ``now`` from a ``Clock``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +19,7 @@ from workerfacing_api.core.model import (
     Identity,
     Job,
     JobStatus,
+    Message,
     PresignedRequest,
     StatusEvent,
     Submission,
@@ -70,8 +71,14 @@ class JobQueue(Protocol):
         *,
         forward: bool,
         lease: bool = True,
+        keepalive_before: datetime | None = None,
     ) -> Committed | None:
-        """Set status (may be unchanged) and heartbeat, if ``job`` is still as given."""
+        """Set status (may be unchanged) and heartbeat, if ``job`` is still as given.
+
+        An update that records no event but gives ``keepalive_before`` claims the job's
+        keep-alive: when nothing was forwarded for the job since ``keepalive_before`` and none of
+        its events is pending, ``forwarded_at`` becomes ``now`` and ``Committed.keepalive`` is set
+        (one process wins it, however many see the job's pings)."""
         ...
 
     async def requeue(
@@ -108,6 +115,25 @@ class JobQueue(Protocol):
 
     async def active_jobs_of(self, worker: str) -> list[Job]:
         """Jobs currently assigned to ``worker`` and not yet final."""
+        ...
+
+    async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
+        """The upstream answered (not 404) messages about these jobs sent at these times; keep
+        the latest per job as ``upstream_ok_at``. An adapter may defer the write briefly."""
+        ...
+
+
+class UploadLedger(Protocol):
+    """Which files the service stored for which job and when: what to take away again when it
+    turns out the user had deleted the job (DESIGN §3)."""
+
+    async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
+        """Note that ``file_id`` (canonical) was stored for an attempt of a job."""
+        ...
+
+    async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
+        """Files stored for the job after ``since`` (all with None), except those another job
+        stored again since (they are that job's now)."""
         ...
 
 
@@ -175,6 +201,12 @@ class FileStorage(Protocol):
         """Write an uploaded file atomically into ``folder``; return its size in bytes."""
         ...
 
+    async def remove(self, file_ids: Sequence[str], *, within: Sequence[str]) -> list[str]:
+        """Delete these files (those already gone are skipped), then every folder left empty
+        between them and the one of ``within`` that holds them, that folder included. Returns
+        what was deleted."""
+        ...
+
     def local_path(self, file_id: str) -> Path:
         """The regular file on disk behind ``file_id``; ``JobNotFound``-like errors if none."""
         ...
@@ -189,8 +221,8 @@ class IdentityVerifier(Protocol):
 class UpstreamNotifier(Protocol):
     """The user-facing API, told about every status change."""
 
-    async def notify(self, event: StatusEvent, within: float) -> Delivery:
-        """Deliver one event within ``within`` seconds: ``DELIVERED``, ``GONE`` (the user
+    async def notify(self, message: Message, within: float) -> Delivery:
+        """Deliver one message within ``within`` seconds: ``DELIVERED``, ``GONE`` (the user
         deleted the job) or ``RETRY`` (down, overloaded, slow, or refusing)."""
         ...
 
@@ -205,5 +237,6 @@ __all__ = [
     "IdentityVerifier",
     "JobQueue",
     "Outbox",
+    "UploadLedger",
     "UpstreamNotifier",
 ]

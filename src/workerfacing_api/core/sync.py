@@ -1,10 +1,21 @@
-"""Forwarding status changes to the user-facing API: at least once, in order per job.
+"""Forwarding status changes to the user-facing API: at least once, in order per job, and never
+at the pace of a slow upstream.
 
 Each change is committed together with an outbox event (see ``ports.Outbox``). The request that
-made the change first delivers its own events inline, so a healthy upstream sees it at once;
-whatever could not be delivered then (upstream down, slow, or an earlier event of the same job
-still pending) is delivered by ``dispatch_due``, which every API process runs in the background.
-A 404 from upstream means the user deleted the job: the job is cancelled here.
+made the change starts delivering its event at once and waits for the answer only briefly
+(``inline_wait``): a healthy upstream sees the change immediately, a slow one never slows the
+worker down, and a delivery still in flight when the request stops waiting goes on in the
+background under its lease, so it is never sent a second time for that reason. Whatever could
+not be delivered then (upstream down, or an earlier event of the same job still pending) is
+delivered by ``dispatch_due``, which every API process runs in the background.
+
+Keep-alives of active jobs are forwarded too, best effort: at most one per job every
+``keepalive_interval`` seconds, only when none of the job's events is pending (so one never
+overtakes a change), never stored. Their only purpose is the answer: the user-facing API never
+says that a user deleted a job, but answers 404 to anything about it. A 404 cancels the job here,
+removes the files stored for it since the last answer that was not a 404 (the delete came after
+that), and the worker learns it from a 404 to its next call — to the very call, when the answer
+came within the wait.
 """
 
 from __future__ import annotations
@@ -12,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
-from workerfacing_api.core.model import Delivery, StatusEvent
+from workerfacing_api.core.model import Delivery, Job, KeepAlive, Message, StatusEvent
 from workerfacing_api.core.ports import Clock, JobQueue, Outbox, UpstreamNotifier
 
 log = logging.getLogger("workerfacing_api.sync")
+
+CancelHook = Callable[[Job], Awaitable[object]]
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,9 +59,12 @@ class StatusSync:
         *,
         backoff: Backoff | None = None,
         lease_seconds: float = 30.0,
-        inline_timeout: float = 2.0,
-        dispatch_timeout: float = 10.0,
+        inline_wait: float = 0.2,
+        delivery_timeout: float = 10.0,
         inline_pause_seconds: float = 5.0,
+        keepalive_interval: float | None = 5.0,
+        max_in_flight: int = 128,
+        on_cancelled: CancelHook | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._queue = queue
@@ -56,37 +72,66 @@ class StatusSync:
         self._upstream = upstream
         self._clock = clock
         self._backoff = backoff or Backoff()
-        # Both timeouts stay well inside the lease: a slow delivery must not outlive its lease,
-        # or another deliverer could send the job's next event before this one.
+        # A delivery never outlives its lease: another deliverer could otherwise send the job's
+        # next event before this one is answered.
+        assert delivery_timeout < lease_seconds
         self._lease_seconds = lease_seconds
-        self._inline_timeout = inline_timeout
-        self._dispatch_timeout = dispatch_timeout
+        self._inline_wait = inline_wait
+        self._delivery_timeout = delivery_timeout
+        self._keepalive = (
+            None if keepalive_interval is None else timedelta(seconds=keepalive_interval)
+        )
+        self._max_in_flight = max_in_flight
+        self._on_cancelled = on_cancelled
         self._jitter = jitter
-        # After a failed delivery, requests stop trying inline for a while and leave their events
-        # to the dispatcher: a down or hanging upstream must not slow down the workers' calls.
-        self._inline_paused_until: datetime | None = None
-        self._inline_pause = timedelta(seconds=inline_pause_seconds)
+        self._in_flight: set[asyncio.Task[Delivery]] = set()
+        # After a failed delivery, requests leave their events to the dispatcher for a while: a
+        # down upstream must not cost every worker's call an attempt.
+        self._pause = timedelta(seconds=inline_pause_seconds)
+        self._failing_until: datetime | None = None
+        # After an answer took longer than a request waits, requests stop waiting for a while:
+        # their deliveries still start at once and finish in the background.
+        self._slow_until: datetime | None = None
 
     @property
     def enabled(self) -> bool:
         return self._outbox is not None
 
     def inline(self) -> bool:
-        """Whether requests should deliver their events themselves right now. Not while the
-        upstream is failing: then the dispatcher retries, and workers are not kept waiting."""
-        if self._inline_paused_until is None:
-            return True
-        return self._clock.now() >= self._inline_paused_until
+        """Whether requests should deliver their events themselves right now: not while the
+        upstream is failing (then the dispatcher probes and retries), nor while too many
+        deliveries of this process are in flight already."""
+        if len(self._in_flight) >= self._max_in_flight:
+            return False
+        return self._failing_until is None or self._clock.now() >= self._failing_until
 
-    async def deliver_now(self, events: Sequence[StatusEvent | None]) -> set[int]:
-        """Deliver events just committed and leased to this caller (None: nothing to send).
+    def keepalive_before(self, now: datetime) -> datetime | None:
+        """For ``JobQueue.record_update``: forward a keep-alive of a job when nothing was
+        forwarded for it since this time; None when keep-alives are not forwarded now."""
+        if self._outbox is None or self._keepalive is None or not self.inline():
+            return None
+        return now - self._keepalive
 
-        Returns the ids of events whose job the upstream reported deleted (now cancelled).
-        """
-        leased = [e for e in events if e is not None]
-        if not leased or self._outbox is None:
+    async def deliver_now(self, messages: Sequence[Message | None]) -> set[int]:
+        """Start delivering messages a request just committed (events leased to it, or a
+        keep-alive it claimed; None: nothing to send) and wait for the answers at most
+        ``inline_wait`` seconds. Returns the queue ids of the jobs the upstream reported deleted
+        within the wait (they are cancelled)."""
+        if self._upstream is None:
             return set()
-        return (await self._deliver(leased, self._inline_timeout)).gone
+        started = {self._start(m): m.job_id for m in messages if m is not None}
+        if not started:
+            return set()
+        if self._slow_until is not None and self._clock.now() < self._slow_until:
+            return set()  # the upstream is slow: the deliveries go on without the worker
+        done, pending = await asyncio.wait(started, timeout=self._inline_wait)
+        if pending:
+            self._slow_until = self._clock.now() + self._pause
+        return {
+            job_id
+            for task, job_id in started.items()
+            if task in done and not task.cancelled() and task.result() is Delivery.GONE
+        }
 
     async def dispatch_due(self, limit: int = 100) -> int:
         """Deliver due events of any job, oldest first; returns how many got through (0: the
@@ -96,63 +141,93 @@ class StatusSync:
         through, every waiting event is made due at once and whole batches go again."""
         if self._outbox is None:
             return 0
-        failing = not self.inline()
-        batch = 1 if failing else limit
-        events = await self._outbox.lease_events(self._clock.now(), self._lease_seconds, batch)
+        failing = self._failing_until is not None
+        room = max(self._max_in_flight - len(self._in_flight), 1)
+        batch = 1 if failing else min(limit, room)
+        now = self._clock.now()
+        events = await self._outbox.lease_events(now, self._lease_seconds, batch)
         if not events:
             return 0
-        outcome = await self._deliver(events, self._dispatch_timeout)
-        if failing and outcome.progress:
+        outcomes = await asyncio.gather(*(self._start(e) for e in events))
+        progress = sum(o is not Delivery.RETRY for o in outcomes)
+        if failing and progress:
             log.info("user-facing API reachable again; sending the waiting status events")
             await self._outbox.expedite(self._clock.now())
-        return outcome.progress
+        return progress
 
-    async def _deliver(self, events: list[StatusEvent], within: float) -> _Outcome:
-        """Send leased events (at most one per job, so they may go out concurrently)."""
-        assert self._outbox is not None
+    async def after_cancel(self, job_id: int) -> None:
+        """A job was cancelled (the upstream reported it deleted, or a resubmission of its
+        meta.job_id superseded it): let the cancel hook clear what was stored after the delete.
+        Without an upstream there is nothing known about deletes, and nothing is removed."""
+        if self._outbox is None or self._on_cancelled is None:
+            return
+        job = await self._queue.get(job_id)
+        if job is not None:
+            await self._on_cancelled(job)
+
+    async def wait_idle(self, seconds: float) -> None:
+        """Let the deliveries in flight finish (at shutdown, or in tests), at most ``seconds``."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=seconds)
+
+    # -- one delivery ---------------------------------------------------------------------------
+
+    def _start(self, message: Message) -> asyncio.Task[Delivery]:
+        task = asyncio.create_task(self._deliver(message))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def _deliver(self, message: Message) -> Delivery:
+        """Send one message and act on the answer. Runs as a task: a request that stops waiting
+        does not cancel it, and nothing it raises goes unlogged."""
         assert self._upstream is not None
-        upstream = self._upstream
-        if len(events) == 1:  # the common case: no task to create
-            outcomes = [await upstream.notify(events[0], within)]
-        else:
-            outcomes = await asyncio.gather(*(upstream.notify(e, within) for e in events))
-        gone: set[int] = set()
-        delivered: list[int] = []
-        failed: list[StatusEvent] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome is Delivery.DELIVERED:
-                delivered.append(event.id)
-            elif outcome is Delivery.GONE:
-                gone.add(event.id)
-                log.info(
-                    "upstream reports job %s (meta.job_id %s) deleted; cancelling it",
-                    event.job_id,
-                    event.upstream_id,
-                )
-                # Cancelling drops the job's pending events, this one included.
-                await self._queue.cancel(event.job_id, self._clock.now())
-            else:
-                failed.append(event)
-        if delivered:
-            await self._outbox.complete_events(delivered)
-        now = self._clock.now()
-        if failed:
-            if self._inline_paused_until is None or now >= self._inline_paused_until:
-                log.warning(
-                    "user-facing API unreachable or refusing; %d status event(s) wait for "
-                    "retry with back-off",
-                    len(failed),
-                )
-            self._inline_paused_until = now + self._inline_pause
-            wait = self._backoff.delay(max(e.attempts for e in failed), self._jitter())
-            await self._outbox.postpone_events(
-                [e.id for e in failed], now + timedelta(seconds=wait), "upstream unavailable"
+        outcome = await self._upstream.notify(message, self._delivery_timeout)
+        try:
+            await self._settle(message, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database went away meanwhile: the lease runs out, and
+            # the event is delivered again later (at least once)
+            log.warning(
+                "delivered %s of job %s upstream (%s) but could not record it: %s",
+                message.status.value,
+                message.job_id,
+                outcome.value,
+                getattr(exc, "detail", None) or exc,
             )
-        elif delivered:
-            self._inline_paused_until = None
-        return _Outcome(gone=gone, progress=len(delivered) + len(gone))
+        return outcome
+
+    async def _settle(self, message: Message, outcome: Delivery) -> None:
+        assert self._outbox is not None
+        now = self._clock.now()
+        if outcome is Delivery.DELIVERED:
+            self._failing_until = None
+            if isinstance(message, StatusEvent):
+                await self._outbox.complete_events([message.id])
+            await self._queue.confirm_upstream({message.job_id: message.created_at})
+            return
+        if outcome is Delivery.GONE:
+            log.info(
+                "upstream reports job %s (meta.job_id %s) deleted; cancelling it",
+                message.job_id,
+                message.upstream_id,
+            )
+            # Cancelling drops the job's pending events, this one included.
+            if await self._queue.cancel(message.job_id, now):
+                await self.after_cancel(message.job_id)
+            return
+        if self._failing_until is None or now >= self._failing_until:
+            log.warning(
+                "user-facing API unreachable or refusing; status events wait for retry with "
+                "back-off, keep-alives are not forwarded meanwhile"
+            )
+        self._failing_until = now + self._pause
+        if isinstance(message, StatusEvent):
+            wait = self._backoff.delay(message.attempts, self._jitter())
+            await self._outbox.postpone_events(
+                [message.id], now + timedelta(seconds=wait), "upstream unavailable"
+            )
 
 
-class _Outcome(msgspec.Struct, frozen=True):
-    gone: set[int]  # events whose job the upstream reported deleted
-    progress: int  # events resolved (delivered or gone)
+__all__ = ["Backoff", "KeepAlive", "StatusSync"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from workerfacing_api.core.errors import (
@@ -111,6 +111,38 @@ class LocalStorage:
             partial.unlink(missing_ok=True)
             raise
         return size
+
+    async def remove(self, file_ids: Sequence[str], *, within: Sequence[str]) -> list[str]:
+        return await asyncio.to_thread(self._remove, file_ids, within)
+
+    def _remove(self, file_ids: Sequence[str], within: Sequence[str]) -> list[str]:
+        folders: list[Path] = []
+        for name in within:
+            try:
+                folders.append(self._inside_root(name, "upload folder"))
+            except (AccessDenied, InvalidRequest):
+                continue  # a job's folder outside the root was never written to
+        removed: list[str] = []
+        for file_id in file_ids:
+            path = self._inside_root(file_id, "file")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:
+                continue  # only files are ever recorded; a folder there now is not ours
+            removed.append(str(path))
+            home = next((f for f in folders if f == path.parent or f in path.parents), None)
+            if home is None:
+                continue
+            # Folders the upload made (after the user deleted the job, they recreate folders
+            # the user saw go): each one left empty goes, up to the job's upload folder itself.
+            for made in path.parents[: path.parents.index(home) + 1]:
+                try:
+                    made.rmdir()
+                except OSError:  # not empty (something else is there), or gone already
+                    break
+        return removed
 
     async def ensure_exists(self, file_id: str) -> None:
         self.local_path(file_id)

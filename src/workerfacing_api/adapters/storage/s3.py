@@ -13,7 +13,7 @@ thread; signing is local computation and runs inline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -125,6 +125,18 @@ class S3Storage:
             raise Unavailable(f"S3 refused to look up {file_id!r} ({code}); retry later") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise Unavailable(f"S3 is unreachable ({exc}); retry later") from None
+
+    async def remove(self, file_ids: Sequence[str], *, within: Sequence[str]) -> list[str]:
+        # S3 has no folders to leave empty: removing the objects is all there is.
+        removed: list[str] = []
+        for file_id in file_ids:
+            _, key = self._split(file_id, "file")
+            try:
+                await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise Unavailable(f"S3 refused to delete {file_id!r} ({exc}); retry") from None
+            removed.append(file_id)
+        return removed
 
     async def write(
         self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
