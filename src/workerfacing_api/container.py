@@ -236,9 +236,21 @@ class Container(containers.DeclarativeContainer):
         retry_different=settings.provided.retry_different,
     )
     backoff = providers.Singleton(Backoff, base=0.5, cap=settings.provided.upstream_backoff_max)
-    sync = providers.Singleton(StatusSync, queue, queue, upstream, clock, backoff=backoff)
+    # The queue is also the upload ledger: what was stored for which job, and when.
+    files = providers.Singleton(
+        FileService, queue, storage, queue, clock, settings.provided.max_upload_bytes
+    )
+    sync = providers.Singleton(
+        StatusSync,
+        queue,
+        queue,
+        upstream,
+        clock,
+        backoff=backoff,
+        keepalive_interval=settings.provided.upstream_keepalive_interval,
+        on_cancelled=files.provided.remove_after_delete,
+    )
     jobs = providers.Singleton(JobService, queue, clock, policy, sync)
-    files = providers.Singleton(FileService, queue, storage, settings.provided.max_upload_bytes)
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
 
 

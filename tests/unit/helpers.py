@@ -24,7 +24,7 @@ from workerfacing_api.core.model import (
     Delivery,
     Environment,
     JobStatus,
-    StatusEvent,
+    Message,
     Submission,
     WorkerProfile,
 )
@@ -72,10 +72,10 @@ class RecordingUpstream:
     what the test told it to (``DELIVERED`` unless told otherwise)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[StatusEvent, Delivery]] = []
+        self.calls: list[tuple[Message, Delivery]] = []
         self.answers: dict[int, Delivery] = {}
 
-    async def notify(self, event: StatusEvent, within: float) -> Delivery:
+    async def notify(self, event: Message, within: float) -> Delivery:
         outcome = self.answers.get(event.upstream_id, Delivery.DELIVERED)
         self.calls.append((event, outcome))
         return outcome
@@ -110,6 +110,7 @@ def make_stack(
     backoff: Backoff | None = None,
     jitter: float = 0.0,
     inline_pause_seconds: float = 5.0,
+    inline_wait: float = 0.2,
 ) -> Stack:
     clock = FakeClock()
     queue = InMemoryQueue(record_events=upstream is not None)
@@ -120,6 +121,7 @@ def make_stack(
         clock,
         backoff=backoff,
         inline_pause_seconds=inline_pause_seconds,
+        inline_wait=inline_wait,
         jitter=lambda: jitter,
     )
     service = JobService(queue, clock, policy or RetryPolicy(), sync)

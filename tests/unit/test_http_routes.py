@@ -218,8 +218,9 @@ async def test_a_job_deleted_upstream_stops_its_worker_at_the_next_ping(api: Api
     assert (await api.put_status(queue_id, "running")).status_code == 204
 
     api.upstream.answers[42] = Delivery.GONE  # the user deleted the job
-    # The report that learns of it was accepted; the one after it tells the worker to stop.
-    assert (await api.put_status(queue_id, "postprocessing")).status_code == 204
+    # The report whose forwarding learns of it (the answer came in time) tells the worker to
+    # stop, and so does every later call.
+    assert (await api.put_status(queue_id, "postprocessing")).status_code == 404
     assert (await api.put_status(queue_id, "postprocessing")).status_code == 404
     assert (await api.get_status(queue_id)).status_code == 404
     link = await api.client.post(

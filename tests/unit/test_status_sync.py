@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.unit.helpers import RecordingUpstream, Stack, make_stack, make_submission, worker_profile
 from workerfacing_api.core.errors import JobNotFound
 from workerfacing_api.core.lifecycle import RetryPolicy
-from workerfacing_api.core.model import Delivery, JobStatus, StatusEvent
+from workerfacing_api.core.model import Delivery, Message, StatusEvent
 from workerfacing_api.core.sync import Backoff
 
 POLICY = RetryPolicy(max_retries=3, timeout_failure=300.0, retry_different=True)
@@ -135,17 +135,19 @@ async def test_gone_cancels_the_job_and_drops_its_pending_events() -> None:
     assert len(upstream.calls) == 2
 
 
-async def test_an_update_on_a_job_deleted_upstream_is_accepted_then_the_worker_gets_404() -> None:
+async def test_the_update_that_learns_of_a_delete_answers_404_and_so_does_every_later_one() -> None:
     upstream = RecordingUpstream()
     stack = stack_with(upstream)
     job = await stack.service.submit(make_submission(1))
     await stack.service.pull(worker_profile("w1"), 1)
     upstream.answers[1] = Delivery.GONE
 
-    updated = await stack.service.update_status(job.id, "w1", "running", None)
-    assert updated.status is JobStatus.RUNNING
+    with pytest.raises(JobNotFound, match="deleted"):
+        await stack.service.update_status(job.id, "w1", "running", None)
     with pytest.raises(JobNotFound):
         await stack.service.update_status(job.id, "w1", "running", None)
+    with pytest.raises(JobNotFound):
+        await stack.service.status_of(job.id)
 
 
 async def test_a_pulled_job_deleted_upstream_is_not_handed_out_and_the_next_one_is() -> None:
@@ -259,7 +261,8 @@ class FlakyUpstream(RecordingUpstream):
         super().__init__()
         self.script = list(script)
 
-    async def notify(self, event: StatusEvent, within: float) -> Delivery:
+    async def notify(self, event: Message, within: float) -> Delivery:
+        assert isinstance(event, StatusEvent)  # no keep-alives in these runs
         outcome = self.script.pop(0) if self.script else Delivery.DELIVERED
         self.calls.append((event, outcome))
         return outcome
@@ -308,6 +311,7 @@ async def replay_outages(upstream: FlakyUpstream, stack: Stack, ops: list[Op]) -
     delivered: set[int] = set()
     produced: dict[int, list[int]] = {}
     for event, outcome in upstream.calls:
+        assert isinstance(event, StatusEvent)  # every update here changes the state
         produced.setdefault(event.job_id, [])
         if event.id not in produced[event.job_id]:
             produced[event.job_id].append(event.id)
@@ -336,3 +340,118 @@ def test_any_pattern_of_outages_delivers_each_change_once_and_in_order(
     upstream = FlakyUpstream(script)
     stack = make_stack(POLICY, upstream=upstream, backoff=BACKOFF, jitter=jitter)
     asyncio.run(replay_outages(upstream, stack, ops))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keep-alives (DESIGN §3): forwarded best effort, so that a user's delete reaches the worker.
+
+
+async def running_job(stack: Stack) -> int:
+    job = await stack.service.submit(make_submission(1))
+    await stack.service.pull(worker_profile("w1"), 1)
+    await stack.service.update_status(job.id, "w1", "running", None)
+    return job.id
+
+
+async def test_a_keep_alive_goes_upstream_at_most_once_per_interval_and_is_never_stored() -> None:
+    upstream = RecordingUpstream()
+    stack = stack_with(upstream)  # the default interval: 5 s
+    job_id = await running_job(stack)
+    assert upstream.delivered(1) == [("pulled", None), ("running", None)]
+
+    stack.clock.advance(2)
+    await stack.service.update_status(job_id, "w1", "running", None)  # too soon after "running"
+    stack.clock.advance(3)
+    await stack.service.update_status(job_id, "w1", "running", None)  # 5 s after: forwarded
+    stack.clock.advance(1)
+    await stack.service.update_status(job_id, "w1", "preprocessing", None)  # late: a keep-alive
+    stack.clock.advance(4)
+    await stack.service.update_status(job_id, "w1", "running", None)  # 5 s after the last one
+    assert upstream.delivered(1) == [("pulled", None)] + [("running", None)] * 3
+    assert stack.queue.pending_events() == []  # never queued in the outbox
+
+
+async def test_a_keep_alive_never_overtakes_a_pending_change() -> None:
+    upstream = RecordingUpstream()
+    stack = stack_with(upstream)
+    job_id = await running_job(stack)
+    upstream.answers[1] = Delivery.RETRY  # "postprocessing" stays pending
+    stack.clock.advance(6)
+    await stack.service.update_status(job_id, "w1", "postprocessing", None)
+    upstream.answers.pop(1)
+    for _ in range(3):  # inline delivery pauses for 5 s after the failure
+        stack.clock.advance(6)
+        await stack.service.update_status(job_id, "w1", "postprocessing", None)
+        assert pending_of(stack, job_id) == ["postprocessing"]
+    assert [e.status.value for e, _ in upstream.calls] == [
+        "pulled",
+        "running",
+        "postprocessing",
+    ]
+    await drain(stack)
+    assert upstream.delivered(1)[-1] == ("postprocessing", None)
+
+
+async def test_a_deleted_running_job_stops_its_worker_at_its_next_keep_alive() -> None:
+    upstream = RecordingUpstream()
+    stack = stack_with(upstream)
+    job_id = await running_job(stack)
+    upstream.answers[1] = Delivery.GONE  # the user deletes the job while it trains
+    stack.clock.advance(10)  # the DECODE worker pings every 10 s
+    with pytest.raises(JobNotFound, match="deleted"):
+        await stack.service.update_status(job_id, "w1", "running", None)
+    with pytest.raises(JobNotFound):
+        await stack.service.update_status(job_id, "w1", "running", None)
+
+
+async def test_keep_alives_are_not_forwarded_after_the_final_state_nor_without_an_upstream() -> (
+    None
+):
+    upstream = RecordingUpstream()
+    stack = stack_with(upstream)
+    job_id = await running_job(stack)
+    await stack.service.update_status(job_id, "w1", "finished", None)
+    calls = len(upstream.calls)
+    stack.clock.advance(60)
+    await stack.service.update_status(job_id, "w1", "postprocessing", None)  # a no-op now
+    assert len(upstream.calls) == calls
+
+    plain = make_stack(POLICY)  # no upstream configured: nothing is forwarded, nothing fails
+    job = await plain.service.submit(make_submission(2))
+    await plain.service.pull(worker_profile("w1"), 1)
+    plain.clock.advance(60)
+    await plain.service.update_status(job.id, "w1", "running", None)
+
+
+class SlowUpstream(RecordingUpstream):
+    """Answers each call after ``delay`` seconds of real time."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.started = 0
+
+    async def notify(self, event: Message, within: float) -> Delivery:
+        self.started += 1
+        await asyncio.sleep(self.delay)
+        return await super().notify(event, within)
+
+
+async def test_a_slow_upstream_does_not_hold_the_worker_and_nothing_is_sent_twice() -> None:
+    upstream = SlowUpstream(0.5)
+    stack = make_stack(POLICY, upstream=upstream, backoff=BACKOFF, inline_wait=0.05)
+    job = await stack.service.submit(make_submission(1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await stack.service.pull(worker_profile("w1"), 1)
+    await stack.service.update_status(job.id, "w1", "running", None)
+    await stack.service.update_status(job.id, "w1", "finished", None)
+    assert loop.time() - started < 0.4  # the worker waited at most the short bound per call
+
+    await stack.sync.wait_idle(5)
+    await drain(stack)
+    await stack.sync.wait_idle(5)
+    # Each change reached the upstream once: the deliveries the requests stopped waiting for
+    # finished in the background instead of being sent again.
+    assert upstream.delivered(1) == [("pulled", None), ("running", None), ("finished", None)]
+    assert upstream.started == 3

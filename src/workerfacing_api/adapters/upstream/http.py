@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from workerfacing_api.core.model import Delivery, StatusEvent
+from workerfacing_api.core.model import Delivery, Message
 
 log = logging.getLogger("workerfacing_api.upstream")
 
@@ -74,7 +74,7 @@ class HttpUpstream:
         base_url: str,
         api_key: str,
         *,
-        max_connections: int = 32,
+        max_connections: int = 128,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         # A key read from a secret file usually ends in a newline; sent as is, it would end the
@@ -115,7 +115,7 @@ class HttpUpstream:
             proxy=self._proxy,
         )
 
-    async def notify(self, event: StatusEvent, within: float) -> Delivery:
+    async def notify(self, event: Message, within: float) -> Delivery:
         body = self._encoder.encode(
             _StatusBody(
                 job_id=event.upstream_id,

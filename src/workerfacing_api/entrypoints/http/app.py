@@ -66,6 +66,9 @@ def create_app(
         finally:
             if duties is not None:
                 await duties.stop()
+            # Deliveries still in flight finish (each is bounded); one cut short is sent again
+            # when its lease runs out, so nothing is lost either way.
+            await container.sync().wait_idle(10)
             # Shielded: should the shutdown be cancelled, closing still completes, so the queue
             # writes down the events it delivered (else they go out again) and hands back its
             # connections.

@@ -19,8 +19,8 @@ from litestar.response import File
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.config import Settings
 from workerfacing_api.core.errors import (
-    AccessDenied,
     InvalidRequest,
+    JobNotFound,
     PayloadTooLarge,
     Unauthenticated,
 )
@@ -257,7 +257,9 @@ async def upload_file(
             raise Unauthenticated("upload link is invalid or expired; ask for a new one")
         grant = await api.files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
         if str(grant.attempt) != params.get("attempt"):
-            raise AccessDenied(f"this upload link belongs to an earlier attempt of job {job_id}")
+            # The job was re-queued and handed on since: no longer this worker's (the DECODE
+            # worker stops on a 404).
+            raise JobNotFound(f"job {job_id} is no longer yours in the attempt of this link")
     else:
         worker = await authenticate_worker(request, api.identity)
         grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
