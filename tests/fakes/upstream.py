@@ -2,7 +2,8 @@
 
 Every accepted call is appended to a JSON-lines file, so the record survives a restart of this
 process. ``POST /_control`` switches behaviour: ``{"mode": "up" | "down"}`` (down answers 503),
-``{"gone": [meta job ids]}`` (answered 404, as for jobs the user deleted).
+``{"gone": [meta job ids]}`` (answered 404, as for jobs the user deleted), ``{"delay": seconds}``
+(every answer takes that long: a slow upstream).
 
     python -m tests.fakes.upstream --port 8123 --api-key KEY --record events.jsonl
 """
@@ -10,6 +11,7 @@ process. ``POST /_control`` switches behaviour: ``{"mode": "up" | "down"}`` (dow
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -19,12 +21,14 @@ from aiohttp import web
 
 
 def make_app(api_key: str, record: Path) -> web.Application:
-    state: dict[str, Any] = {"mode": "up", "gone": set()}
+    state: dict[str, Any] = {"mode": "up", "gone": set(), "delay": 0.0}
     sink = record.open("a", buffering=1)
 
     async def job_status(request: web.Request) -> web.Response:
         if request.headers.get("x-api-key") != api_key:
             return web.json_response({"detail": "bad key"}, status=401)
+        if state["delay"]:
+            await asyncio.sleep(state["delay"])
         if state["mode"] == "down":
             return web.json_response({"detail": "down"}, status=503)
         body = await request.json()
@@ -41,6 +45,8 @@ def make_app(api_key: str, record: Path) -> web.Application:
             state["mode"] = change["mode"]
         if "gone" in change:
             state["gone"] = set(change["gone"])
+        if "delay" in change:
+            state["delay"] = float(change["delay"])
         return web.json_response({"mode": state["mode"], "gone": sorted(state["gone"])})
 
     app = web.Application()
