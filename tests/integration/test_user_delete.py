@@ -131,7 +131,7 @@ def test_a_download_while_the_sweeper_requeues_the_job_answers_404(
 ) -> None:
     server = server_factory({"TIMEOUT_FAILURE": "1", "SWEEP_INTERVAL": "0.1"})
     server.submit()
-    queue_id, job = pull_one(server, "w1")
+    _, job = pull_one(server, "w1")
     file_id = job["handler"]["files_down"]["config/param_run_in.yaml"]
     url = f"{server.url}/files/{file_id}/url"
     answers = []
@@ -174,7 +174,7 @@ def test_a_slow_upstream_never_slows_the_worker_and_nothing_is_sent_twice(
     # one far below a second on any machine.
     pull_p99 = statistics.quantiles(pulls, n=100)[98]
     update_p99 = statistics.quantiles(updates, n=100)[98]
-    print(f"slow upstream: pull p99 {pull_p99 * 1000:.0f} ms, update p99 {update_p99 * 1000:.0f} ms")
+    print(f"slow upstream: pull p99 {pull_p99 * 1e3:.0f} ms, update p99 {update_p99 * 1e3:.0f} ms")
     assert max(pulls) < 1.0, sorted(pulls)[-5:]
     assert max(updates) < 1.0, sorted(updates)[-5:]
 
