@@ -20,11 +20,23 @@ KINDS = ["memory", "sqlite", "postgres"]
 Queue = InMemoryQueue | sql.SqliteQueue | sql.PostgresQueue
 
 
+# Never within a test: what PostgreSQL puts off is written by the statements the test makes, or
+# by an explicit flush. A flush in the background would lock job rows at moments the test does
+# not choose, and a claim (FOR UPDATE SKIP LOCKED) would pass over them.
+_NO_TIMED_FLUSH = 3600.0
+
+
 @asynccontextmanager
 async def open_queue(
-    kind: str, tmp: Path, postgres_url: str | None, *, record_events: bool = True
+    kind: str,
+    tmp: Path,
+    postgres_url: str | None,
+    *,
+    record_events: bool = True,
+    empty: bool = True,
 ) -> AsyncIterator[Queue]:
-    """A fresh, empty queue of ``kind``; PostgreSQL tables are emptied first."""
+    """A queue of ``kind``, fresh and empty (PostgreSQL tables are emptied first) or, with
+    ``empty=False``, on what an earlier queue of the same test left (as another process)."""
     if kind == "memory":
         yield InMemoryQueue(record_events=record_events)
         return
@@ -35,14 +47,24 @@ async def open_queue(
     try:
         if kind == "sqlite":
             await sql.upgrade(engine)
-        else:
+        elif empty:
             async with engine.begin() as conn:
                 await conn.execute(
-                    text("TRUNCATE jobs, job_attempts, status_events RESTART IDENTITY CASCADE")
+                    text(
+                        "TRUNCATE jobs, job_attempts, status_events, job_uploads "
+                        "RESTART IDENTITY CASCADE"
+                    )
                 )
     finally:
         await engine.dispose()
-    queue = sql.open_queue(url, record_events=record_events, pool_size=20)
+    queue: sql.SqlQueue
+    if kind == "sqlite":
+        queue = sql.open_queue(url, record_events=record_events)
+    else:
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        queue = sql.PostgresQueue(
+            dsn, record_events=record_events, pool_size=20, flush_delay=_NO_TIMED_FLUSH
+        )
     try:
         yield queue
     finally:

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.queues import KINDS, Queue, open_queue, submission
-from workerfacing_api.core.model import Environment, JobStatus, WorkerProfile
+from workerfacing_api.adapters.sql import PostgresQueue
+from workerfacing_api.core.model import (
+    Committed,
+    Environment,
+    Job,
+    JobStatus,
+    KeepAlive,
+    WorkerProfile,
+)
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -336,6 +344,7 @@ async def test_no_events_without_an_upstream(
         assert done is not None
         assert done.event is None
         assert await q.lease_events(at(3), 30, 10) == []
+        assert done.job.forwarded_at is None  # nothing went upstream
 
 
 async def test_an_event_is_recorded_once_per_snapshot(queue: Queue) -> None:
@@ -400,3 +409,223 @@ async def test_without_lease_the_event_waits_for_the_dispatcher(queue: Queue) ->
     assert ran.event is None
     leased = await queue.lease_events(at(3), 30, 10)
     assert [e.status for e in leased] == [JobStatus.PULLED]
+
+
+# -- keep-alives forwarded upstream (DESIGN §3) -----------------------------------------------
+
+
+async def test_changes_that_record_an_event_count_as_forwarded(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    assert (job.forwarded_at, job.upstream_ok_at) == (None, None)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    assert claimed.job.forwarded_at == at(1)  # "pulled"
+    quiet = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=False)
+    assert quiet is not None
+    assert (quiet.job.forwarded_at, quiet.keepalive) == (at(1), None)
+    ran = await queue.record_update(quiet.job, JobStatus.RUNNING, "x", at(3), forward=True)
+    assert ran is not None
+    assert (ran.job.forwarded_at, ran.keepalive) == (at(3), None)
+    back = await queue.requeue(ran.job, "timeout", at(500), heartbeat_before=at(400))
+    assert back is not None
+    assert back.job.forwarded_at == at(500)
+    stored = await queue.get(job.id)
+    assert stored is not None
+    assert stored.forwarded_at == at(500)
+
+
+async def ping(queue: Queue, job: Job, now: float, interval: float = 5.0) -> Committed:
+    """A worker's plain keep-alive, as the service makes it with an upstream configured."""
+    committed = await queue.record_update(
+        job,
+        JobStatus.RUNNING,
+        None,
+        at(now),
+        forward=False,
+        keepalive_before=at(now - interval),
+    )
+    assert committed is not None
+    assert committed.event is None
+    return committed
+
+
+async def test_a_keep_alive_goes_once_per_interval_and_never_ahead_of_an_event(
+    queue: Queue,
+) -> None:
+    await queue.add(submission(7), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    assert claimed.event is not None
+    # "pulled" is not delivered yet: a keep-alive must not overtake it.
+    waiting = await ping(queue, claimed.job, 10)
+    assert (waiting.keepalive, waiting.job.forwarded_at) == (None, at(1))
+    await queue.complete_events([claimed.event.id])
+    sent = await ping(queue, waiting.job, 11)
+    assert sent.keepalive == KeepAlive(
+        job_id=claimed.job.id, upstream_id=7, status=JobStatus.RUNNING, created_at=at(11)
+    )
+    assert sent.job.forwarded_at == at(11)
+    assert (await ping(queue, sent.job, 15.999999)).keepalive is None  # within the interval
+    again = await ping(queue, sent.job, 16)  # the interval is over
+    assert again.keepalive is not None
+    assert again.job.forwarded_at == at(16)
+    assert (await ping(queue, again.job, 16, interval=0)).keepalive is not None  # 0: each one
+    # Not asked for (no upstream, or it is failing): none, however long it has been.
+    plain = await queue.record_update(again.job, JobStatus.RUNNING, None, at(100), forward=False)
+    assert plain is not None
+    assert (plain.keepalive, plain.job.forwarded_at) == (None, at(16))
+    # An update that records an event sends the event, not a keep-alive.
+    changed = await queue.record_update(
+        plain.job, JobStatus.POSTPROCESSING, None, at(101), forward=True, keepalive_before=at(96)
+    )
+    assert changed is not None
+    assert changed.keepalive is None
+    assert changed.event is not None
+    assert changed.job.forwarded_at == at(101)
+    # The next change waits for that event, and so does a keep-alive.
+    assert (await ping(queue, changed.job, 200)).keepalive is None
+    stored = await queue.get(claimed.job.id)
+    assert stored is not None
+    assert stored.forwarded_at == at(101)
+
+
+async def test_a_stale_snapshot_claims_no_keep_alive(queue: Queue) -> None:
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, lease=False)
+    assert await queue.requeue(claimed.job, "t", at(100), heartbeat_before=at(50)) is not None
+    late = await queue.record_update(
+        claimed.job, JobStatus.RUNNING, None, at(101), forward=False, keepalive_before=at(96)
+    )
+    assert late is None
+
+
+async def test_of_simultaneous_pings_exactly_one_claims_the_keep_alive(queue: Queue) -> None:
+    """Several API processes see a job's pings at once (a retried request, a second worker
+    thread): the upstream hears one keep-alive."""
+    await queue.add(submission(1), at(0))
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    assert claimed.event is not None
+    await queue.complete_events([claimed.event.id])
+    running = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=False)
+    assert running is not None
+    pings = await asyncio.gather(*(ping(queue, running.job, 10) for _ in range(8)))
+    assert sum(p.keepalive is not None for p in pings) == 1
+
+
+# -- the upstream's answers -------------------------------------------------------------------
+
+
+async def test_the_latest_upstream_answer_is_kept(queue: Queue) -> None:
+    a, _ = await queue.add(submission(1), at(0))
+    b, _ = await queue.add(submission(2), at(0))
+    await queue.confirm_upstream({a.id: at(5)})
+    # Answers come back in any order (deliveries run side by side): an older one changes nothing.
+    await queue.confirm_upstream({a.id: at(3), b.id: at(4)})
+    stored_a, stored_b = await queue.get(a.id), await queue.get(b.id)
+    assert stored_a is not None
+    assert stored_b is not None
+    assert (stored_a.upstream_ok_at, stored_b.upstream_ok_at) == (at(5), at(4))
+    # Every read of a job carries it, the answers of a compare-and-set included.
+    claimed = await queue.claim_jobs(worker(), 2, at(6), exclude_attempted=True)
+    assert [c.job.upstream_ok_at for c in claimed] == [at(5), at(4)]
+    await queue.confirm_upstream({a.id: at(7)})
+    ran = await queue.record_update(claimed[0].job, JobStatus.RUNNING, None, at(8), forward=False)
+    assert ran is not None
+    assert ran.job.upstream_ok_at == at(7)
+    held = {j.id: j.upstream_ok_at for j in await queue.active_jobs_of("w1")}
+    assert held == {a.id: at(7), b.id: at(4)}
+    expired = await queue.find_expired(at(100), 10)
+    assert {e.job.id: e.job.upstream_ok_at for e in expired} == held
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_answers_and_deliveries_outlive_the_process_that_learnt_them(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An adapter may write answers and delivered events late, but not never: closing writes
+    them down, and another process reads them."""
+    pg = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    async with open_queue(kind, tmp_path, pg) as first:
+        job, _ = await first.add(submission(1), at(0))
+        (claimed,) = await first.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+        assert claimed.event is not None
+        await first.complete_events([claimed.event.id])
+        await first.confirm_upstream({job.id: at(1)})
+    async with open_queue(kind, tmp_path, pg, empty=False) as second:
+        stored = await second.get(job.id)
+        assert stored is not None
+        assert stored.upstream_ok_at == at(1)
+        assert await second.lease_events(at(100), 30, 10) == []  # "pulled" is not sent again
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_processes_see_each_others_answers_and_keep_the_latest(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    pg = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+
+    async def written(queue: Queue) -> None:
+        if isinstance(queue, PostgresQueue):
+            await queue.flush()  # what its timer does shortly after an answer
+
+    async with (
+        open_queue(kind, tmp_path, pg) as one,
+        open_queue(kind, tmp_path, pg, empty=False) as other,
+    ):
+        job, _ = await one.add(submission(1), at(0))
+        await one.confirm_upstream({job.id: at(7)})
+        await written(one)
+        seen = await other.get(job.id)
+        assert seen is not None
+        assert seen.upstream_ok_at == at(7)
+        await other.confirm_upstream({job.id: at(5)})  # answered later, sent earlier
+        await written(other)
+        await one.confirm_upstream({job.id: at(6)})
+        await written(one)
+        for queue in (one, other):
+            stored = await queue.get(job.id)
+            assert stored is not None
+            assert stored.upstream_ok_at == at(7)
+
+
+# -- the upload ledger ------------------------------------------------------------------------
+
+
+async def test_uploads_since_a_time_are_listed_once_in_storage_order(queue: Queue) -> None:
+    a, _ = await queue.add(submission(1), at(0))
+    b, _ = await queue.add(submission(2), at(0))
+    for job, attempt, file_id, second in [
+        (a, 1, "/d/a/log.txt", 1),
+        (a, 1, "/d/a/model.pt", 2),
+        (a, 1, "/d/a/log.txt", 3),  # stored again: listed once
+        (b, 1, "/d/b/out.h5", 4),
+        (a, 2, "/d/shared.txt", 5),
+        (b, 1, "/d/shared.txt", 6),  # stored again later by another job: its file now
+        (a, 2, "/d/a/late.txt", 8),
+        (a, 2, "/d/a/skewed.txt", 7),  # from a process whose clock is behind
+    ]:
+        await queue.record_upload(job.id, attempt, file_id, at(second))
+    everything = ["/d/a/log.txt", "/d/a/model.pt", "/d/a/late.txt", "/d/a/skewed.txt"]
+    assert await queue.uploads_since(a.id, None) == everything
+    assert await queue.uploads_since(a.id, at(2)) == ["/d/a/log.txt", *everything[2:]]
+    assert await queue.uploads_since(a.id, at(3)) == everything[2:]  # strictly after
+    assert await queue.uploads_since(a.id, at(7)) == ["/d/a/late.txt"]
+    assert await queue.uploads_since(a.id, at(8)) == []
+    assert await queue.uploads_since(b.id, None) == ["/d/b/out.h5", "/d/shared.txt"]
+    assert await queue.uploads_since(b.id + 1, None) == []
+
+
+async def test_a_file_stored_again_by_another_job_is_that_jobs(queue: Queue) -> None:
+    a, _ = await queue.add(submission(1), at(0))
+    b, _ = await queue.add(submission(2), at(0))
+    for job, file_id, second in [
+        (a, "/d/x", 1),
+        (a, "/d/w", 1.5),
+        (b, "/d/x", 2),
+        (a, "/d/x", 3),  # a's again: listed where a stored it last
+        (b, "/d/y", 4),
+        (a, "/d/y", 5),  # b stored it first: a's
+        (a, "/d/z", 6),
+        (b, "/d/z", 6),  # at the same instant, not later: a's too
+    ]:
+        await queue.record_upload(job.id, 1, file_id, at(second))
+    assert await queue.uploads_since(a.id, None) == ["/d/w", "/d/x", "/d/y", "/d/z"]
+    assert await queue.uploads_since(b.id, None) == ["/d/z"]

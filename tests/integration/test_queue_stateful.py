@@ -1,10 +1,11 @@
 """The SQL queue in lock-step with the in-memory reference model (DESIGN §3, §6; STYLE 6).
 
 A hypothesis state machine drives the SQLite or the PostgreSQL adapter and ``InMemoryQueue``
-through the same random submissions, pulls, worker updates, sweeps, cancellations and outbox
-deliveries under a fake clock, and asserts after every step that both answered alike and hold
-the same jobs. Event ids are each adapter's own (a sequence, a rowid), so events are matched by
-a key of their own: the job's id and its ``event_seq`` once the event was recorded.
+through the same random submissions, pulls, worker updates (keep-alives claimed or not), sweeps,
+cancellations, outbox deliveries, upstream answers and uploads under a fake clock, and asserts
+after every step that both answered alike and hold the same jobs. Event ids are each adapter's
+own (a sequence, a rowid), so events are matched by a key of their own: the job's id and its
+``event_seq`` once the event was recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hypothesis.stateful import (
 )
 
 from tests.queues import Queue, open_queue, submission
+from workerfacing_api.adapters.sql import PostgresQueue
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
@@ -41,6 +43,7 @@ from workerfacing_api.core.model import (
     ExpiredJob,
     Job,
     JobStatus,
+    KeepAlive,
     StatusEvent,
     WorkerProfile,
 )
@@ -63,6 +66,11 @@ UPDATE_TARGETS = (
     JobStatus.FINISHED,
     JobStatus.ERROR,
 )
+# UPSTREAM_KEEPALIVE_INTERVAL as the service passes it on (None: no keep-alive asked for; 0:
+# every one), in seconds.
+KEEPALIVE_INTERVALS = (None, None, 0.0, 5.0, 30.0)
+# File ids as the storages name them; the last needs quoting in SQL.
+FILE_IDS = ("/data/alice/log/j/log.txt", "/data/alice/artifact/j/model.pt", "s3://b/k 'ü\"")
 SETTINGS = settings(max_examples=25, stateful_step_count=30, deadline=None)
 
 Pair = tuple[Job, Job]  # one job as the reference model and as the SQL adapter returned it
@@ -178,6 +186,7 @@ class QueueLockstep(RuleBasedStateMachine):
         self.event_ids: tuple[dict[EventKey, int], dict[EventKey, int]] = ({}, {})
         self.event_keys: tuple[dict[int, EventKey], dict[int, EventKey]] = ({}, {})
         self.delivered: list[tuple[int, int]] = []  # each adapter's id of a completed event
+        self.uploads: list[tuple[int, datetime]] = []  # (job id, stored at), in storage order
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -370,6 +379,7 @@ class QueueLockstep(RuleBasedStateMachine):
         forward=st.booleans(),
         lease=st.booleans(),
         outcome=outcomes,
+        keepalive=st.sampled_from(KEEPALIVE_INTERVALS),
     )
     def report(
         self,
@@ -379,14 +389,36 @@ class QueueLockstep(RuleBasedStateMachine):
         forward: bool,
         lease: bool,
         outcome: str,
+        keepalive: float | None,
     ) -> None:
-        """A worker's update on its job as it is now, as the service decides it: only on a
-        job still held (a cancelled or re-queued one answers 404 before the queue is asked)."""
+        """A worker's update on its job as it is now, as the service decides it."""
+        self.update(self.current(pick), status, details, forward, lease, outcome, keepalive)
+
+    @precondition(lambda self: self.snapshots)
+    @rule(
+        pick=st.integers(0, 1000),
+        wait=st.sampled_from([0.0, 1.0, 4.999999, 5.0, 30.0]),
+        keepalive=st.sampled_from(KEEPALIVE_INTERVALS[2:]),
+        dispatches=st.integers(0, 2),
+    )
+    def ping(self, pick: int, wait: float, keepalive: float, dispatches: int) -> None:
+        """After ``wait`` seconds, a worker's plain keep-alive on its job as it is now, as the
+        service makes it with an upstream: it may go upstream too, at most once per interval
+        and only when none of the job's events is pending, which ``dispatches`` (rounds of the
+        dispatcher delivering what is due, just before) make likelier."""
+        self.now += timedelta(seconds=wait)
+        for _ in range(dispatches):
+            self.dispatch(0.0, 4, 30.0, "delivered", 0.0, False)
+        self.update(self.current(pick), None, None, False, True, "slow", keepalive)
+
+    def current(self, pick: int) -> Pair:
+        """A held job as it is now (a cancelled or re-queued one answers 404 before the queue
+        is asked), or else the snapshot as it was."""
         snapshot = self.snapshots[pick % len(self.snapshots)]
         mem_now, sql_now = self.both(lambda q, _: q.get(snapshot[MEM].id))
         if mem_now is not None and sql_now is not None and held(mem_now):
-            snapshot = (mem_now, sql_now)
-        self.update(snapshot, status, details, forward, lease, outcome)
+            return mem_now, sql_now
+        return snapshot
 
     @precondition(lambda self: self.snapshots)
     @rule(
@@ -396,6 +428,7 @@ class QueueLockstep(RuleBasedStateMachine):
         forward=st.booleans(),
         lease=st.booleans(),
         outcome=outcomes,
+        keepalive=st.sampled_from(KEEPALIVE_INTERVALS),
     )
     def report_late(
         self,
@@ -405,11 +438,12 @@ class QueueLockstep(RuleBasedStateMachine):
         forward: bool,
         lease: bool,
         outcome: str,
+        keepalive: float | None,
     ) -> None:
         """A worker's update decided on an older snapshot of its job (a late or retried
         request): it applies only if the job has not moved on since."""
         snapshot = self.snapshots[pick % len(self.snapshots)]
-        self.update(snapshot, status, details, forward, lease, outcome)
+        self.update(snapshot, status, details, forward, lease, outcome, keepalive)
 
     def update(
         self,
@@ -419,7 +453,13 @@ class QueueLockstep(RuleBasedStateMachine):
         forward: bool,
         lease: bool,
         outcome: str,
+        keepalive: float | None = None,
     ) -> None:
+        """A worker's update; with ``keepalive`` (seconds), one that may claim the job's
+        keep-alive: once nothing went upstream about the job for that long and none of its
+        events is pending, which the test's own view of the outbox tells."""
+        before = None if keepalive is None else self.now - timedelta(seconds=keepalive)
+
         def call(q: Queue, side: int) -> Awaitable[Committed | None]:
             return q.record_update(
                 snapshot[side],
@@ -428,13 +468,33 @@ class QueueLockstep(RuleBasedStateMachine):
                 self.now,
                 forward=forward,
                 lease=lease,
+                keepalive_before=before,
             )
 
+        job = self.run(self.mem.get(snapshot[MEM].id))
         mem, sql = self.both(call)
         assert (mem is None) == (sql is None)
         if mem is None or sql is None:
             return
         self.keep((mem.job, sql.job))
+        assert mem.keepalive == sql.keepalive
+        due = (
+            not forward
+            and before is not None
+            and job is not None
+            and (job.forwarded_at is None or job.forwarded_at <= before)
+            and not self.outbox.get(job.id)
+        )
+        assert (mem.keepalive is not None) == due
+        if mem.keepalive is not None:
+            assert mem.keepalive == KeepAlive(
+                job_id=mem.job.id,
+                upstream_id=mem.job.upstream_id,
+                status=mem.job.status,
+                created_at=self.now,
+            )
+        if forward or mem.keepalive is not None:
+            assert mem.job.forwarded_at == self.now
         if not forward:
             assert (mem.event, sql.event) == (None, None)
             return
@@ -494,7 +554,7 @@ class QueueLockstep(RuleBasedStateMachine):
         if not mem:
             return
         found = (mem[pick % len(mem)], sql[pick % len(sql)])
-        self.update((found[MEM].job, found[SQL].job), None, None, False, lease, "slow")
+        self.update((found[MEM].job, found[SQL].job), None, None, False, lease, "slow", None)
         assert self.expire_one(found, self.now, lease) == (False, None)
 
     def expire_one(
@@ -600,6 +660,60 @@ class QueueLockstep(RuleBasedStateMachine):
         delivered and completed meanwhile (at least once): nothing else may go."""
         ids = self.delivered[pick % len(self.delivered)]
         self.both(lambda q, side: q.complete_events([ids[side]]))
+
+    @precondition(lambda self: self.job_ids)
+    @rule(
+        answers=st.lists(
+            st.tuples(
+                st.integers(0, 1000),
+                st.sampled_from([-30.0, -1.0, -0.000001, 0.0, 0.000001, 5.0]),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def confirm(self, answers: list[tuple[int, float]]) -> None:
+        """The upstream answered messages about these jobs, sent at these times (not in order:
+        deliveries run side by side). Messages are about jobs the queue has: PostgreSQL writes
+        answers later, and would keep one for an id that only a later submission takes."""
+        answered = {
+            self.job_ids[pick % len(self.job_ids)]: self.now + timedelta(seconds=offset)
+            for pick, offset in answers
+        }
+        self.both(lambda q, _: q.confirm_upstream(answered))
+
+    @rule()
+    def write_deferred(self) -> None:
+        """What PostgreSQL put off (delivered events, the upstream's answers) is written, as
+        its timer would do it (tests/queues.py turned that timer off: the test chooses when)."""
+        if isinstance(self.sql, PostgresQueue):
+            self.run(self.sql.flush())
+
+    @precondition(lambda self: self.job_ids)
+    @rule(
+        pick=st.integers(0, 1000),
+        attempt=st.integers(0, 3),
+        file_id=st.sampled_from(FILE_IDS),
+        skew=skews,
+    )
+    def upload(self, pick: int, attempt: int, file_id: str, skew: float) -> None:
+        """A file stored for a job, by an API process whose clock may be behind: storage order
+        and time order need not agree."""
+        job_id = self.job_ids[pick % len(self.job_ids)]
+        at = self.now + timedelta(seconds=skew)
+        self.both(lambda q, _: q.record_upload(job_id, attempt, file_id, at))
+        self.uploads.append((job_id, at))
+
+    @precondition(lambda self: self.uploads)
+    @rule(pick=st.integers(0, 1000), since=st.integers(0, 1000), everything=st.booleans())
+    def list_uploads(self, pick: int, since: int, everything: bool) -> None:
+        """What a job that stored files stored after a time (the clean-up after its user
+        deleted it): after one of its uploads, or of another job's, or now; or everything."""
+        job_id = self.uploads[pick % len(self.uploads)][0]
+        times = [at for _, at in self.uploads] + [self.now]
+        after = None if everything else times[since % len(times)]
+        mem, sql = self.both(lambda q, _: q.uploads_since(job_id, after))
+        assert mem == sql
 
     # -- after every step --------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""The changes of a job that both SQL queues make alike: a worker's update, and the sweep's
-re-queue or failure of a silent job (the ``JobQueue`` methods ``record_update``, ``requeue`` and
-``fail``). Each is a compare-and-set statement of ``queries/common.sql`` on the snapshot the core
-decided on; an adapter only says how it runs one together with the event it records.
+"""The changes of a job that both SQL queues make alike: a worker's update (which may claim the
+job's keep-alive), and the sweep's re-queue or failure of a silent job (the ``JobQueue`` methods
+``record_update``, ``requeue`` and ``fail``). Each is a compare-and-set statement of
+``queries/common.sql`` on the snapshot the core decided on; an adapter only says how it runs one
+together with the event it records.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class JobChanges(ABC):
         lease: bool,
     ) -> Committed | None:
         """Run ``statement`` (a compare-and-set of common.sql on ``job``) with ``values``; when
-        ``forward``,
-        record the new state's event with it, leased to the caller when ``lease`` and it heads
-        its job's line. None: the snapshot was stale, and nothing changed."""
+        ``forward``, record the new state's event with it, leased to the caller when ``lease``
+        and it heads its job's line, and return the keep-alive the change claimed, if any. None:
+        the snapshot was stale, and nothing changed."""
 
     async def record_update(
         self,
@@ -41,8 +42,13 @@ class JobChanges(ABC):
         *,
         forward: bool,
         lease: bool = True,
+        keepalive_before: datetime | None = None,
     ) -> Committed | None:
-        values = self._snapshot(job, forward) | {"status": status.value, "details": runtime_details}
+        values = self._snapshot(job, forward) | {
+            "status": status.value,
+            "details": runtime_details,
+            "keepalive_before": keepalive_before,
+        }
         return await self._change("record_update", job, values, now, forward=forward, lease=lease)
 
     async def requeue(

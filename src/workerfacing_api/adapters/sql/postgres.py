@@ -1,5 +1,5 @@
-"""The queue on PostgreSQL (production, several API processes): ``JobQueue`` and ``Outbox``
-straight on asyncpg's connection pool.
+"""The queue on PostgreSQL (production, several API processes): ``JobQueue``, ``Outbox`` and
+``UploadLedger`` straight on asyncpg's connection pool.
 
 Each operation is one statement (``queries/postgres.sql`` and ``queries/common.sql``), run
 without an explicit transaction: PostgreSQL runs a statement atomically, data-modifying CTEs
@@ -10,7 +10,10 @@ cancellation, which are rare, take a transaction of a few statements.
 
 Delivered events are deleted lazily: ``complete_events`` only remembers their ids, and the next
 statement this process sends deletes them on the side, or a flush does shortly after when
-nothing else comes (see ``postgres.sql``).
+nothing else comes (see ``postgres.sql``). The upstream's answers (``confirm_upstream``, one per
+delivery) are written by that flush as well, batched; until then this process reads its jobs
+with them applied, so it sees its own confirmations at once, and the others see them within
+the flush delay.
 
 A lost connection (the server restarted, failed over or ended it) is reported as
 ``Unavailable``, which workers see as a 503 they retry.
@@ -22,16 +25,19 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 
 from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.rows import (
+    EARLIEST,
     changed_job,
+    claimed_keepalive,
     event_from,
     fit_values,
     fresh_event,
@@ -82,13 +88,23 @@ CANCEL_LIVE_JOBS_OF_UPSTREAM_ID = Statement(_SQL["cancel_live_jobs_of_upstream_i
 INSERT_JOB = Statement(_SQL["insert_job"])
 CANCEL_JOB = Statement(_SQL["cancel_job"])
 DROP_EVENTS_OF_JOBS = Statement(_SQL["drop_events_of_jobs"])
-# common.sql's compare-and-set statements, each run with the event it records.
-CHANGES = {
-    change: Statement(queries.fill(_SQL["change_job"], change=_SQL[change]))
-    for change in ("record_update", "end_silent_attempt")
+# common.sql's compare-and-set statements, each run with the event it records. A worker's
+# update may claim a keep-alive; the events this process delivered do not hold it back.
+_COMPARE_AND_SET = {
+    "record_update": queries.fill(
+        _SQL["record_update"],
+        keepalive=queries.fill(_SQL["keepalive_due"], not_delivered=_SQL["not_delivered"]),
+    ),
+    "end_silent_attempt": _SQL["end_silent_attempt"],
 }
+CHANGES = {
+    name: Statement(queries.fill(_SQL["change_job"], change=sql))
+    for name, sql in _COMPARE_AND_SET.items()
+}
+RECORD_UPLOAD = Statement(_SQL["record_upload"])
+UPLOADS_SINCE = Statement(_SQL["uploads_since"])
 LEASE_EVENTS = Statement(_SQL["lease_events"])
-COMPLETE_EVENTS = Statement(_SQL["complete_events"])
+FLUSH_DEFERRED = Statement(_SQL["flush_deferred"])
 POSTPONE_EVENTS = Statement(_SQL["postpone_events"])
 EXPEDITE_EVENTS = Statement(_SQL["expedite_events"])
 
@@ -124,6 +140,14 @@ def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"lost the connection to the queue's database ({exc}); retry")
 
 
+def _keep_latest(kept: dict[int, datetime], answered: Mapping[int, datetime]) -> None:
+    """Add ``answered`` to ``kept``, keeping the latest answer per job (as the database does)."""
+    for job_id, at in answered.items():
+        known = kept.get(job_id)
+        if known is None or known < at:
+            kept[job_id] = at
+
+
 async def _no_reset(_conn: asyncpg.Connection) -> None:
     """Nothing to reset on a returned connection: every operation here is one statement or a
     transaction that ends (``async with conn.transaction()``), and nothing sets session state,
@@ -131,7 +155,7 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
 
 
 class PostgresQueue(JobChanges):
-    """``JobQueue`` and ``Outbox`` on PostgreSQL."""
+    """``JobQueue``, ``Outbox`` and ``UploadLedger`` on PostgreSQL."""
 
     def __init__(
         self,
@@ -180,6 +204,10 @@ class PostgresQueue(JobChanges):
         self._closed = False
         # Delivered events not deleted yet (see postgres.sql).
         self._delivered: set[int] = set()
+        # The upstream's latest answer per job, not written yet (confirm_upstream); and those
+        # a flush is writing now, still applied to what this process reads until it commits.
+        self._answered: dict[int, datetime] = {}
+        self._answering: list[dict[int, datetime]] = []
         self._flush_delay = flush_delay
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -249,9 +277,11 @@ class PostgresQueue(JobChanges):
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush_task
-        if self._delivered:
+        if self._delivered or self._answered:
+            # Else the events are sent again (at least once), and the answers are lost: a
+            # clean-up after a delete may then remove files stored before it.
             with contextlib.suppress(Unavailable, asyncpg.PostgresError):
-                await self._flush_now()  # else they are sent again: at least once
+                await self.flush()
         async with self._opening:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -289,7 +319,7 @@ class PostgresQueue(JobChanges):
 
     async def get(self, job_id: int) -> Job | None:
         rows = await self._fetch(GET_JOB, {"id": job_id})
-        return job_from(rows[0]) if rows else None
+        return self._as_answered(job_from(rows[0])) if rows else None
 
     async def claim_jobs(
         self,
@@ -312,7 +342,7 @@ class PostgresQueue(JobChanges):
         rows = await self._fetch_done(stmt, params)
         claimed = []
         for row in rows:
-            job = job_from(row)
+            job = self._as_answered(job_from(row))
             event = None
             if row["event_leased_until"] is not None:
                 event = fresh_event(row["event_id"], job, None, now)
@@ -337,11 +367,13 @@ class PostgresQueue(JobChanges):
         )
         if not rows:
             return None
-        changed = changed_job(job, rows[0])
+        changed = self._as_answered(changed_job(job, rows[0]))
         event = None
         if rows[0]["event_leased_until"] is not None:
             event = fresh_event(rows[0]["event_id"], changed, values["details"], now)
-        return Committed(job=changed, event=event)
+        return Committed(
+            job=changed, event=event, keepalive=claimed_keepalive(changed, rows[0], now)
+        )
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
         rows = await self._fetch(FIND_EXPIRED, {"before": heartbeat_before, "limit": limit})
@@ -351,7 +383,10 @@ class PostgresQueue(JobChanges):
         for r in await self._fetch(WORKERS_TRIED, {"ids": [r["id"] for r in rows]}):
             tried.setdefault(r["job_id"], []).append(r["worker"])
         return [
-            ExpiredJob(job=job_from(r), workers_tried=tuple(tried.get(r["id"], ()))) for r in rows
+            ExpiredJob(
+                job=self._as_answered(job_from(r)), workers_tried=tuple(tried.get(r["id"], ()))
+            )
+            for r in rows
         ]
 
     async def cancel(self, job_id: int, now: datetime) -> bool:
@@ -366,7 +401,38 @@ class PostgresQueue(JobChanges):
         return await self._run(cancel_and_drop_events)
 
     async def active_jobs_of(self, worker: str) -> list[Job]:
-        return [job_from(r) for r in await self._fetch(ACTIVE_JOBS_OF_WORKER, {"worker": worker})]
+        rows = await self._fetch(ACTIVE_JOBS_OF_WORKER, {"worker": worker})
+        return [self._as_answered(job_from(r)) for r in rows]
+
+    async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
+        # One per delivery: batched into the next flush instead of a statement each.
+        if answered:
+            _keep_latest(self._answered, answered)
+            self._flush_soon()
+
+    def _as_answered(self, job: Job) -> Job:
+        """``job`` as read, with the upstream's answers this process has not written yet: it
+        reads what it confirmed at once, as if the write had not been put off."""
+        if not self._answered and not self._answering:
+            return job
+        latest = job.upstream_ok_at
+        for answered in (self._answered, *self._answering):
+            at = answered.get(job.id)
+            if at is not None and (latest is None or latest < at):
+                latest = at
+        if latest == job.upstream_ok_at:
+            return job
+        return msgspec.structs.replace(job, upstream_ok_at=latest)
+
+    # -- UploadLedger --------------------------------------------------------------------------
+
+    async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
+        values = {"job_id": job_id, "attempt": attempt, "file_id": file_id, "now": now}
+        await self._fetch(RECORD_UPLOAD, values)
+
+    async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
+        values = {"job_id": job_id, "since": EARLIEST if since is None else since}
+        return [r["file_id"] for r in await self._fetch(UPLOADS_SINCE, values)]
 
     # -- Outbox --------------------------------------------------------------------------------
 
@@ -379,16 +445,38 @@ class PostgresQueue(JobChanges):
 
     async def complete_events(self, event_ids: Sequence[int]) -> None:
         self._delivered.update(event_ids)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._flush_delay)
-        if self._delivered:
-            await self._flush_now()
+        # Until nothing is left: what arrives while a flush runs is not left for the next
+        # delivery to pick up, which may be long in coming.
+        while self._delivered or self._answered:
+            await asyncio.sleep(self._flush_delay)
+            try:
+                await self.flush()
+            except Unavailable:
+                return  # kept: the next statement, flush or close() writes it
 
-    async def _flush_now(self) -> None:
-        await self._fetch_done(COMPLETE_EVENTS, {})
+    async def flush(self) -> None:
+        """Write now what this process put off: delete the events it delivered, and keep the
+        upstream's answers it was told of (``flush_deferred``). The rest of the time this runs
+        shortly after either, unless another statement took the events along first."""
+        if not self._delivered and not self._answered:
+            return
+        answered, self._answered = self._answered, {}
+        self._answering.append(answered)
+        params = {"answered_ids": list(answered), "answered_at": list(answered.values())}
+        try:
+            await self._fetch_done(FLUSH_DEFERRED, params)
+        except BaseException:
+            _keep_latest(self._answered, answered)  # not written: the next flush takes them
+            raise
+        finally:
+            self._answering.remove(answered)
 
     async def expedite(self, now: datetime) -> None:
         await self._fetch(EXPEDITE_EVENTS, {"now": now})

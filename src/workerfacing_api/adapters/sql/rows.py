@@ -14,6 +14,7 @@ from workerfacing_api.core.model import (
     HardwareSpecs,
     Job,
     JobStatus,
+    KeepAlive,
     PathsUpload,
     StatusEvent,
     Submission,
@@ -35,6 +36,10 @@ _hardware = msgspec.json.Decoder(_HardwareView)
 _paths = msgspec.json.Decoder(PathsUpload)
 
 
+# uploads_since's :since when the caller wants every upload: before anything stored.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
 def utc(value: Any) -> datetime:
     """A stored timestamp as an aware UTC datetime (SQLite keeps fixed-width UTC text)."""
     if isinstance(value, str):
@@ -44,9 +49,12 @@ def utc(value: Any) -> datetime:
     return value  # type: ignore[no-any-return]
 
 
+def utc_or_none(value: Any) -> datetime | None:
+    return None if value is None else utc(value)
+
+
 def job_from(row: Row) -> Job:
     spec = row["spec"].encode()
-    heartbeat = row["last_heartbeat_at"]
     return Job(
         id=row["id"],
         upstream_id=row["upstream_id"],
@@ -62,16 +70,18 @@ def job_from(row: Row) -> Job:
         attempt=row["attempt"],
         num_retries=row["num_retries"],
         event_seq=row["event_seq"],
-        last_heartbeat_at=None if heartbeat is None else utc(heartbeat),
+        last_heartbeat_at=utc_or_none(row["last_heartbeat_at"]),
         updated_at=utc(row["updated_at"]),
         runtime_details=row["runtime_details"],
+        forwarded_at=utc_or_none(row["forwarded_at"]),
+        upstream_ok_at=utc_or_none(row["upstream_ok_at"]),
     )
 
 
 def changed_job(job: Job, row: Row) -> Job:
     """``job`` after a compare-and-set on it won: the columns the change may touch come from
-    ``row``; the others cannot have changed (the snapshot matched), so they are not read back."""
-    heartbeat = row["last_heartbeat_at"]
+    ``row``, and ``upstream_ok_at``, which moves without changing the snapshot; the others
+    cannot have changed (the snapshot matched), so they are not read back."""
     return msgspec.structs.replace(
         job,
         status=JobStatus(row["status"]),
@@ -81,8 +91,18 @@ def changed_job(job: Job, row: Row) -> Job:
         event_seq=row["event_seq"],
         runtime_details=row["runtime_details"],
         updated_at=utc(row["updated_at"]),
-        last_heartbeat_at=None if heartbeat is None else utc(heartbeat),
+        last_heartbeat_at=utc_or_none(row["last_heartbeat_at"]),
+        forwarded_at=utc_or_none(row["forwarded_at"]),
+        upstream_ok_at=utc_or_none(row["upstream_ok_at"]),
     )
+
+
+def claimed_keepalive(job: Job, row: Row, now: datetime) -> KeepAlive | None:
+    """The keep-alive a compare-and-set claimed for ``job`` (its state after the change), to be
+    sent upstream now; None when it claimed none."""
+    if not row["keepalive_claimed"]:
+        return None
+    return KeepAlive(job_id=job.id, upstream_id=job.upstream_id, status=job.status, created_at=now)
 
 
 def event_from(row: Row) -> StatusEvent:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -82,6 +83,17 @@ jobs = Table(
     Column("created_at", _Timestamp, nullable=False),
     Column("updated_at", _Timestamp, nullable=False),
     Column("last_heartbeat_at", _Timestamp),
+    # When a message about the job last went upstream (an event recorded, a keep-alive
+    # claimed): keep-alives go at most once per interval, whichever process sees the pings.
+    Column("forwarded_at", _Timestamp),
+    # When the upstream last answered anything but 404 about the job (the sending time of that
+    # message): what was stored for the job after it may postdate the user's delete.
+    Column("upstream_ok_at", _Timestamp),
+    # Whether the latest compare-and-set on the row (record_update, end_silent_attempt) claimed
+    # the job's keep-alive. Read only in that statement's RETURNING: PostgreSQL 15 and SQLite
+    # return the new row alone, and whether forwarded_at moved cannot be told from its new
+    # value (it may have been set at that same instant before).
+    Column("keepalive_claimed", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(f"status IN {STATUSES!r}", name="status"),
     CheckConstraint("environment IN ('cloud', 'local', 'any')", name="environment"),
     postgresql_with={"fillfactor": 85},  # room on each page for in-place (HOT) updates
@@ -153,3 +165,19 @@ status_events = Table(
 )
 # In order per job: an event may be delivered only when no older event of its job is left.
 Index("ix_status_events_job_id_id", status_events.c.job_id, status_events.c.id)
+
+job_uploads = Table(
+    "job_uploads",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),  # storage order
+    Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("file_id", Text, nullable=False, comment="canonical file id, as the storage names it"),
+    Column("stored_at", _Timestamp, nullable=False),
+    comment="files stored for jobs: what to remove when the user turns out to have deleted one",
+)
+# What a job stored after a time (the clean-up after its user deleted it).
+Index("ix_job_uploads_job_id_stored_at", job_uploads.c.job_id, job_uploads.c.stored_at)
+# Whether another job stored the same file again later (it is that job's file then). A hash
+# index on PostgreSQL: a file id is a path of any length, and a B-tree entry has a size limit.
+Index("ix_job_uploads_file_id", job_uploads.c.file_id, postgresql_using="hash")

@@ -1,4 +1,5 @@
-"""The queue on SQLite (one machine): ``JobQueue`` and ``Outbox`` through SQLAlchemy + aiosqlite.
+"""The queue on SQLite (one machine): ``JobQueue``, ``Outbox`` and ``UploadLedger`` through
+SQLAlchemy + aiosqlite.
 
 SQLite has one writer at a time. Every change runs as a few short statements inside one
 ``BEGIN IMMEDIATE`` transaction, which takes that write lock up front: the claim's read and its
@@ -8,7 +9,7 @@ without a transaction. Timestamps are stored as fixed-width UTC text, so text or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,9 @@ from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.engine import READ_ONLY
 from workerfacing_api.adapters.sql.rows import (
+    EARLIEST,
     changed_job,
+    claimed_keepalive,
     event_from,
     fit_values,
     fresh_event,
@@ -63,7 +66,16 @@ PICK_FITTING = _statement("pick_fitting", "groups", fits=_SQL["fits"])
 TAKE_JOBS = _statement("take_jobs", "ids")
 RECORD_ATTEMPT = _statement("record_attempt")
 ADD_EVENT = _statement("add_event")
-CHANGES = {change: _statement(change) for change in ("record_update", "end_silent_attempt")}
+CHANGES = {
+    # Delivered events are deleted at once here: every event left is pending.
+    "record_update": _statement(
+        "record_update", keepalive=queries.fill(_SQL["keepalive_due"], not_delivered="")
+    ),
+    "end_silent_attempt": _statement("end_silent_attempt"),
+}
+CONFIRM_UPSTREAM = _statement("confirm_upstream")
+RECORD_UPLOAD = _statement("record_upload")
+UPLOADS_SINCE = _statement("uploads_since")
 EXPEDITE_EVENTS = _statement("expedite_events")
 DELIVERABLE_EVENTS = _statement("deliverable_events")
 LEASE_EVENTS = _statement("lease_events", "ids")
@@ -85,7 +97,7 @@ def stamp(value: datetime) -> str:
 
 
 class SqliteQueue(JobChanges):
-    """``JobQueue`` and ``Outbox`` on one SQLite database file."""
+    """``JobQueue``, ``Outbox`` and ``UploadLedger`` on one SQLite database file."""
 
     def __init__(
         self, engine: AsyncEngine, *, record_events: bool, lease_seconds: float = 30.0
@@ -213,7 +225,9 @@ class SqliteQueue(JobChanges):
             event = None
             if forward:
                 event = await self._add_event(conn, changed, values["details"], now, lease)
-        return Committed(job=changed, event=event)
+        return Committed(
+            job=changed, event=event, keepalive=claimed_keepalive(changed, row._mapping, now)
+        )
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
         async with self._read() as conn:
@@ -242,6 +256,26 @@ class SqliteQueue(JobChanges):
         async with self._read() as conn:
             rows = (await conn.execute(ACTIVE_JOBS_OF_WORKER, {"worker": worker})).all()
         return [job_from(r._mapping) for r in rows]
+
+    async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
+        if answered:
+            async with self._write() as conn:
+                await conn.execute(
+                    CONFIRM_UPSTREAM,
+                    [{"id": job_id, "at": stamp(at)} for job_id, at in answered.items()],
+                )
+
+    # -- UploadLedger --------------------------------------------------------------------------
+
+    async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
+        values = {"job_id": job_id, "attempt": attempt, "file_id": file_id, "now": stamp(now)}
+        async with self._write() as conn:
+            await conn.execute(RECORD_UPLOAD, values)
+
+    async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
+        values = {"job_id": job_id, "since": stamp(EARLIEST if since is None else since)}
+        async with self._read() as conn:
+            return [r.file_id for r in await conn.execute(UPLOADS_SINCE, values)]
 
     # -- Outbox --------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ INSERT INTO jobs (
 )
 RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at;
+    last_heartbeat_at, forwarded_at, upstream_ok_at;
 
 
 -- name: cancel_live_jobs_of_upstream_id
@@ -57,7 +57,7 @@ RETURNING id;
 -- name: get_job
 SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at
+    last_heartbeat_at, forwarded_at, upstream_ok_at
 FROM jobs
 WHERE id = :id;
 
@@ -66,7 +66,7 @@ WHERE id = :id;
 -- The jobs a worker holds now: it may download only their input files.
 SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at
+    last_heartbeat_at, forwarded_at, upstream_ok_at
 FROM jobs
 WHERE worker = :worker AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
 ORDER BY id;
@@ -77,7 +77,7 @@ ORDER BY id;
 -- active jobs time out, and the partial index on them finds these without reading the queue.
 SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at
+    last_heartbeat_at, forwarded_at, upstream_ok_at
 FROM jobs
 WHERE status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :before
@@ -92,19 +92,27 @@ LIMIT :limit;
 -- cannot undo a worker's update, and two events of one job commit one after the other, so the
 -- later one always sees the earlier when it checks the job's line in the outbox. A cancelled job
 -- never changes again. Only the columns a change can touch come back: the rest of the job (its
--- document above all) is the snapshot's, and reading it back on every keep-alive is waste. The caller records the event (SQLite: its next statement; PostgreSQL:
--- the same statement, see change_job in postgres.sql).
+-- document above all) is the snapshot's, and reading it back on every keep-alive is waste;
+-- upstream_ok_at comes back too, as confirm_upstream may have moved it since the snapshot. A
+-- change that records an event sends a message upstream: forwarded_at becomes :now. The caller
+-- records the event (SQLite: its next statement; PostgreSQL: the same statement, see change_job
+-- in postgres.sql).
 
 -- name: record_update
 -- A worker's accepted update: the state it reports (the same one again is a keep-alive), a
--- fresh heartbeat, and its runtime_details when it sent some.
+-- fresh heartbeat, and its runtime_details when it sent some. An update that records no event
+-- may claim the job's keep-alive ({keepalive}: keepalive_due, true or false): in this same
+-- statement, so that of many processes that see a job's pings at once exactly one claims it
+-- (a concurrent update waits for the row and decides on what the first one wrote).
 UPDATE jobs
 SET status = :status, last_heartbeat_at = :now, updated_at = :now,
-    runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record
+    runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record,
+    keepalive_claimed = {keepalive},
+    forwarded_at = CASE WHEN :record = 1 OR {keepalive} THEN :now ELSE forwarded_at END
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
 RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
-    updated_at, last_heartbeat_at;
+    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
 
 
 -- name: end_silent_attempt
@@ -115,13 +123,55 @@ UPDATE jobs
 SET status = CASE WHEN :requeue = 1 THEN 'queued' ELSE 'error' END,
     worker = CASE WHEN :requeue = 1 THEN NULL ELSE worker END,
     num_retries = num_retries + :requeue,
-    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record
+    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
+    keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
     AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :heartbeat_before
 RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
-    updated_at, last_heartbeat_at;
+    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
+
+
+-- name: keepalive_due
+-- Not a statement: whether a worker's update claims its job's keep-alive, filled into
+-- record_update as {keepalive}. DESIGN §3: a keep-alive goes upstream when the update records no
+-- event, nothing went upstream about the job since :keepalive_before (NULL: none is asked for),
+-- and none of the job's events waits in the outbox, which it must never overtake. The probe of
+-- the outbox (one index entry) runs only when the rest holds: at most once per interval and job
+-- while its pings go out. {not_delivered} leaves out the events known delivered but not deleted
+-- yet (PostgreSQL's :done; nothing on SQLite, which deletes them at once).
+CASE WHEN :record = 0 AND COALESCE(forwarded_at, :keepalive_before) <= :keepalive_before
+    THEN NOT EXISTS (
+        SELECT 1 FROM status_events e WHERE e.job_id = jobs.id {not_delivered}
+    )
+    ELSE false
+END
+
+
+-- name: record_upload
+-- A file stored for an attempt of a job, noted before the upload is answered: should the job
+-- turn out deleted by its user, uploads_since finds it.
+INSERT INTO job_uploads (job_id, attempt, file_id, stored_at)
+VALUES (:job_id, :attempt, :file_id, :now);
+
+
+-- name: uploads_since
+-- The files a job stored after :since (the earliest time there is when the caller gives none),
+-- each once, in the order they were first stored then (ids are storage order; clocks of
+-- several processes need not agree). A file another job stored again later is that job's
+-- file now: it is left out, unless this job stored it once more after that.
+SELECT u.file_id
+FROM job_uploads u
+WHERE u.job_id = :job_id AND u.stored_at > :since
+    AND NOT EXISTS (
+        SELECT 1 FROM job_uploads o
+        WHERE o.file_id = u.file_id AND o.job_id <> u.job_id
+            AND o.id > u.id AND o.stored_at > u.stored_at
+    )
+GROUP BY u.file_id
+ORDER BY min(u.id);
 
 
 -- name: expedite_events

@@ -6,6 +6,7 @@
 -- events this process delivered since its last statement (:done, the CTE "done") and treats them
 -- as gone, which they are once it commits. A successor event is leased only by the statement
 -- that deletes its predecessor, so no crash can resend an event after a later one of its job.
+-- The upstream's answers (upstream_ok_at) are written lazily too, by flush_deferred.
 --
 -- Plans are generic (plan_cache_mode = force_generic_plan: planning costs more than running
 -- these statements), made once per connection; see docs/PERFORMANCE.md.
@@ -26,13 +27,14 @@ claimed AS (
     UPDATE jobs
     SET status = 'pulled', worker = :worker::text, attempt = jobs.attempt + 1,
         attempted_by = jobs.attempted_by || jsonb_build_array(:worker::text),
-        event_seq = jobs.event_seq + :record, last_heartbeat_at = :now, updated_at = :now
+        event_seq = jobs.event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
+        forwarded_at = CASE WHEN :record = 1 THEN :now ELSE jobs.forwarded_at END
     FROM picked
     WHERE jobs.id = picked.id
     RETURNING jobs.id, jobs.upstream_id, jobs.status, jobs.environment, jobs.job_group,
         jobs.priority, jobs.spec, jobs.paths_upload, jobs.worker, jobs.attempt,
         jobs.num_retries, jobs.event_seq, jobs.runtime_details, jobs.created_at,
-        jobs.updated_at, jobs.last_heartbeat_at
+        jobs.updated_at, jobs.last_heartbeat_at, jobs.forwarded_at, jobs.upstream_ok_at
 ),
 attempts AS (
     INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
@@ -92,6 +94,8 @@ FOR UPDATE SKIP LOCKED
 -- end_silent_attempt), with the event it records when :record is 1, committed together in one
 -- statement. The event is leased to this request only when no older event of its job is
 -- pending (a LATERAL probe of one index entry: it cannot turn into a scan of the outbox).
+-- record_update's keep-alive check leaves out :done (not_delivered): the CTE "done" deletes
+-- them, but the other parts of this statement still see them.
 WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
 changed AS ({change}),
 event AS (
@@ -111,6 +115,14 @@ event AS (
 )
 SELECT changed.*, event.id AS event_id, event.leased_until AS event_leased_until
 FROM changed LEFT JOIN event ON true;
+
+
+-- name: not_delivered
+-- Not a statement: filled into common.sql's keepalive_due as {not_delivered}. The events this
+-- process delivered (:done) are no longer pending, though the statement that deletes them still
+-- sees them: a keep-alive need not wait for them. Events other processes delivered and have not
+-- deleted yet do hold a keep-alive back, until their next statement: it waits for the next ping.
+AND e.id <> ALL(:done::bigint[])
 
 
 -- name: drop_events_of_jobs
@@ -149,9 +161,25 @@ RETURNING status_events.id, status_events.job_id, status_events.upstream_id,
     status_events.attempts;
 
 
--- name: complete_events
--- Delete the delivered events (:done) when no other statement came to take them along.
-DELETE FROM status_events WHERE id = ANY(:done::bigint[]);
+-- name: flush_deferred
+-- Write what this process put off, when no other statement came to take it along: delete the
+-- events it delivered (:done), and keep the upstream's latest answer per job (confirm_upstream:
+-- :answered_ids with :answered_at, pair by pair; an older answer never replaces a newer one).
+-- Invariant: no deadlock between the flushes of several processes, which may confirm the same
+-- jobs: each locks its rows in id order before it updates them. Not folded into a statement
+-- that changes a job itself: PostgreSQL updates a row only once per statement.
+WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
+answered AS (
+    SELECT jobs.id, a.at
+    FROM unnest(:answered_ids::bigint[], :answered_at::timestamptz[]) AS a(id, at)
+    JOIN jobs ON jobs.id = a.id
+    WHERE jobs.upstream_ok_at IS NULL OR jobs.upstream_ok_at < a.at
+    ORDER BY jobs.id
+    FOR NO KEY UPDATE OF jobs
+)
+UPDATE jobs SET upstream_ok_at = GREATEST(jobs.upstream_ok_at, answered.at)
+FROM answered
+WHERE jobs.id = answered.id;
 
 
 -- name: postpone_events

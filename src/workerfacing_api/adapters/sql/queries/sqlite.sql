@@ -40,15 +40,17 @@ LIMIT :limit;
 
 -- name: take_jobs
 -- Hand the picked jobs to :worker for their next attempt; counted as an event when events are
--- recorded (:record = 1). The pick ran in this same write transaction, so they are still queued.
+-- recorded (:record = 1), which then goes upstream (forwarded_at). The pick ran in this same
+-- write transaction, so they are still queued.
 UPDATE jobs
 SET status = 'pulled', worker = :worker, attempt = attempt + 1,
     attempted_by = json_insert(attempted_by, '$[#]', :worker),
-    event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now
+    event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
 WHERE id IN :ids AND status = 'queued'
 RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at;
+    last_heartbeat_at, forwarded_at, upstream_ok_at;
 
 
 -- name: record_attempt
@@ -105,3 +107,10 @@ DELETE FROM status_events WHERE id IN :ids;
 UPDATE status_events
 SET due_at = :until, leased_until = NULL, attempts = attempts + 1, last_error = :error
 WHERE id IN :ids;
+
+
+-- name: confirm_upstream
+-- The upstream answered a message about job :id sent at :at (not with a 404): kept when it is
+-- the latest answer yet, whatever order the answers come in.
+UPDATE jobs SET upstream_ok_at = :at
+WHERE id = :id AND (upstream_ok_at IS NULL OR upstream_ok_at < :at);
