@@ -103,7 +103,7 @@ class Server:
         assert self.db_path is not None
         with sqlite3.connect(self.db_path) as conn:
             rows: list[tuple[Any, ...]] = []
-            for table in ("jobs", "job_attempts", "status_events"):
+            for table in ("jobs", "job_attempts", "status_events", "job_uploads"):
                 rows.extend(
                     (table, *r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
                 )

@@ -448,11 +448,13 @@ FILE_ID_CASES = [
     ),
     pytest.param("relative/x", 403, "outside the data root", id="relative"),
     pytest.param(
-        "{root}/alice/data/../data/stray.mat", 403, "not an input", id="dots-to-unnamed-file"
+        "{root}/alice/data/../data/stray.mat", 404, "not an input", id="dots-to-unnamed-file"
     ),
-    pytest.param("{stray}", 403, "not an input", id="unnamed-file"),
-    pytest.param("{root}/alice/nothing-here.txt", 403, "not an input", id="missing-file"),
-    pytest.param("{root}", 403, "not an input", id="the-root"),
+    # Inside the root but no input of the caller's jobs: 404, which the worker reads as "stop"
+    # (DESIGN §4); 403 is only for what lies outside the root.
+    pytest.param("{stray}", 404, "not an input", id="unnamed-file"),
+    pytest.param("{root}/alice/nothing-here.txt", 404, "not an input", id="missing-file"),
+    pytest.param("{root}", 404, "not an input", id="the-root"),
     pytest.param("s3://bucket/key", 422, "S3", id="s3-on-local-storage"),
 ]
 
@@ -469,13 +471,13 @@ def test_file_endpoints_refuse_files_outside_the_callers_jobs(
 
 
 @pytest.mark.parametrize("action", ["url", "download"])
-def test_file_of_another_workers_job_is_forbidden(queue: Queue, action: str) -> None:
+def test_file_of_another_workers_job_is_not_found_for_the_caller(queue: Queue, action: str) -> None:
     server = queue.server
     url = f"{server.url}/files/{queue.held_file}/{action}"
     assert_refused(
         server,
         lambda: requests.get(url, headers=server.auth(INTRUDER), timeout=10),
-        403,
+        404,
         "not an input",
     )
     # The holder may: the refusal above is about the caller, not the file.

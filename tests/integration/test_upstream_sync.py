@@ -125,9 +125,10 @@ def test_upstream_deletion_cancels_the_job_and_the_worker_is_told(
     (queue_id,) = server.pull("w")
     assert server.put_status(queue_id, "preprocessing", "w").status_code == 204
     upstream.set(gone=[body["job"]["meta"]["job_id"]])  # the user deletes the job
-    # This change was accepted; the upstream's 404 cancels the job...
-    assert server.put_status(queue_id, "running", "w").status_code == 204
-    # ...and the worker's next calls on it answer 404: stop.
+    # The upstream's 404 to this change cancels the job, and came in time: this very call
+    # answers 404 (stop)...
+    assert server.put_status(queue_id, "running", "w").status_code == 404
+    # ...and so does every later call on it.
     assert server.put_status(queue_id, "running", "w").status_code == 404
     url = requests.post(
         f"{server.url}/jobs/{queue_id}/files/url",
