@@ -377,6 +377,7 @@ class Options:
     cognito: bool = False
     python: str = sys.executable
     updates: tuple[str, ...] = ("running", "finished")
+    settle: float = 5.0  # seconds to wait for deliveries after the cycles
 
 
 def cycles_benchmark(
@@ -409,8 +410,18 @@ def cycles_benchmark(
             client_cpu = time.process_time() - client_before
             db_cpu = postgres_cpu() - db_before
             stub_cpu = (cpu_seconds(rig.stub.pid) if rig.stub else 0.0) - stub_before
-            time.sleep(0.5)
-            events = (uvloop.run(stub_count(rig.stub_url)) if rig.stub else 0) - events_before
+            events = 0
+            if rig.stub:
+                # Deliveries still in flight (a slow upstream) or waiting for the dispatcher
+                # arrive after the cycles: wait for them (bounded), then once more for any
+                # sent twice.
+                expected = result.cycles * (1 + len(set(options.updates)))
+                deadline = time.monotonic() + options.settle
+                while events < expected and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    events = uvloop.run(stub_count(rig.stub_url)) - events_before
+                time.sleep(0.5)
+                events = uvloop.run(stub_count(rig.stub_url)) - events_before
         finally:
             rig.stop()
     cycles = max(result.cycles, 1)
@@ -438,6 +449,7 @@ def cycles_benchmark(
         else None,
         "stub_cpu_ms_per_cycle": round(1000 * stub_cpu / cycles, 3),
         "upstream_events": events,
+        "state_changes": result.cycles * (1 + len(set(options.updates))),
         "duplicates": len(result.handed) - len(set(result.handed)),
         "errors": result.errors,
         "error_statuses": result.error_statuses,
@@ -576,6 +588,12 @@ def main() -> None:
         default="running,finished",
         help="status updates after each pull, e.g. running,running,finished (a keep-alive)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to wait for deliveries still under way after the cycles",
+    )
     parser.add_argument("--sizes", default="100,10000,100000")
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -596,6 +614,7 @@ def main() -> None:
             cognito=args.cognito,
             python=args.python,
             updates=tuple(args.cycle.split(",")),
+            settle=args.settle,
         )
         for kind in kinds:
             for processes in (int(p) for p in args.processes.split(",")):
