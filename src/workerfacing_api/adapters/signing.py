@@ -4,6 +4,11 @@ Local storage has no S3 to pre-sign requests, so the service signs them itself: 
 over the method, the path, every query parameter and an expiry, keyed by a key derived from
 ``INTERNAL_API_KEY_SECRET`` so that every API process accepts every other's links. The DECODE
 worker sends such links as they are, without its token; the caller's token is never echoed.
+
+What is signed is an unambiguous encoding: the path and each parameter's name and value are
+percent-encoded (every byte outside letters, digits and ``-._~``), sorted, and joined with
+separators that the encoding never produces. So no value a worker chooses (a ``base_path``
+holding a newline and ``expires=…``) can stand in for another parameter.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ EXPIRES = "expires"
 class UrlSigner:
     def __init__(self, secret: str, *, lifetime: int = 600) -> None:
         self._key = hmac.new(
-            secret.encode(), b"workerfacing-api/signed-links/v1", hashlib.sha256
+            secret.encode(), b"workerfacing-api/signed-links/v2", hashlib.sha256
         ).digest()
         self.lifetime = lifetime
 
     def _mac(self, method: str, path: str, params: Mapping[str, str]) -> str:
-        canonical = "\n".join([method.upper(), path, *(f"{k}={params[k]}" for k in sorted(params))])
+        encoded = sorted(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+        canonical = "\n".join([method.upper(), quote(path, safe=""), "&".join(encoded)])
         return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()
 
     def sign(
