@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -577,3 +579,115 @@ def test_submission_nested_deeper_than_the_decoder_goes_is_refused(queue: Queue)
     assert_refused(
         server, lambda: post_submission(server, data=data, headers=headers), 422, "nested"
     )
+
+
+# --- issue 10: what a black-box probe found -----------------------------------------------------
+
+
+def test_a_submission_that_is_not_utf8_is_refused(queue: Queue) -> None:
+    server = queue.server
+    headers = {"x-api-key": server.api_key, "content-type": "application/json"}
+    assert_refused(
+        server,
+        lambda: post_submission(server, data=b'{"job": "\xff\xfe"}', headers=headers),
+        422,
+        "UTF-8",
+    )
+
+
+def test_a_multipart_boundary_longer_than_the_parser_takes_is_refused(queue: Queue) -> None:
+    server = queue.server
+    boundary = "b" * 300
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        f"hello\r\n--{boundary}--\r\n"
+    ).encode()
+    assert_refused(
+        server,
+        lambda: requests.post(
+            f"{server.url}/jobs/{queue.held}/files/upload",
+            params={"type": "log"},
+            headers={
+                **server.auth(HOLDER),
+                "content-type": f"multipart/form-data; boundary={boundary}",
+            },
+            data=body,
+            timeout=10,
+        ),
+        422,
+        "boundary",
+    )
+
+
+def test_a_query_string_too_long_for_the_http_parser_gets_json(queue: Queue) -> None:
+    server = queue.server
+    answer = requests.get(
+        f"{server.url}/jobs",
+        params={"memory": "1", "padding": "x" * 70_000},
+        headers=server.auth(HOLDER),
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert "64 KiB" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        pytest.param('filename="a\nb.bin"', id="newline"),
+        pytest.param('filename="tab\there.txt"', id="tab"),
+        pytest.param('filename="bell\x07.log"', id="bell"),
+        pytest.param('filename="del\x7f.txt"', id="delete"),
+    ],
+)
+def test_upload_refuses_file_names_with_control_characters(queue: Queue, disposition: str) -> None:
+    # Written by hand: requests would percent-encode the name, which is then harmless.
+    body = (
+        f'--x\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'
+        "content\r\n--x--\r\n"
+    ).encode()
+    server = queue.server
+    assert_refused(
+        server,
+        lambda: requests.post(
+            f"{server.url}/jobs/{queue.held}/files/upload",
+            params={"type": "output"},
+            headers={**server.auth(HOLDER), "content-type": "multipart/form-data; boundary=x"},
+            data=body,
+            timeout=10,
+        ),
+        422,
+        "control",
+    )
+
+
+def test_options_of_the_status_path_name_both_methods(queue: Queue) -> None:
+    answer = requests.options(f"{queue.server.url}/jobs/{queue.held}/status", timeout=10)
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == {"GET", "PUT", "OPTIONS"}
+
+
+def test_a_client_hanging_up_during_an_upload_is_no_error_and_leaves_nothing(
+    queue: Queue,
+) -> None:
+    server = queue.server
+    files = files_of(server.data_root)
+    logged = server.log_path.read_text()
+    head = (
+        f"POST /jobs/{queue.held}/files/upload?type=output HTTP/1.1\r\n"
+        f"host: 127.0.0.1\r\nauthorization: {server.auth(HOLDER)['Authorization']}\r\n"
+        "content-type: multipart/form-data; boundary=x\r\ncontent-length: 10000000\r\n\r\n"
+        '--x\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+    ).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(head + b"\x00" * 200_000)
+        time.sleep(0.5)  # the upload is under way, then the worker is killed
+    deadline = time.monotonic() + 10
+    while "hung up" not in server.log_path.read_text()[len(logged) :]:
+        assert time.monotonic() < deadline, server.log_path.read_text()[len(logged) :]
+        time.sleep(0.05)
+    added = server.log_path.read_text()[len(logged) :]
+    assert "ERROR" not in added, added
+    assert "Traceback" not in added, added
+    assert files_of(server.data_root) == files  # no partial file left behind

@@ -57,17 +57,19 @@ def parse_file_type(value: str) -> FileType:
 
 
 def check_file_name(name: str) -> str:
-    """A plain file name: uploads name a file, never a path."""
+    """A plain file name: uploads name a file, never a path, and no control character (a line
+    break in a name breaks every listing and log line that shows it)."""
     if (
         not name
         or name in {".", ".."}
         or "/" in name
         or "\\" in name
-        or "\x00" in name
+        or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
         or len(name.encode()) > 255
     ):
         raise InvalidRequest(
-            f"file name {name!r} is not acceptable: send a plain name (no path), at most 255 bytes"
+            f"file name {name!r} is not acceptable: send a plain name (no path, no control "
+            "characters), at most 255 bytes"
         )
     return name
 

@@ -107,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from workerfacing_api.container import internal_key_file
     from workerfacing_api.entrypoints.http import create_app
+    from workerfacing_api.entrypoints.http.server import JsonErrorsHttpTools
 
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -135,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_config=None,
         proxy_headers=True,
         server_header=False,
+        http=JsonErrorsHttpTools,
     )
 
 

@@ -27,6 +27,7 @@ from workerfacing_api.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from workerfacing_api.entrypoints.http.multipart import ClientHungUp
 
 log = logging.getLogger("workerfacing_api.http")
 
@@ -110,6 +111,28 @@ def nested_too_deeply(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _json(400, "request body: JSON nested too deeply")
 
 
+def invalid_encoding(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A body that is not UTF-8 where JSON (always UTF-8) is expected: bad input."""
+    return _json(400, f"request body is not valid UTF-8 ({exc.__class__.__name__})")
+
+
+def invalid_encoding_of_submission(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[Any]:
+    return _json(422, "invalid job submission: the body is not valid UTF-8 JSON")
+
+
+def client_hung_up(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Not an error of the service: an upload cut short by its client (a worker killed, a
+    network gone). Its partial file is already removed; nobody is left to read this answer."""
+    log.info(
+        "client hung up during %s %s; the partial upload was dropped",
+        request.method,
+        request.url.path,
+    )
+    return _json(400, "the request body ended before it was complete")
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
@@ -120,5 +143,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ValidationException: validation_error,
     HTTPException: http_error,
     RecursionError: nested_too_deeply,
+    UnicodeDecodeError: invalid_encoding,
+    ClientHungUp: client_hung_up,
     Exception: internal_error,
 }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from python_multipart.exceptions import MultipartParseError
+from litestar.exceptions import InternalServerException
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from workerfacing_api.core.errors import InvalidRequest
@@ -33,7 +34,13 @@ class MultipartFile:
         self._in_file = False
         self._file_done = False
         self.filename: str | None = None
-        self._parser = MultipartParser(
+        try:
+            self._parser = self._make_parser(boundary)
+        except FormParserError as exc:  # a boundary longer than the parser takes, say
+            raise InvalidRequest(f"malformed multipart body ({exc})") from None
+
+    def _make_parser(self, boundary: bytes) -> MultipartParser:
+        return MultipartParser(
             boundary,
             callbacks={
                 "on_part_begin": self._on_part_begin,
@@ -83,7 +90,7 @@ class MultipartFile:
     def _feed(self, chunk: bytes) -> None:
         try:
             self._parser.write(chunk)
-        except MultipartParseError as exc:
+        except FormParserError as exc:
             raise InvalidRequest(f"malformed multipart body ({exc})") from None
 
     async def open(self) -> str:
@@ -107,3 +114,17 @@ class MultipartFile:
             if chunk is None:
                 raise InvalidRequest("multipart body ended inside the 'file' field")
             self._feed(chunk)
+
+
+class ClientHungUp(Exception):
+    """The client went away before its upload was complete: nothing to answer, nothing kept."""
+
+
+async def until_hang_up(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The request body, with a client that hangs up mid-way turned into ``ClientHungUp``
+    (Litestar reports it as a server error, which it is not)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except InternalServerException:  # what Litestar's stream raises on http.disconnect
+        raise ClientHungUp from None
