@@ -135,6 +135,17 @@ class SubmittedJob(msgspec.Struct, kw_only=True):
     priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
 
 
+def _whole_numbers(value: object) -> object:
+    """``value`` with every float that is a whole number as an int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 class _RawSubmission(msgspec.Struct):
     job: msgspec.Raw
 
@@ -147,8 +158,15 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_json(cls, body: bytes) -> Submission:
-        """Validate a ``POST /_jobs`` body; raises ``msgspec.ValidationError``/``DecodeError``."""
-        return cls(job=msgspec.json.decode(body, type=SubmittedJob), spec=cls.raw_job(body))
+        """Validate a ``POST /_jobs`` body; raises ``msgspec.ValidationError``/``DecodeError``.
+
+        Strict, but JSON's: a number with no fractional part (``8.0``) is an integer, as JSON
+        Schema has it; a string (``"8"``) is not a number."""
+        try:
+            document = _whole_numbers(msgspec.json.decode(body))
+        except RecursionError:
+            raise msgspec.ValidationError("JSON nested too deeply") from None
+        return cls(job=msgspec.convert(document, SubmittedJob), spec=cls.raw_job(body))
 
     @staticmethod
     def raw_job(body: bytes) -> bytes:

@@ -32,7 +32,8 @@ class _HardwareView(msgspec.Struct):
     hardware: HardwareSpecs
 
 
-_hardware = msgspec.json.Decoder(_HardwareView)
+# Strict at submission; lax here, where only an integer written as 8.0 can differ.
+_hardware = msgspec.json.Decoder(_HardwareView, strict=False)
 _paths = msgspec.json.Decoder(PathsUpload)
 
 

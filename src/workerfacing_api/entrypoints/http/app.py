@@ -13,13 +13,14 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from workerfacing_api import __version__
 from workerfacing_api.adapters.identity import CognitoVerifier
 from workerfacing_api.container import Container, close_adapters
 from workerfacing_api.entrypoints.duties import Duties
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
+from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
 from workerfacing_api.entrypoints.http.routes import ROUTES, Services
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
 
@@ -94,7 +95,7 @@ def create_app(
             title="DECODE OpenCloud worker-facing API",
             version=__version__,
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            render_plugins=[SwaggerRenderPlugin(path="/"), ExactJsonRenderPlugin()],
         ),
         logging_config=None,
         debug=False,

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import msgspec
-from litestar import Request, Response, get, post, put
+from litestar import HttpMethod, Request, Response, get, post, put, route
 from litestar.datastructures import ResponseHeader
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Dependency, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
 from litestar.response import File
 
 from workerfacing_api.adapters.signing import UrlSigner
@@ -27,6 +27,8 @@ from workerfacing_api.core.errors import (
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT, JobService
 from workerfacing_api.core.model import (
+    WORKER_STATUSES,
+    FileType,
     Identity,
     JobSpecs,
     JobStatus,
@@ -41,8 +43,13 @@ from workerfacing_api.entrypoints.http.auth import (
     bearer_token,
     require_api_key,
 )
-from workerfacing_api.entrypoints.http.errors import invalid_submission, nested_submission
-from workerfacing_api.entrypoints.http.multipart import MultipartFile
+from workerfacing_api.entrypoints.http.errors import (
+    invalid_encoding_of_submission,
+    invalid_submission,
+    nested_submission,
+)
+from workerfacing_api.entrypoints.http.multipart import MultipartFile, until_hang_up
+from workerfacing_api.entrypoints.http.openapi import exact
 from workerfacing_api.entrypoints.http.routing import FILE_ID_KEY, ORIGINAL_PATH_KEY
 
 JSON = "application/json"
@@ -91,8 +98,8 @@ class Services:
 
 
 # Injected values are trusted: Litestar need not check their types on every request.
-Api = Annotated[Services, Dependency(skip_validation=True)]
-Worker = Annotated[Identity, Dependency(skip_validation=True)]
+Api = SkipValidation[NamedDependency[Services]]
+Worker = SkipValidation[NamedDependency[Identity]]
 
 
 async def provide_worker(request: AnyRequest, api: Api) -> Identity:
@@ -102,7 +109,46 @@ async def provide_worker(request: AnyRequest, api: Api) -> Identity:
 WORKER = {"worker": Provide(provide_worker)}
 
 
-NonNegativeInt = Annotated[int, Parameter(ge=0, le=2**63 - 1)]
+# Query numbers stop at 2**53: the OpenAPI document writes bounds as floats, and above 2**53 a
+# float is not the integer it names (no machine has that many MiB or cores anyway).
+QUERY_MAX = 2**53
+NonNegativeInt = Annotated[int, QueryParameter(ge=0, le=QUERY_MAX)]
+MaybeText = Annotated[str | None, QueryParameter()]
+FileTypeParam = Annotated[
+    str,
+    QueryParameter(
+        name="type",
+        description="which of the job's upload folders",
+        enum=[t.value for t in FileType],
+    ),
+]
+BasePath = Annotated[
+    str, QueryParameter(description="folder below the job's upload folder, relative, no '..'")
+]
+WORKER_STATUSES_DOC = sorted(s.value for s in WORKER_STATUSES)
+
+
+class Problem(msgspec.Struct):
+    """Every error answer: what went wrong and, where it helps, what to do."""
+
+    detail: str
+
+
+_ERRORS = {
+    400: "The request cannot be served this way (e.g. a direct transfer on S3 storage)",
+    401: "No valid bearer token (or shared key, or link signature)",
+    403: "Not in group 'workers', or a path outside the data root or bucket",
+    404: "Unknown, not the caller's (any more), or cancelled: the worker stops",
+    409: "The job already ended in the other final state",
+    413: "The upload is larger than MAX_UPLOAD_BYTES",
+    422: "A parameter or the body is not acceptable; the detail names it",
+    503: "The queue's database cannot be reached right now; retry (see Retry-After)",
+}
+
+
+def errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error answers a route gives, each ``{"detail": "..."}``."""
+    return {code: ResponseSpec(data_container=Problem, description=_ERRORS[code]) for code in codes}
 
 
 @get("/", operation_id="welcome", summary="Welcome message")
@@ -135,10 +181,11 @@ async def access_info(api: Api) -> AccessInfo:
     summary="Pull jobs that fit this worker",
     dependencies=WORKER,
     responses={
+        **errors(401, 403, 422, 503),
         200: ResponseSpec(
             data_container=dict[str, JobSpecs],
             description="Queue id → job, as submitted; empty when nothing fits",
-        )
+        ),
     },
 )
 async def pull_jobs(
@@ -148,20 +195,26 @@ async def pull_jobs(
     cpu_cores: NonNegativeInt = 1,
     gpu_mem: NonNegativeInt = 0,
     gpu_memory: Annotated[
-        int | None, Parameter(ge=0, le=2**63 - 1, description="alias of gpu_mem")
+        int | None,
+        QueryParameter(
+            ge=0,
+            le=QUERY_MAX,
+            description="alias of gpu_mem",
+            schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
+        ),
     ] = None,
-    gpu_model: str | None = None,
-    gpu_archi: str | None = None,
-    groups: list[str] | None = None,
+    gpu_model: MaybeText = None,
+    gpu_archi: MaybeText = None,
+    groups: Annotated[tuple[str, ...], QueryParameter(description="preferred groups")] = (),
     limit: Annotated[
         int,
-        Parameter(
+        QueryParameter(
             ge=1,
-            le=2**63 - 1,
+            le=QUERY_MAX,
             description=f"jobs wanted; at most {MAX_PULL_LIMIT} are handed out per call",
         ),
     ] = 1,
-    older_than: Annotated[float, Parameter(ge=0, le=10**9)] = 0.0,
+    older_than: Annotated[float, QueryParameter(ge=0, le=10**9)] = 0.0,
 ) -> Response[bytes]:
     profile = WorkerProfile(
         worker=worker.username,
@@ -171,7 +224,7 @@ async def pull_jobs(
         gpu_mem=gpu_memory if gpu_memory is not None else gpu_mem,
         gpu_model=gpu_model,
         gpu_archi=gpu_archi,
-        groups=tuple(groups or ()),
+        groups=groups,
         older_than=older_than,
     )
     handed = await api.jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
@@ -184,9 +237,12 @@ async def pull_jobs(
     operation_id="get_job_status",
     summary="A job's status",
     dependencies=WORKER,
-    responses={200: ResponseSpec(data_container=JobStatus, description="The status")},
+    responses={
+        200: ResponseSpec(data_container=JobStatus, description="The status"),
+        **errors(401, 403, 404, 503),
+    },
 )
-async def get_job_status(worker: Worker, api: Api, job_id: int) -> Response[bytes]:
+async def get_job_status(worker: Worker, api: Api, job_id: FromPath[int]) -> Response[bytes]:
     status = await api.jobs.status_of(job_id)
     return Response(msgspec.json.encode(status.value), media_type=JSON)
 
@@ -197,15 +253,35 @@ async def get_job_status(worker: Worker, api: Api, job_id: int) -> Response[byte
     summary="Report status or keep-alive",
     dependencies=WORKER,
     status_code=204,
+    responses=errors(401, 403, 404, 409, 422, 503),
 )
 async def put_job_status(
     worker: Worker,
     api: Api,
-    job_id: int,
-    status: str,
-    runtime_details: str | None = None,
+    job_id: FromPath[int],
+    status: Annotated[
+        str,
+        QueryParameter(
+            description="the job's state as the worker sees it (the same again: a keep-alive)",
+            enum=WORKER_STATUSES_DOC,
+        ),
+    ],
+    runtime_details: MaybeText = None,
 ) -> None:
     await api.jobs.update_status(job_id, worker.username, status, runtime_details)
+
+
+@route(
+    "/jobs/{job_id:int}/status",
+    http_method=[HttpMethod.OPTIONS],
+    operation_id="job_status_options",
+    include_in_schema=False,
+    status_code=204,
+)
+async def job_status_options() -> Response[None]:
+    """Litestar's own OPTIONS answer for this path names only the first handler's method;
+    both are said here."""
+    return Response(None, status_code=204, headers={"allow": "GET, PUT, OPTIONS"})
 
 
 @post(
@@ -214,14 +290,15 @@ async def put_job_status(
     summary="A request that uploads one result file",
     dependencies=WORKER,
     status_code=201,
+    responses=errors(401, 403, 404, 422, 503),
 )
 async def get_upload_url(
     request: AnyRequest,
     worker: Worker,
     api: Api,
-    job_id: int,
-    file_type: Annotated[str, Parameter(query="type", description="output, log or artifact")],
-    base_path: str = "",
+    job_id: FromPath[int],
+    file_type: FileTypeParam,
+    base_path: BasePath = "",
 ) -> PresignedRequest:
     grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
     if grant.presigned is not None:
@@ -243,13 +320,14 @@ async def get_upload_url(
     summary="Upload one result file (local storage): multipart field 'file'",
     status_code=201,
     request_max_body_size=None,
+    responses=errors(400, 401, 403, 404, 413, 422, 503),
 )
 async def upload_file(
     request: AnyRequest,
     api: Api,
-    job_id: int,
-    file_type: Annotated[str, Parameter(query="type", description="output, log or artifact")],
-    base_path: str = "",
+    job_id: FromPath[int],
+    file_type: FileTypeParam,
+    base_path: BasePath = "",
 ) -> Stored:
     params = dict(request.query_params)
     if bearer_token(request) is None and "signature" in params:
@@ -269,7 +347,7 @@ async def upload_file(
         raise PayloadTooLarge(
             f"upload exceeds the limit of {api.files.max_upload_bytes} bytes (MAX_UPLOAD_BYTES)"
         )
-    upload = MultipartFile(request.headers.get("content-type", ""), request.stream())
+    upload = MultipartFile(request.headers.get("content-type", ""), until_hang_up(request.stream()))
     filename = await upload.open()
     size = await api.files.store_upload(grant, filename, upload.chunks())
     return Stored(file=filename, bytes=size)
@@ -291,6 +369,7 @@ def _file_id(request: AnyRequest) -> str:
     description="`file_id` is a value of the job's `files_down`, unencoded: `s3://bucket/key` "
     "or an absolute path (so the path holds `//`).",
     dependencies=WORKER,
+    responses=errors(401, 403, 404, 422, 503),
 )
 async def get_download_url(request: AnyRequest, worker: Worker, api: Api) -> PresignedRequest:
     grant = await api.files.grant_download(worker.username, _file_id(request))
@@ -308,6 +387,7 @@ async def get_download_url(request: AnyRequest, worker: Worker, api: Api) -> Pre
     operation_id="download_file",
     summary="Download one input file (local storage)",
     response_headers=[ResponseHeader(name="content-disposition", documentation_only=True)],
+    responses=errors(400, 401, 403, 404, 422, 503),
 )
 async def download_file(request: AnyRequest, api: Api) -> File:
     file_id = _file_id(request)
@@ -333,10 +413,19 @@ async def download_file(request: AnyRequest, api: Api) -> File:
     status_code=201,
     guards=[require_api_key],
     # The user-facing API reads 422 as "invalid job", also for a body that is not JSON at all.
-    exception_handlers={ClientException: invalid_submission, RecursionError: nested_submission},
-    responses={201: ResponseSpec(data_container=SubmittedJob, description="The queued job")},
+    exception_handlers={
+        ClientException: invalid_submission,
+        RecursionError: nested_submission,
+        UnicodeDecodeError: invalid_encoding_of_submission,
+    },
+    responses={
+        201: ResponseSpec(data_container=SubmittedJob, description="The queued job"),
+        **errors(401, 422, 503),
+    },
 )
-async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Response[bytes]:
+async def submit_job(
+    request: AnyRequest, api: Api, data: JSONBody[SubmittedJob]
+) -> Response[bytes]:
     # Litestar's conversion of ``data`` is lenient ("7" would pass as 7) and drops what the
     # worker must receive byte for byte; the submission is decoded strictly from the body.
     try:
@@ -357,7 +446,7 @@ async def submit_job(request: AnyRequest, api: Api, data: SubmittedJob) -> Respo
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
 def openapi_json(request: AnyRequest) -> Response[bytes]:
     """The OpenAPI document also where FastAPI services keep it (it is at /docs/openapi.json)."""
-    schema = request.app.openapi_schema.to_schema()
+    schema = exact(request.app.openapi_schema.to_schema())
     return Response(msgspec.json.encode(schema), media_type=JSON)
 
 
@@ -366,6 +455,7 @@ ROUTES = [
     openapi_json,
     access_info,
     pull_jobs,
+    job_status_options,  # before the GET and PUT of its path: see its docstring
     get_job_status,
     put_job_status,
     get_upload_url,
