@@ -115,7 +115,8 @@ def start_server(
 ) -> Server:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    state = tmp / ".workerfacing-api"
+    # Processes that share LOCAL_STATE_DIR (given in ``env``) share the local issuer's key.
+    state = Path((env or {}).get("LOCAL_STATE_DIR", tmp / ".workerfacing-api"))
     data_root = tmp / "user_data"
     data_root.mkdir(exist_ok=True)
     db_path = None if db_url else state / "queue.db"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -71,7 +72,12 @@ UPDATE_TARGETS = (
 KEEPALIVE_INTERVALS = (None, None, 0.0, 5.0, 30.0)
 # File ids as the storages name them; the last needs quoting in SQL.
 FILE_IDS = ("/data/alice/log/j/log.txt", "/data/alice/artifact/j/model.pt", "s3://b/k 'ü\"")
-SETTINGS = settings(max_examples=25, stateful_step_count=30, deadline=None)
+# LOCKSTEP_EXAMPLES raises the number of examples (the repeated runs under load do).
+SETTINGS = settings(
+    max_examples=int(os.environ.get("LOCKSTEP_EXAMPLES", "25")),
+    stateful_step_count=30,
+    deadline=None,
+)
 
 Pair = tuple[Job, Job]  # one job as the reference model and as the SQL adapter returned it
 EventKey = tuple[int, int]  # (job id, the job's event_seq once the event was recorded)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ from workerfacing_api.core.model import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("workerfacing_api.queue")
 
 
 class Statement:
@@ -458,8 +460,16 @@ class PostgresQueue(JobChanges):
             await asyncio.sleep(self._flush_delay)
             try:
                 await self.flush()
-            except Unavailable:
-                return  # kept: the next statement, flush or close() writes it
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Kept (flush puts back what it did not write): the next statement, flush or
+                # close() writes it. Nobody awaits this task, so it says what happened itself.
+                log.warning(
+                    "could not write delivered status events yet (%s); will retry",
+                    getattr(exc, "detail", None) or exc,
+                )
+                return
 
     async def flush(self) -> None:
         """Write now what this process put off: delete the events it delivered, and keep the
