@@ -55,6 +55,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 0 forwards every keep-alive upstream, as the original service did.
     upstream_keepalive_interval: Annotated[float, msgspec.Meta(ge=0, le=_YEAR)] = 5.0
     worker_seen_window: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 900.0
+    # Setting a broken worker aside (DESIGN §3): after this many failed attempts in a row
+    # (0: never), for a cool-off that doubles on each repeat up to the maximum; outcomes older
+    # than the window are not evidence.
+    aside_after_failures: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
+    aside_cool_off: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 600.0
+    aside_cool_off_max: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 86_400.0
+    aside_window: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 3_600.0
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
     url_expiry: Annotated[int, msgspec.Meta(ge=1, le=_WEEK)] = 600
@@ -100,6 +107,10 @@ VARIABLES: dict[str, str] = {
     "UPSTREAM_BACKOFF_MAX": "longest wait in seconds between retries of an undelivered status",
     "UPSTREAM_KEEPALIVE_INTERVAL": "seconds between keep-alives sent upstream per job (default 5)",
     "WORKER_SEEN_WINDOW": "seconds a worker counts as present after its last pull (default 900)",
+    "ASIDE_AFTER_FAILURES": "failed attempts in a row that set a worker aside (default 3)",
+    "ASIDE_COOL_OFF": "seconds of a worker's first cool-off (default 600; doubles on repeat)",
+    "ASIDE_COOL_OFF_MAX": "longest cool-off in seconds (default 86400)",
+    "ASIDE_WINDOW": "seconds back that attempts' outcomes count as evidence (default 3600)",
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",
@@ -181,6 +192,11 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
 def _check_consistency(s: Settings) -> None:
+    if s.aside_cool_off_max < s.aside_cool_off:
+        raise ConfigError(
+            f"ASIDE_COOL_OFF_MAX={s.aside_cool_off_max:g} must not be less than "
+            f"ASIDE_COOL_OFF={s.aside_cool_off:g}"
+        )
     if s.filesystem == "s3":
         if not s.s3_bucket:
             raise ConfigError("S3_BUCKET must be set when FILESYSTEM=s3")

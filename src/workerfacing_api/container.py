@@ -41,10 +41,12 @@ from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
 from workerfacing_api.core.clock import SystemClock
 from workerfacing_api.core.files import FileService
+from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.ports import FileStorage, UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
+from workerfacing_api.core.waiting import WaitExplainer
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
 QUEUE_POOL_SIZE = 10
@@ -250,7 +252,24 @@ class Container(containers.DeclarativeContainer):
         keepalive_interval=settings.provided.upstream_keepalive_interval,
         on_cancelled=files.provided.remove_after_delete,
     )
-    jobs = providers.Singleton(JobService, queue, clock, policy, sync)
+    aside = providers.Singleton(
+        AsidePolicy,
+        after_failures=settings.provided.aside_after_failures,
+        cool_off=settings.provided.aside_cool_off,
+        cool_off_max=settings.provided.aside_cool_off_max,
+        window=settings.provided.aside_window,
+    )
+    # The queue is also the worker registry: a claim consults it in the same statement.
+    fleet = providers.Singleton(Fleet, queue, aside)
+    jobs = providers.Singleton(JobService, queue, clock, policy, sync, fleet)
+    explainer = providers.Singleton(
+        WaitExplainer,
+        queue,
+        queue,
+        clock,
+        seen_window=settings.provided.worker_seen_window,
+        exclude_attempted=settings.provided.retry_different,
+    )
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
 
 

@@ -38,7 +38,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0002"
+        assert await current(engine) == "0003"
     finally:
         await engine.dispose()
 

@@ -16,6 +16,7 @@ import msgspec
 
 from tests.bodies import job_document
 from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
@@ -101,6 +102,7 @@ class Stack:
     queue: InMemoryQueue
     sync: StatusSync
     service: JobService
+    fleet: Fleet
 
 
 def make_stack(
@@ -111,6 +113,7 @@ def make_stack(
     jitter: float = 0.0,
     inline_pause_seconds: float = 5.0,
     inline_wait: float = 0.2,
+    aside: AsidePolicy | None = None,
 ) -> Stack:
     clock = FakeClock()
     queue = InMemoryQueue(record_events=upstream is not None)
@@ -124,8 +127,9 @@ def make_stack(
         inline_wait=inline_wait,
         jitter=lambda: jitter,
     )
-    service = JobService(queue, clock, policy or RetryPolicy(), sync)
-    return Stack(clock=clock, queue=queue, sync=sync, service=service)
+    fleet = Fleet(queue, aside or AsidePolicy())
+    service = JobService(queue, clock, policy or RetryPolicy(), sync, fleet)
+    return Stack(clock=clock, queue=queue, sync=sync, service=service, fleet=fleet)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from workerfacing_api.core.errors import (
     Unavailable,
 )
 from workerfacing_api.core.files import DownloadGrant, FileService, UploadGrant
+from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
@@ -35,16 +36,20 @@ from workerfacing_api.core.model import (
     WorkerProfile,
 )
 from workerfacing_api.core.sync import Backoff, StatusSync
+from workerfacing_api.core.waiting import Explanation, WaitExplainer
 
 __all__ = [
     "AccessDenied",
+    "AsidePolicy",
     "Backoff",
     "DomainError",
     "DownloadGrant",
     "Environment",
+    "Explanation",
     "FileNotFound",
     "FileService",
     "FileType",
+    "Fleet",
     "Identity",
     "InMemoryQueue",
     "InvalidRequest",
@@ -65,5 +70,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UploadGrant",
+    "WaitExplainer",
     "WorkerProfile",
 ]

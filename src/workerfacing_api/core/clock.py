@@ -22,3 +22,7 @@ class FakeClock:
     def advance(self, seconds: float) -> datetime:
         self._now += timedelta(seconds=seconds)
         return self._now
+
+    def set(self, when: datetime) -> datetime:
+        self._now = when
+        return self._now

@@ -1,4 +1,5 @@
-"""Use cases of the job queue: submit, pull, read status, update status, sweep silent jobs.
+"""Use cases of the job queue: submit, pull, read status, update status, sweep silent jobs, and
+an operator's retry of failed jobs.
 
 ``JobService`` holds the rules of DESIGN §3 and applies them through the ``JobQueue`` port with
 compare-and-set, re-reading and re-deciding when a concurrent change won the race.
@@ -10,6 +11,7 @@ import logging
 from collections import OrderedDict
 
 from workerfacing_api.core.errors import DomainError, InvalidRequest, JobNotFound, StatusConflict
+from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.lifecycle import (
     Fail,
     RetryPolicy,
@@ -20,9 +22,11 @@ from workerfacing_api.core.lifecycle import (
 )
 from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     MAX_DB_INT,
     Job,
     JobStatus,
+    Outcome,
     StatusEvent,
     Submission,
     SweepReport,
@@ -48,11 +52,13 @@ class JobService:
         clock: Clock,
         policy: RetryPolicy,
         sync: StatusSync,
+        fleet: Fleet,
     ) -> None:
         self._queue = queue
         self._clock = clock
         self._policy = policy
         self._sync = sync
+        self._fleet = fleet
         self._recent: OrderedDict[int, Job] = OrderedDict()
 
     @property
@@ -82,6 +88,7 @@ class JobService:
         """
         if not 1 <= limit <= MAX_PULL_LIMIT:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PULL_LIMIT}, got {limit}")
+        await self._fleet.seen(worker, self._clock.now())
         handed: list[Job] = []
         while len(handed) < limit:
             claimed = await self._queue.claim_jobs(
@@ -160,6 +167,12 @@ class JobService:
             if job_id in gone:
                 self._recent.pop(job_id, None)
                 raise JobNotFound(f"job {job_id} was deleted by its user; stop working on it")
+            if job.status in ACTIVE_STATUSES and decision.status in FINAL_STATUSES:
+                # The attempt ended: how it ended is the fleet's evidence of the worker's health.
+                outcome = (
+                    Outcome.FINISHED if decision.status is JobStatus.FINISHED else Outcome.ERROR
+                )
+                await self._fleet.attempt_ended(job.id, job.attempt, worker, outcome, now)
             return committed.job
         raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
 
@@ -192,10 +205,19 @@ class JobService:
                     (failed if ending else requeued).append(expired.job.id)
                     events.append(done.event)
                     self._recent.pop(expired.job.id, None)
+                    if expired.job.worker is not None:
+                        await self._fleet.attempt_ended(
+                            expired.job.id,
+                            expired.job.attempt,
+                            expired.job.worker,
+                            Outcome.TIMEOUT,
+                            now,
+                        )
             if len(batch) < _SWEEP_BATCH or not fresh:
                 break
         if events:
             await self._sync.deliver_now(events)
+        await self._fleet.note_cool_off_ends(now)  # logs each worker's return to work
         if requeued or failed:
             log.info(
                 "sweep: re-queued %d job(s) %s, failed %d job(s) %s",
@@ -205,6 +227,34 @@ class JobService:
                 failed,
             )
         return SweepReport(requeued=tuple(requeued), failed=tuple(failed))
+
+    async def retry(self, job_ids: list[int]) -> dict[int, str]:
+        """An operator puts failed jobs back in the queue: each starts over (a new attempt, its
+        retries and the workers it tried forgotten) and the upstream hears ``queued``. Returns
+        what became of each id, in words."""
+        results: dict[int, str] = {}
+        events: list[StatusEvent | None] = []
+        for job_id in job_ids:
+            job = await self._get(job_id)
+            if job is None:
+                results[job_id] = "does not exist"
+                continue
+            if job.status is not JobStatus.ERROR:
+                results[job_id] = f"not retried: it is {job.status.value}, not error"
+                continue
+            committed = await self._queue.retry_failed(
+                job, "retried by an operator", self._clock.now(), lease=self._sync.inline()
+            )
+            if committed is None:
+                results[job_id] = "not retried: it changed meanwhile; try again"
+                continue
+            self._recent.pop(job_id, None)
+            events.append(committed.event)
+            results[job_id] = "queued again"
+            log.info("job %s retried by an operator: queued again", job_id)
+        if events:
+            await self._sync.deliver_now(events)
+        return results
 
     def _remember(self, job: Job) -> None:
         self._recent[job.id] = job

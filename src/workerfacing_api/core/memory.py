@@ -1,5 +1,5 @@
-"""In-memory queue, outbox and upload ledger: the reference model of the ``JobQueue``, ``Outbox``
-and ``UploadLedger`` ports.
+"""In-memory queue, outbox, upload ledger and worker registry: the reference model of the
+``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry`` ports.
 
 Written for obviousness, not speed. The SQL adapter is property-tested against it, and it serves
 tests and embedders that need a queue without a database. Not shared between processes.
@@ -17,15 +17,19 @@ from workerfacing_api.core.matching import fits, pull_order
 from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
     DEFAULT_PRIORITY,
+    AttemptOutcome,
     Claimed,
     Committed,
     ExpiredJob,
     Job,
     JobStatus,
     KeepAlive,
+    Outcome,
+    OutcomeCounts,
     StatusEvent,
     Submission,
     WorkerProfile,
+    WorkerRecord,
 )
 
 
@@ -35,9 +39,17 @@ class _Event(msgspec.Struct, kw_only=True):
     leased_until: datetime | None = None
 
 
+class _Attempt(msgspec.Struct, kw_only=True):
+    worker: str
+    pulled_at: datetime
+    outcome: Outcome | None = None
+    ended_at: datetime | None = None
+
+
 class InMemoryQueue:
-    """Implements ``JobQueue``, ``Outbox`` and ``UploadLedger``. ``record_events`` says whether
-    status changes leave outbox events (only when an upstream is configured)."""
+    """Implements ``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry``.
+    ``record_events`` says whether status changes leave outbox events (only when an upstream
+    is configured)."""
 
     def __init__(self, *, record_events: bool = False, lease_seconds: float = 30.0) -> None:
         self._jobs: dict[int, Job] = {}
@@ -49,6 +61,9 @@ class InMemoryQueue:
         self._lease = timedelta(seconds=lease_seconds)
         self._lock = asyncio.Lock()
         self._uploads: list[tuple[int, str, datetime]] = []  # (job id, file id, stored at)
+        self._history: dict[tuple[int, int], _Attempt] = {}  # (job id, attempt) -> attempt
+        self._workers: dict[str, WorkerRecord] = {}  # without active_jobs (computed on read)
+        self._end_noted: set[str] = set()  # workers whose latest cool-off's end was reported
 
     # -- JobQueue ------------------------------------------------------------------------------
 
@@ -94,6 +109,9 @@ class InMemoryQueue:
         lease: bool = True,
     ) -> list[Claimed]:
         async with self._lock:
+            known = self._workers.get(worker.worker)
+            if known is not None and known.aside(now):
+                return []
             candidates = [
                 j
                 for j in self._jobs.values()
@@ -115,8 +133,59 @@ class InMemoryQueue:
                 )
                 self._jobs[job.id] = taken
                 self._attempts[job.id].append(worker.worker)
+                self._history[(job.id, taken.attempt)] = _Attempt(
+                    worker=worker.worker, pulled_at=now
+                )
                 claimed.append(Claimed(job=taken, event=self._event(taken, None, now, lease)))
             return claimed
+
+    async def live_job(self, upstream_id: int) -> Job | None:
+        return next(
+            (
+                j
+                for j in self._jobs.values()
+                if j.upstream_id == upstream_id and j.status is not JobStatus.CANCELLED
+            ),
+            None,
+        )
+
+    async def count_ahead(
+        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+    ) -> int:
+        mine = pull_order(job, worker.groups)
+        return sum(
+            1
+            for j in self._jobs.values()
+            if j.id != job.id
+            and fits(j, worker, now)
+            and not (exclude_attempted and worker.worker in self._attempts[j.id])
+            and pull_order(j, worker.groups) < mine
+        )
+
+    async def retry_failed(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or current.status is not JobStatus.ERROR
+                or not self._unchanged(job, same_events=self._record_events)
+            ):
+                return None
+            updated = msgspec.structs.replace(
+                current,
+                status=JobStatus.QUEUED,
+                worker=None,
+                num_retries=0,
+                runtime_details=detail,
+                updated_at=now,
+                event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
+            )
+            self._jobs[job.id] = updated
+            self._attempts[job.id] = []  # it starts over: every worker may take it again
+            return Committed(job=updated, event=self._event(updated, detail, now, lease))
 
     async def record_update(
         self,
@@ -214,6 +283,117 @@ class InMemoryQueue:
                     current.upstream_ok_at is None or current.upstream_ok_at < at
                 ):
                     self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
+
+    # -- WorkerRegistry ------------------------------------------------------------------------
+
+    async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        async with self._lock:
+            known = self._workers.get(worker.worker)
+            if known is None:
+                self._workers[worker.worker] = WorkerRecord(
+                    profile=worker, first_seen_at=now, last_seen_at=now
+                )
+            else:
+                self._workers[worker.worker] = msgspec.structs.replace(
+                    known, profile=worker, last_seen_at=max(known.last_seen_at, now)
+                )
+
+    async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
+        return [
+            self._with_jobs(w)
+            for name, w in sorted(self._workers.items())
+            if seen_since is None or w.last_seen_at >= seen_since
+        ]
+
+    async def worker(self, name: str) -> WorkerRecord | None:
+        known = self._workers.get(name)
+        return None if known is None else self._with_jobs(known)
+
+    async def record_outcome(
+        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
+    ) -> None:
+        row = self._history.get((job_id, attempt))
+        if row is not None and row.outcome is None:
+            row.outcome = outcome
+            row.ended_at = now
+
+    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        ended = [o for o in self._outcomes() if o.worker == worker and o.ended_at > since]
+        return ended[:limit]
+
+    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
+        ended = [o for o in self._outcomes() if o.worker != excluding and o.ended_at > since]
+        finished = sum(1 for o in ended if o.outcome is Outcome.FINISHED)
+        return OutcomeCounts(finished=finished, failed=len(ended) - finished)
+
+    async def set_aside(
+        self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
+    ) -> bool:
+        async with self._lock:
+            known = self._workers.get(worker)
+            if known is None or known.strikes != strikes or known.aside(now):
+                return False
+            self._workers[worker] = msgspec.structs.replace(
+                known, strikes=strikes + 1, aside_at=now, aside_until=until, aside_reason=reason
+            )
+            self._end_noted.discard(worker)
+            return True
+
+    async def clear_strikes(self, worker: str) -> None:
+        async with self._lock:
+            known = self._workers.get(worker)
+            if known is not None and known.strikes:
+                self._workers[worker] = msgspec.structs.replace(known, strikes=0)
+
+    async def release(self, worker: str, now: datetime) -> bool | None:
+        async with self._lock:
+            known = self._workers.get(worker)
+            if known is None:
+                return None
+            if not known.aside(now):
+                return False
+            self._workers[worker] = msgspec.structs.replace(known, aside_until=now)
+            self._end_noted.add(worker)  # the operator's release is the report of its end
+            return True
+
+    async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
+        async with self._lock:
+            ended = [
+                w
+                for name, w in sorted(self._workers.items())
+                if w.aside_until is not None
+                and w.aside_until <= now
+                and name not in self._end_noted
+            ]
+            self._end_noted.update(w.name for w in ended)
+            return [self._with_jobs(w) for w in ended]
+
+    def _with_jobs(self, record: WorkerRecord) -> WorkerRecord:
+        held = tuple(
+            sorted(
+                j.id
+                for j in self._jobs.values()
+                if j.worker == record.name and j.status in ACTIVE_STATUSES
+            )
+        )
+        return msgspec.structs.replace(record, active_jobs=held)
+
+    def _outcomes(self) -> list[AttemptOutcome]:
+        """Ended attempts, the latest first (ties: the higher job id, then attempt, first)."""
+        ended = [
+            AttemptOutcome(
+                job_id=job_id,
+                attempt=attempt,
+                worker=row.worker,
+                outcome=row.outcome,
+                pulled_at=row.pulled_at,
+                ended_at=row.ended_at,
+            )
+            for (job_id, attempt), row in self._history.items()
+            if row.outcome is not None and row.ended_at is not None
+        ]
+        ended.sort(key=lambda o: (o.ended_at, o.job_id, o.attempt), reverse=True)
+        return ended
 
     # -- UploadLedger --------------------------------------------------------------------------
 

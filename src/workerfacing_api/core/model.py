@@ -310,3 +310,49 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def environment(self) -> Environment:
         return Environment.CLOUD if "cloud" in self.groups else Environment.LOCAL
+
+
+# ---------------------------------------------------------------------------------------------
+# The fleet: the workers seen pulling, and how their attempts ended.
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt ended, as far as the worker's health is concerned."""
+
+    FINISHED = "finished"
+    ERROR = "error"  # the worker reported error
+    TIMEOUT = "timeout"  # the worker fell silent and the sweep took the job back
+
+
+class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: int  # queue id
+    attempt: int
+    worker: str
+    outcome: Outcome
+    pulled_at: datetime
+    ended_at: datetime
+
+
+class OutcomeCounts(msgspec.Struct, frozen=True, kw_only=True):
+    finished: int = 0
+    failed: int = 0  # errors and time-outs
+
+
+class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker as the registry knows it: what it offered at its last pull, and its standing."""
+
+    profile: WorkerProfile
+    first_seen_at: datetime
+    last_seen_at: datetime
+    strikes: int = 0  # times set aside since it last finished a job
+    aside_at: datetime | None = None  # when its latest cool-off began
+    aside_until: datetime | None = None  # when its latest cool-off ends (or ended)
+    aside_reason: str | None = None
+    active_jobs: tuple[int, ...] = ()  # queue ids it holds now
+
+    @property
+    def name(self) -> str:
+        return self.profile.worker
+
+    def aside(self, now: datetime) -> bool:
+        return self.aside_until is not None and self.aside_until > now

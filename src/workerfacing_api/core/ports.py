@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from workerfacing_api.core.model import (
+    AttemptOutcome,
     Claimed,
     Committed,
     Delivery,
@@ -20,10 +21,13 @@ from workerfacing_api.core.model import (
     Job,
     JobStatus,
     Message,
+    Outcome,
+    OutcomeCounts,
     PresignedRequest,
     StatusEvent,
     Submission,
     WorkerProfile,
+    WorkerRecord,
 )
 
 
@@ -59,7 +63,27 @@ class JobQueue(Protocol):
         lease: bool = True,
     ) -> list[Claimed]:
         """Atomically move up to ``limit`` fitting queued jobs to ``pulled`` for ``worker``, in
-        pull order, recording an attempt each. A job is claimed by one caller only."""
+        pull order, recording an attempt each. A job is claimed by one caller only. A worker
+        set aside (``WorkerRegistry.set_aside``) until after ``now`` gets nothing."""
+        ...
+
+    async def live_job(self, upstream_id: int) -> Job | None:
+        """The job with this ``meta.job_id`` that is not cancelled, if any."""
+        ...
+
+    async def count_ahead(
+        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+    ) -> int:
+        """How many queued jobs ``worker`` would take before ``job`` (fitting it, earlier in
+        its pull order)."""
+        ...
+
+    async def retry_failed(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        """An operator's retry: a job that ended in ``error`` goes back to ``queued`` and
+        starts over (no worker, no retries used, no worker tried), recording a ``queued``
+        event with ``detail``."""
         ...
 
     async def record_update(
@@ -134,6 +158,57 @@ class UploadLedger(Protocol):
     async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
         """Files stored for the job after ``since`` (all with None), except those another job
         stored again since (they are that job's now)."""
+        ...
+
+
+class WorkerRegistry(Protocol):
+    """The workers seen pulling, how their attempts ended, and which are set aside.
+
+    Kept beside the queue (the claim consults it): a worker set aside gets no job."""
+
+    async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        """Insert or update the worker's row: what it offered at this pull, and when."""
+        ...
+
+    async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
+        """Workers seen since ``seen_since`` (all with None), by name, with their jobs."""
+        ...
+
+    async def worker(self, name: str) -> WorkerRecord | None: ...
+
+    async def record_outcome(
+        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
+    ) -> None:
+        """Note how an attempt ended (once per attempt: a later note is ignored)."""
+        ...
+
+    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        """The worker's attempts that ended after ``since``, the latest first."""
+        ...
+
+    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
+        """How the attempts of all other workers that ended after ``since`` ended."""
+        ...
+
+    async def set_aside(
+        self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
+    ) -> bool:
+        """Begin a cool-off until ``until``, if the worker still has ``strikes`` strikes and is
+        not set aside at ``now`` (a compare-and-set: of two processes deciding at once, one
+        wins); it then has one strike more."""
+        ...
+
+    async def clear_strikes(self, worker: str) -> None:
+        """The worker finished a job: its next cool-off is the shortest again."""
+        ...
+
+    async def release(self, worker: str, now: datetime) -> bool | None:
+        """End the worker's cool-off at ``now``: True if it was set aside, False if not, None
+        if no such worker was ever seen."""
+        ...
+
+    async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
+        """Cool-offs that ended by ``now`` and were not reported yet (each reported once)."""
         ...
 
 
@@ -239,4 +314,5 @@ __all__ = [
     "Outbox",
     "UploadLedger",
     "UpstreamNotifier",
+    "WorkerRegistry",
 ]

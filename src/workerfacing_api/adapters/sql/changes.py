@@ -1,6 +1,7 @@
 """The changes of a job that both SQL queues make alike: a worker's update (which may claim the
-job's keep-alive), and the sweep's re-queue or failure of a silent job (the ``JobQueue`` methods
-``record_update``, ``requeue`` and ``fail``). Each is a compare-and-set statement of
+job's keep-alive), the sweep's re-queue or failure of a silent job, and an operator's retry of a
+failed job (the ``JobQueue`` methods ``record_update``, ``requeue``, ``fail`` and
+``retry_failed``). Each is a compare-and-set statement of
 ``queries/common.sql`` on the snapshot the core decided on; an adapter only says how it runs one
 together with the event it records.
 """
@@ -93,6 +94,13 @@ class JobChanges(ABC):
             "heartbeat_before": heartbeat_before,
         }
         return await self._change("end_silent_attempt", job, values, now, forward=True, lease=lease)
+
+    async def retry_failed(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        # The upstream hears that the job is queued again, as of any status change.
+        values = self._snapshot(job, True) | {"details": detail}
+        return await self._change("retry_failed", job, values, now, forward=True, lease=lease)
 
     def _snapshot(self, job: Job, forward: bool) -> dict[str, Any]:
         """What the compare-and-set compares, and whether the change records an event."""

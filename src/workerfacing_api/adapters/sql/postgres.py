@@ -1,5 +1,5 @@
-"""The queue on PostgreSQL (production, several API processes): ``JobQueue``, ``Outbox`` and
-``UploadLedger`` straight on asyncpg's connection pool.
+"""The queue on PostgreSQL (production, several API processes): ``JobQueue``, ``Outbox``,
+``UploadLedger`` and ``WorkerRegistry`` straight on asyncpg's connection pool.
 
 Each operation is one statement (``queries/postgres.sql`` and ``queries/common.sql``), run
 without an explicit transaction: PostgreSQL runs a statement atomically, data-modifying CTEs
@@ -37,24 +37,33 @@ from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.rows import (
     EARLIEST,
+    ahead_values,
     changed_job,
     claimed_keepalive,
     event_from,
     fit_values,
     fresh_event,
     job_from,
+    outcome_from,
     submission_values,
+    worker_values,
+    workers_from,
+    workers_tried,
 )
 from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
+    AttemptOutcome,
     Claimed,
     Committed,
     ExpiredJob,
     Job,
+    Outcome,
+    OutcomeCounts,
     StatusEvent,
     Submission,
     WorkerProfile,
+    WorkerRecord,
 )
 
 T = TypeVar("T")
@@ -85,7 +94,6 @@ _SQL = queries.load("postgres")
 GET_JOB = Statement(_SQL["get_job"])
 ACTIVE_JOBS_OF_WORKER = Statement(_SQL["active_jobs_of_worker"])
 FIND_EXPIRED = Statement(_SQL["find_expired"])
-WORKERS_TRIED = Statement(_SQL["workers_tried"])
 CANCEL_LIVE_JOBS_OF_UPSTREAM_ID = Statement(_SQL["cancel_live_jobs_of_upstream_id"])
 INSERT_JOB = Statement(_SQL["insert_job"])
 CANCEL_JOB = Statement(_SQL["cancel_job"])
@@ -98,6 +106,7 @@ _COMPARE_AND_SET = {
         keepalive=queries.fill(_SQL["keepalive_due"], not_delivered=_SQL["not_delivered"]),
     ),
     "end_silent_attempt": _SQL["end_silent_attempt"],
+    "retry_failed": _SQL["retry_failed"],
 }
 CHANGES = {
     name: Statement(queries.fill(_SQL["change_job"], change=sql))
@@ -109,6 +118,28 @@ LEASE_EVENTS = Statement(_SQL["lease_events"])
 FLUSH_DEFERRED = Statement(_SQL["flush_deferred"])
 POSTPONE_EVENTS = Statement(_SQL["postpone_events"])
 EXPEDITE_EVENTS = Statement(_SQL["expedite_events"])
+LIVE_JOB = Statement(_SQL["live_job"])
+COUNT_AHEAD = Statement(
+    queries.fill(
+        _SQL["count_ahead"],
+        group_rank=_SQL["group_rank"],
+        fits=_SQL["fits"],
+        not_attempted=_SQL["not_attempted"],
+    )
+)
+RECORD_SEEN = Statement(_SQL["record_seen"])
+WORKERS_SEEN_SINCE = Statement(_SQL["workers_seen_since"])
+WORKER_NAMED = Statement(_SQL["worker_named"])
+RECORD_OUTCOME = Statement(_SQL["record_outcome"])
+OUTCOMES_OF = Statement(_SQL["outcomes_of"])
+OUTCOME_COUNTS = Statement(_SQL["outcome_counts"])
+SET_ASIDE = Statement(_SQL["set_aside"])
+CLEAR_STRIKES = Statement(_SQL["clear_strikes"])
+END_COOL_OFF = Statement(_SQL["end_cool_off"])
+WORKER_KNOWN = Statement(_SQL["worker_known"])
+NOTE_COOL_OFF_ENDS = Statement(
+    queries.fill(_SQL["note_cool_off_ends"], mark=_SQL["mark_cool_off_ends"])
+)
 
 
 def memory_class(memory: int) -> int:
@@ -119,8 +150,16 @@ def memory_class(memory: int) -> int:
 @functools.cache
 def claim_statement(*, groups: bool, memory_class: int) -> Statement:
     """``claim_jobs`` for a worker that prefers ``groups`` or not, with its memory class."""
-    pick = _SQL["pick_preferring_groups" if groups else "pick_in_queue_order"]
-    pick = queries.fill(pick, fits=_SQL["fits"], memory_class=str(int(memory_class)))
+    slots = {
+        "fits": _SQL["fits"],
+        "memory_class": str(int(memory_class)),
+        "not_attempted": _SQL["not_attempted"],
+        "not_set_aside": _SQL["worker_not_set_aside"],
+    }
+    if groups:
+        pick = queries.fill(_SQL["pick_preferring_groups"], group_rank=_SQL["group_rank"], **slots)
+    else:
+        pick = queries.fill(_SQL["pick_in_queue_order"], **slots)
     return Statement(queries.fill(_SQL["claim_jobs"], pick=pick))
 
 
@@ -157,7 +196,7 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
 
 
 class PostgresQueue(JobChanges):
-    """``JobQueue``, ``Outbox`` and ``UploadLedger`` on PostgreSQL."""
+    """``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry`` on PostgreSQL."""
 
     def __init__(
         self,
@@ -353,6 +392,21 @@ class PostgresQueue(JobChanges):
         claimed.sort(key=lambda c: pull_order(c.job, worker.groups))
         return claimed
 
+    async def live_job(self, upstream_id: int) -> Job | None:
+        rows = await self._fetch(LIVE_JOB, {"upstream_id": upstream_id})
+        return self._as_answered(job_from(rows[0])) if rows else None
+
+    async def count_ahead(
+        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+    ) -> int:
+        params = (
+            fit_values(worker, now - timedelta(seconds=worker.older_than))
+            | ahead_values(job, worker.groups)
+            | {"exclude_attempted": exclude_attempted, "groups": list(worker.groups)}
+        )
+        rows = await self._fetch(COUNT_AHEAD, params)
+        return int(rows[0]["n"])
+
     async def _change(
         self,
         statement: str,
@@ -379,15 +433,8 @@ class PostgresQueue(JobChanges):
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
         rows = await self._fetch(FIND_EXPIRED, {"before": heartbeat_before, "limit": limit})
-        if not rows:
-            return []
-        tried: dict[int, list[str]] = {}
-        for r in await self._fetch(WORKERS_TRIED, {"ids": [r["id"] for r in rows]}):
-            tried.setdefault(r["job_id"], []).append(r["worker"])
         return [
-            ExpiredJob(
-                job=self._as_answered(job_from(r)), workers_tried=tuple(tried.get(r["id"], ()))
-            )
+            ExpiredJob(job=self._as_answered(job_from(r)), workers_tried=workers_tried(r))
             for r in rows
         ]
 
@@ -425,6 +472,51 @@ class PostgresQueue(JobChanges):
         if latest == job.upstream_ok_at:
             return job
         return msgspec.structs.replace(job, upstream_ok_at=latest)
+
+    # -- WorkerRegistry ------------------------------------------------------------------------
+
+    async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        await self._fetch(RECORD_SEEN, worker_values(worker) | {"now": now})
+
+    async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
+        since = EARLIEST if seen_since is None else seen_since
+        return workers_from(await self._fetch(WORKERS_SEEN_SINCE, {"seen_since": since}))
+
+    async def worker(self, name: str) -> WorkerRecord | None:
+        found = workers_from(await self._fetch(WORKER_NAMED, {"name": name}))
+        return found[0] if found else None
+
+    async def record_outcome(
+        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
+    ) -> None:
+        values = {"job_id": job_id, "attempt": attempt, "outcome": outcome.value, "now": now}
+        await self._fetch(RECORD_OUTCOME, values)
+
+    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        values = {"worker": worker, "since": since, "limit": limit}
+        return [outcome_from(r) for r in await self._fetch(OUTCOMES_OF, values)]
+
+    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
+        (row,) = await self._fetch(OUTCOME_COUNTS, {"since": since, "excluding": excluding})
+        return OutcomeCounts(finished=row["finished"], failed=row["failed"])
+
+    async def set_aside(
+        self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
+    ) -> bool:
+        values = {"name": worker, "until": until, "reason": reason, "now": now, "strikes": strikes}
+        return bool(await self._fetch(SET_ASIDE, values))
+
+    async def clear_strikes(self, worker: str) -> None:
+        await self._fetch(CLEAR_STRIKES, {"name": worker})
+
+    async def release(self, worker: str, now: datetime) -> bool | None:
+        if await self._fetch(END_COOL_OFF, {"name": worker, "now": now}):
+            return True
+        # Not set aside now; or never seen (a worker's row, once written, is never deleted).
+        return False if await self._fetch(WORKER_KNOWN, {"name": worker}) else None
+
+    async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
+        return workers_from(await self._fetch(NOTE_COOL_OFF_ENDS, {"now": now}))
 
     # -- UploadLedger --------------------------------------------------------------------------
 

@@ -1,24 +1,30 @@
 """Between rows and domain records, shared by the SQLite and PostgreSQL queues: rows read back as
-records, and the parameter values the shared statements (``queries/common.sql``) take."""
+records (jobs, events, workers, attempts' outcomes), and the parameter values the shared
+statements (``queries/common.sql``) take."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
 
+from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
+    AttemptOutcome,
     Environment,
     HardwareSpecs,
     Job,
     JobStatus,
     KeepAlive,
+    Outcome,
     PathsUpload,
     StatusEvent,
     Submission,
     WorkerProfile,
+    WorkerRecord,
 )
 
 
@@ -35,6 +41,7 @@ class _HardwareView(msgspec.Struct):
 # Strict at submission; lax here, where only an integer written as 8.0 can differ.
 _hardware = msgspec.json.Decoder(_HardwareView, strict=False)
 _paths = msgspec.json.Decoder(PathsUpload)
+_names = msgspec.json.Decoder(tuple[str, ...])  # a JSON array of worker or group names
 
 
 # uploads_since's :since when the caller wants every upload: before anything stored.
@@ -77,6 +84,12 @@ def job_from(row: Row) -> Job:
         forwarded_at=utc_or_none(row["forwarded_at"]),
         upstream_ok_at=utc_or_none(row["upstream_ok_at"]),
     )
+
+
+def workers_tried(row: Row) -> tuple[str, ...]:
+    """The workers that pulled the job since it last started over, in pull order (its
+    ``attempted_by``: JSON text from either driver)."""
+    return _names.decode(row["attempted_by"])
 
 
 def changed_job(job: Job, row: Row) -> Job:
@@ -163,3 +176,81 @@ def fit_values(worker: WorkerProfile, any_before: Any) -> dict[str, Any]:
         "gpu_archi": worker.gpu_archi,
         "worker": worker.worker,
     }
+
+
+def ahead_values(job: Job, groups: tuple[str, ...]) -> dict[str, Any]:
+    """``job``'s own place in a worker's pull order (``count_ahead`` compares the others with
+    it), from the snapshot: ``pull_order`` decides, as it does for the in-memory queue."""
+    preferred, _, created_at, job_id = pull_order(job, groups)
+    return {
+        "preferred": preferred,
+        "priority": job.priority,
+        "created_at": created_at,
+        "id": job_id,
+    }
+
+
+def worker_values(worker: WorkerProfile) -> dict[str, Any]:
+    """Column values of a worker's row (``record_seen``): what it offered at this pull."""
+    return {
+        "name": worker.worker,
+        "environment": worker.environment.value,
+        "cpu_cores": worker.cpu_cores,
+        "memory": worker.memory,
+        "gpu_mem": worker.gpu_mem,
+        "gpu_model": worker.gpu_model,
+        "gpu_archi": worker.gpu_archi,
+        "groups": msgspec.json.encode(list(worker.groups)).decode(),
+        "older_than": float(worker.older_than),
+    }
+
+
+def workers_from(rows: Iterable[Row]) -> list[WorkerRecord]:
+    """Workers from rows of ``workers_seen_since`` and the like: one row per job a worker holds
+    (``active_job``, NULL when none), a worker's rows together, its jobs in order."""
+    records: list[WorkerRecord] = []
+    held: list[int] = []
+    for row in rows:
+        if not records or records[-1].name != row["name"]:
+            if records:
+                records[-1] = msgspec.structs.replace(records[-1], active_jobs=tuple(held))
+            records.append(_worker_from(row))
+            held = []
+        if row["active_job"] is not None:
+            held.append(row["active_job"])
+    if records:
+        records[-1] = msgspec.structs.replace(records[-1], active_jobs=tuple(held))
+    return records
+
+
+def _worker_from(row: Row) -> WorkerRecord:
+    return WorkerRecord(
+        profile=WorkerProfile(
+            worker=row["name"],
+            environment=Environment(row["environment"]),
+            cpu_cores=row["cpu_cores"],
+            memory=row["memory"],
+            gpu_mem=row["gpu_mem"],
+            gpu_model=row["gpu_model"],
+            gpu_archi=row["gpu_archi"],
+            groups=_names.decode(row["groups"]),
+            older_than=float(row["older_than"]),
+        ),
+        first_seen_at=utc(row["first_seen_at"]),
+        last_seen_at=utc(row["last_seen_at"]),
+        strikes=row["strikes"],
+        aside_at=utc_or_none(row["aside_at"]),
+        aside_until=utc_or_none(row["aside_until"]),
+        aside_reason=row["aside_reason"],
+    )
+
+
+def outcome_from(row: Row) -> AttemptOutcome:
+    return AttemptOutcome(
+        job_id=row["job_id"],
+        attempt=row["attempt"],
+        worker=row["worker"],
+        outcome=Outcome(row["outcome"]),
+        pulled_at=utc(row["pulled_at"]),
+        ended_at=utc(row["ended_at"]),
+    )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -39,8 +40,8 @@ metadata = MetaData(
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 _Timestamp = DateTime(timezone=True)
-# A JSON array of worker names: JSONB on PostgreSQL (its ``?`` operator tests membership
-# exactly), JSON text on SQLite (tested with json_each).
+# A JSON array of names (workers, groups): JSONB on PostgreSQL (its ``?`` operator tests
+# membership exactly), JSON text on SQLite (tested with json_each).
 _Names = JSON().with_variant(JSONB(), "postgresql")
 
 STATUSES = (
@@ -144,6 +145,67 @@ job_attempts = Table(
     Column("attempt", Integer, primary_key=True),
     Column("worker", String(255), nullable=False),
     Column("pulled_at", _Timestamp, nullable=False),
+    # How the attempt ended, as evidence of its worker's health: finished, error or timeout
+    # (core.model.Outcome), noted once, when it ended. NULL while it runs, and for attempts
+    # that ended before the fleet was watched.
+    Column("outcome", String(16)),
+    Column("ended_at", _Timestamp),
+)
+# A worker's latest outcomes (judging it after a failure): a range of one worker's ended
+# attempts, read backwards in the order they are wanted, without a sort.
+Index(
+    "ix_job_attempts_worker_ended_at",
+    job_attempts.c.worker,
+    job_attempts.c.ended_at,
+    job_attempts.c.job_id,
+    job_attempts.c.attempt,
+    postgresql_where=text("ended_at IS NOT NULL"),
+    sqlite_where=text("ended_at IS NOT NULL"),
+)
+# How the rest of the fleet fared lately (the same judgement): a range of ended_at. Attempts
+# still running are not in either index.
+Index(
+    "ix_job_attempts_ended_at",
+    job_attempts.c.ended_at,
+    postgresql_where=text("ended_at IS NOT NULL"),
+    sqlite_where=text("ended_at IS NOT NULL"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(255), primary_key=True, comment="the worker's user name"),
+    # What it offered at its latest pull (core.model.WorkerProfile).
+    Column("environment", String(8), nullable=False),
+    Column("cpu_cores", BigInteger, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("gpu_mem", BigInteger, nullable=False),
+    Column("gpu_model", String(255)),
+    Column("gpu_archi", String(255)),
+    Column("groups", _Names, nullable=False, server_default=text("'[]'")),
+    Column("older_than", Double, nullable=False, server_default=text("0")),
+    Column("first_seen_at", _Timestamp, nullable=False),
+    Column("last_seen_at", _Timestamp, nullable=False),
+    # Its standing: times set aside since it last finished a job, and its latest cool-off.
+    Column("strikes", Integer, nullable=False, server_default=text("0")),
+    Column("aside_at", _Timestamp),
+    Column("aside_until", _Timestamp, comment="its pulls get no job before this time"),
+    Column("aside_reason", Text),
+    # Whether the end of its latest cool-off was reported (note_cool_off_ends, or the
+    # operator's release): each end is reported once, whichever process sees it first.
+    Column("aside_end_noted", Boolean, nullable=False, server_default=text("false")),
+    CheckConstraint("environment IN ('cloud', 'local')", name="environment"),
+    comment="the workers seen pulling, and which are set aside",
+    postgresql_with={"fillfactor": 70},  # each pull may rewrite its worker's row: kept HOT
+)
+# The cool-offs whose end is not reported yet (note_cool_off_ends, at every sweep): at most the
+# workers set aside now, whatever the size of the fleet. A pull's rewrite of its worker's row
+# touches none of these columns, so it stays an in-place (HOT) update on PostgreSQL.
+Index(
+    "ix_workers_cool_off_ends",
+    workers.c.aside_until,
+    postgresql_where=text("aside_until IS NOT NULL AND NOT aside_end_noted"),
+    sqlite_where=text("aside_until IS NOT NULL AND NOT aside_end_noted"),
 )
 
 status_events = Table(

@@ -1,5 +1,5 @@
-"""The queue on SQLite (one machine): ``JobQueue``, ``Outbox`` and ``UploadLedger`` through
-SQLAlchemy + aiosqlite.
+"""The queue on SQLite (one machine): ``JobQueue``, ``Outbox``, ``UploadLedger`` and
+``WorkerRegistry`` through SQLAlchemy + aiosqlite.
 
 SQLite has one writer at a time. Every change runs as a few short statements inside one
 ``BEGIN IMMEDIATE`` transaction, which takes that write lock up front: the claim's read and its
@@ -23,24 +23,33 @@ from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.engine import READ_ONLY
 from workerfacing_api.adapters.sql.rows import (
     EARLIEST,
+    ahead_values,
     changed_job,
     claimed_keepalive,
     event_from,
     fit_values,
     fresh_event,
     job_from,
+    outcome_from,
     submission_values,
+    worker_values,
+    workers_from,
+    workers_tried,
 )
 from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
+    AttemptOutcome,
     Claimed,
     Committed,
     ExpiredJob,
     Job,
+    Outcome,
+    OutcomeCounts,
     StatusEvent,
     Submission,
     WorkerProfile,
+    WorkerRecord,
 )
 
 _SQL = queries.load("sqlite")
@@ -56,13 +65,18 @@ def _statement(name: str, *lists: str, **slots: str) -> TextClause:
 GET_JOB = _statement("get_job")
 ACTIVE_JOBS_OF_WORKER = _statement("active_jobs_of_worker")
 FIND_EXPIRED = _statement("find_expired")
-WORKERS_TRIED = _statement("workers_tried", "ids")
 CANCEL_LIVE_JOBS_OF_UPSTREAM_ID = _statement("cancel_live_jobs_of_upstream_id")
 INSERT_JOB = _statement("insert_job")
 CANCEL_JOB = _statement("cancel_job")
 DROP_EVENTS_OF_JOBS = _statement("drop_events_of_jobs", "ids")
-PICK_FROM_HEAD = _statement("pick_from_head", fits=_SQL["fits"])
-PICK_FITTING = _statement("pick_fitting", "groups", fits=_SQL["fits"])
+# The claim's picks: what fits, RETRY_DIFFERENT, and no job for a worker set aside.
+_PICK_SLOTS = {
+    "fits": _SQL["fits"],
+    "not_attempted": _SQL["not_attempted"],
+    "not_set_aside": _SQL["worker_not_set_aside"],
+}
+PICK_FROM_HEAD = _statement("pick_from_head", **_PICK_SLOTS)
+PICK_FITTING = _statement("pick_fitting", "groups", group_rank=_SQL["group_rank"], **_PICK_SLOTS)
 TAKE_JOBS = _statement("take_jobs", "ids")
 RECORD_ATTEMPT = _statement("record_attempt")
 ADD_EVENT = _statement("add_event")
@@ -72,6 +86,7 @@ CHANGES = {
         "record_update", keepalive=queries.fill(_SQL["keepalive_due"], not_delivered="")
     ),
     "end_silent_attempt": _statement("end_silent_attempt"),
+    "retry_failed": _statement("retry_failed"),
 }
 CONFIRM_UPSTREAM = _statement("confirm_upstream")
 RECORD_UPLOAD = _statement("record_upload")
@@ -81,6 +96,25 @@ DELIVERABLE_EVENTS = _statement("deliverable_events")
 LEASE_EVENTS = _statement("lease_events", "ids")
 COMPLETE_EVENTS = _statement("complete_events", "ids")
 POSTPONE_EVENTS = _statement("postpone_events", "ids")
+LIVE_JOB = _statement("live_job")
+COUNT_AHEAD = _statement(
+    "count_ahead",
+    "groups",
+    group_rank=_SQL["group_rank"],
+    fits=_SQL["fits"],
+    not_attempted=_SQL["not_attempted"],
+)
+RECORD_SEEN = _statement("record_seen")
+WORKERS_SEEN_SINCE = _statement("workers_seen_since")
+WORKER_NAMED = _statement("worker_named")
+RECORD_OUTCOME = _statement("record_outcome")
+OUTCOMES_OF = _statement("outcomes_of")
+OUTCOME_COUNTS = _statement("outcome_counts")
+SET_ASIDE = _statement("set_aside")
+CLEAR_STRIKES = _statement("clear_strikes")
+END_COOL_OFF = _statement("end_cool_off")
+WORKER_KNOWN = _statement("worker_known")
+MARK_COOL_OFF_ENDS = _statement("mark_cool_off_ends")
 
 # How many jobs at the head of the queue a claim looks at first (see pick_from_head).
 _HEAD_WINDOW = 200
@@ -97,7 +131,8 @@ def stamp(value: datetime) -> str:
 
 
 class SqliteQueue(JobChanges):
-    """``JobQueue``, ``Outbox`` and ``UploadLedger`` on one SQLite database file."""
+    """``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry`` on one SQLite database
+    file."""
 
     def __init__(
         self, engine: AsyncEngine, *, record_events: bool, lease_seconds: float = 30.0
@@ -159,6 +194,7 @@ class SqliteQueue(JobChanges):
             "limit": limit,
             "exclude_attempted": exclude_attempted,
             "groups": list(worker.groups),
+            "now": at,
         }
         claimed: list[Claimed] = []
         async with self._write() as conn:
@@ -181,6 +217,27 @@ class SqliteQueue(JobChanges):
                 claimed.append(Claimed(job=job, event=event))
         claimed.sort(key=lambda c: pull_order(c.job, worker.groups))
         return claimed
+
+    async def live_job(self, upstream_id: int) -> Job | None:
+        async with self._read() as conn:
+            row = (await conn.execute(LIVE_JOB, {"upstream_id": upstream_id})).one_or_none()
+        return None if row is None else job_from(row._mapping)
+
+    async def count_ahead(
+        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+    ) -> int:
+        ahead = ahead_values(job, worker.groups)
+        params = (
+            fit_values(worker, stamp(now - timedelta(seconds=worker.older_than)))
+            | ahead
+            | {
+                "created_at": stamp(ahead["created_at"]),
+                "exclude_attempted": exclude_attempted,
+                "groups": list(worker.groups),
+            }
+        )
+        async with self._read() as conn:
+            return int((await conn.execute(COUNT_AHEAD, params)).scalar_one())
 
     async def _add_event(
         self, conn: AsyncConnection, job: Job, details: str | None, now: datetime, lease: bool
@@ -230,19 +287,11 @@ class SqliteQueue(JobChanges):
         )
 
     async def find_expired(self, heartbeat_before: datetime, limit: int) -> list[ExpiredJob]:
+        values = {"before": stamp(heartbeat_before), "limit": limit}
         async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    FIND_EXPIRED, {"before": stamp(heartbeat_before), "limit": limit}
-                )
-            ).all()
-            if not rows:
-                return []
-            tried: dict[int, list[str]] = {}
-            for r in await conn.execute(WORKERS_TRIED, {"ids": [r.id for r in rows]}):
-                tried.setdefault(r.job_id, []).append(r.worker)
+            rows = (await conn.execute(FIND_EXPIRED, values)).all()
         return [
-            ExpiredJob(job=job_from(r._mapping), workers_tried=tuple(tried.get(r.id, ())))
+            ExpiredJob(job=job_from(r._mapping), workers_tried=workers_tried(r._mapping))
             for r in rows
         ]
 
@@ -264,6 +313,75 @@ class SqliteQueue(JobChanges):
                     CONFIRM_UPSTREAM,
                     [{"id": job_id, "at": stamp(at)} for job_id, at in answered.items()],
                 )
+
+    # -- WorkerRegistry ------------------------------------------------------------------------
+
+    async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        async with self._write() as conn:
+            await conn.execute(RECORD_SEEN, worker_values(worker) | {"now": stamp(now)})
+
+    async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
+        since = stamp(EARLIEST if seen_since is None else seen_since)
+        async with self._read() as conn:
+            rows = (await conn.execute(WORKERS_SEEN_SINCE, {"seen_since": since})).all()
+        return workers_from(r._mapping for r in rows)
+
+    async def worker(self, name: str) -> WorkerRecord | None:
+        async with self._read() as conn:
+            return await self._worker_named(conn, name)
+
+    async def record_outcome(
+        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
+    ) -> None:
+        values = {"job_id": job_id, "attempt": attempt, "outcome": outcome.value}
+        async with self._write() as conn:
+            await conn.execute(RECORD_OUTCOME, values | {"now": stamp(now)})
+
+    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        values = {"worker": worker, "since": stamp(since), "limit": limit}
+        async with self._read() as conn:
+            rows = (await conn.execute(OUTCOMES_OF, values)).all()
+        return [outcome_from(r._mapping) for r in rows]
+
+    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
+        values = {"since": stamp(since), "excluding": excluding}
+        async with self._read() as conn:
+            row = (await conn.execute(OUTCOME_COUNTS, values)).one()
+        return OutcomeCounts(finished=row.finished, failed=row.failed)
+
+    async def set_aside(
+        self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
+    ) -> bool:
+        values = {"name": worker, "until": stamp(until), "reason": reason, "strikes": strikes}
+        async with self._write() as conn:
+            row = (await conn.execute(SET_ASIDE, values | {"now": stamp(now)})).first()
+        return row is not None
+
+    async def clear_strikes(self, worker: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(CLEAR_STRIKES, {"name": worker})
+
+    async def release(self, worker: str, now: datetime) -> bool | None:
+        async with self._write() as conn:
+            if (await conn.execute(END_COOL_OFF, {"name": worker, "now": stamp(now)})).first():
+                return True
+            known = (await conn.execute(WORKER_KNOWN, {"name": worker})).first()
+        return False if known is not None else None
+
+    async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
+        # Marked and read in one write transaction: no other process marks them meanwhile.
+        async with self._write() as conn:
+            names = sorted(
+                r.name for r in await conn.execute(MARK_COOL_OFF_ENDS, {"now": stamp(now)})
+            )
+            ended = [await self._worker_named(conn, name) for name in names]
+        return [w for w in ended if w is not None]
+
+    @staticmethod
+    async def _worker_named(conn: AsyncConnection, name: str) -> WorkerRecord | None:
+        rows = (await conn.execute(WORKER_NAMED, {"name": name})).all()
+        found = workers_from(r._mapping for r in rows)
+        return found[0] if found else None
 
     # -- UploadLedger --------------------------------------------------------------------------
 

@@ -18,6 +18,17 @@ status = 'queued'
     AND (req_gpu_archi IS NULL OR req_gpu_archi = :gpu_archi)
 
 
+-- name: worker_not_set_aside
+-- Not a statement: filled into the picks of both dialects' claims as {not_set_aside}.
+-- Invariant: a worker set aside (workers.aside_until after :now) gets no job (DESIGN §3: its pulls
+-- answer nothing until its cool-off ends). Checked inside the claim itself, not before it: a
+-- cool-off another process begins, or an operator ends, counts from the next claim on, and the
+-- pull costs no extra round trip. Uncorrelated (it names :worker, not the job): the planner
+-- evaluates it once per claim, one probe of the workers' primary key, and a worker set aside
+-- reads no job at all.
+NOT EXISTS (SELECT 1 FROM workers w WHERE w.name = :worker AND w.aside_until > :now)
+
+
 -- name: insert_job
 -- A new job, queued for its first attempt. The caller cancelled any live job with the same
 -- upstream id first, in the same transaction: the unique index on live upstream ids refuses a
@@ -75,9 +86,11 @@ ORDER BY id;
 -- name: find_expired
 -- Active jobs whose worker has said nothing since :before, the longest silence first. Only
 -- active jobs time out, and the partial index on them finds these without reading the queue.
+-- With the workers that pulled each since it last started over (attempted_by, in pull order:
+-- an operator's retry forgets them, while job_attempts keeps the whole history).
 SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at
+    last_heartbeat_at, forwarded_at, upstream_ok_at, attempted_by
 FROM jobs
 WHERE status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :before
@@ -134,6 +147,22 @@ RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runt
     updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
 
 
+-- name: retry_failed
+-- An operator's retry (DESIGN §3): a job that ended in error starts over, queued with no worker,
+-- no retries used and no worker tried (RETRY_DIFFERENT then lets the worker it failed on take
+-- it again), and :details for the upstream. Only from error: a job that moved on (cancelled,
+-- already retried by someone else) is left alone. Its next pull is a new attempt.
+UPDATE jobs
+SET status = 'queued', worker = NULL, num_retries = 0, attempted_by = '[]',
+    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
+    keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status = 'error' AND (:record = 0 OR event_seq = :expected_event_seq)
+RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
+    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
+
+
 -- name: keepalive_due
 -- Not a statement: whether a worker's update claims its job's keep-alive, filled into
 -- record_update as {keepalive}. DESIGN §3: a keep-alive goes upstream when the update records no
@@ -148,6 +177,34 @@ CASE WHEN :record = 0 AND COALESCE(forwarded_at, :keepalive_before) <= :keepaliv
     )
     ELSE false
 END
+
+
+-- name: live_job
+-- The job the upstream knows by :upstream_id now: the one not cancelled (at most one, by the
+-- unique partial index ix_jobs_live_upstream_id, which finds it).
+SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
+    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
+    last_heartbeat_at, forwarded_at, upstream_ok_at
+FROM jobs
+WHERE upstream_id = :upstream_id AND status <> 'cancelled';
+
+
+-- name: count_ahead
+-- How many queued jobs a worker would take before job :id (why a job waits): those that fit it
+-- ({fits}, the claim's own predicate, and {not_attempted}, its RETRY_DIFFERENT) and come first in
+-- its pull order, the claim's ORDER BY as a comparison with the job's own key (:preferred,
+-- :priority, :created_at, :id): preferred groups first ({group_rank}, 0 or 1), then priority
+-- descending, oldest first, lowest id. Read-only; it locks nothing.
+SELECT count(*) AS n
+FROM (
+    SELECT {group_rank} AS preferred, priority, created_at, id
+    FROM jobs
+    WHERE {fits} AND {not_attempted} AND id <> :id
+) AS fitting
+WHERE preferred < :preferred
+    OR (preferred = :preferred AND (priority > :priority
+        OR (priority = :priority AND (created_at < :created_at
+            OR (created_at = :created_at AND id < :id)))));
 
 
 -- name: record_upload
@@ -172,6 +229,123 @@ WHERE u.job_id = :job_id AND u.stored_at > :since
     )
 GROUP BY u.file_id
 ORDER BY min(u.id);
+
+
+-- The fleet (WorkerRegistry): the workers seen pulling, how their attempts ended, and which are
+-- set aside. A worker's row is written by its pulls (record_seen) and by the judgement of its
+-- failures (set_aside, clear_strikes), an operator (end_cool_off) and the sweep
+-- (mark_cool_off_ends); the claims only read it (worker_not_set_aside).
+
+-- name: record_seen
+-- A worker pulled: its row says what it offered at that pull, and when it was seen first and
+-- last. Pulls of one worker from several processes may commit out of order: the latest time
+-- seen stays.
+INSERT INTO workers (
+    name, environment, cpu_cores, memory, gpu_mem, gpu_model, gpu_archi, groups, older_than,
+    first_seen_at, last_seen_at
+) VALUES (
+    :name, :environment, :cpu_cores, :memory, :gpu_mem, :gpu_model, :gpu_archi, :groups,
+    :older_than, :now, :now
+)
+ON CONFLICT (name) DO UPDATE
+SET environment = excluded.environment, cpu_cores = excluded.cpu_cores,
+    memory = excluded.memory, gpu_mem = excluded.gpu_mem, gpu_model = excluded.gpu_model,
+    gpu_archi = excluded.gpu_archi, groups = excluded.groups, older_than = excluded.older_than,
+    last_seen_at = CASE WHEN excluded.last_seen_at > workers.last_seen_at
+        THEN excluded.last_seen_at ELSE workers.last_seen_at END;
+
+
+-- name: workers_seen_since
+-- The workers seen at :seen_since or later, by name, each with the jobs it holds now (one row
+-- per job, ids ascending; one row with active_job NULL for a worker that holds none). The jobs
+-- come from the partial index on active jobs, probed once per worker.
+SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
+    w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
+    w.aside_until, w.aside_reason, j.id AS active_job
+FROM workers w
+LEFT JOIN jobs j ON j.worker = w.name
+    AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
+WHERE w.last_seen_at >= :seen_since
+ORDER BY w.name, j.id;
+
+
+-- name: worker_named
+-- One worker, as workers_seen_since reads them.
+SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
+    w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
+    w.aside_until, w.aside_reason, j.id AS active_job
+FROM workers w
+LEFT JOIN jobs j ON j.worker = w.name
+    AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
+WHERE w.name = :name
+ORDER BY j.id;
+
+
+-- name: record_outcome
+-- How attempt :attempt of job :job_id ended, noted once: a later note (a worker repeating its
+-- final state, the sweep after a late error) never rewrites the evidence.
+UPDATE job_attempts SET outcome = :outcome, ended_at = :now
+WHERE job_id = :job_id AND attempt = :attempt AND outcome IS NULL;
+
+
+-- name: outcomes_of
+-- The worker's attempts that ended after :since, the latest first (ties: the higher job id, then
+-- attempt): a backward range of ix_job_attempts_worker_ended_at, in the order wanted.
+SELECT job_id, attempt, worker, outcome, pulled_at, ended_at
+FROM job_attempts
+WHERE worker = :worker AND ended_at > :since
+ORDER BY ended_at DESC, job_id DESC, attempt DESC
+LIMIT :limit;
+
+
+-- name: outcome_counts
+-- How the attempts of every other worker that ended after :since ended: finished, or failed
+-- (error or timeout). A range of ix_job_attempts_ended_at.
+SELECT count(CASE WHEN outcome = 'finished' THEN 1 END) AS finished,
+    count(CASE WHEN outcome <> 'finished' THEN 1 END) AS failed
+FROM job_attempts
+WHERE ended_at > :since AND worker <> :excluding;
+
+
+-- name: set_aside
+-- Begin a cool-off of :name until :until. A compare-and-set on its standing: it still has
+-- :strikes strikes and is not set aside at :now. Of two processes that judge the worker at once,
+-- one wins; the other changes nothing, so a cool-off is never begun twice or lengthened by a
+-- stale judgement. Its end is to be reported again (aside_end_noted).
+UPDATE workers
+SET strikes = strikes + 1, aside_at = :now, aside_until = :until, aside_reason = :reason,
+    aside_end_noted = false
+WHERE name = :name AND strikes = :strikes AND (aside_until IS NULL OR aside_until <= :now)
+RETURNING name;
+
+
+-- name: clear_strikes
+-- The worker finished a job: its next cool-off is the shortest again. Written only when there
+-- is something to forgive (finishing is the common case, and costs no write).
+UPDATE workers SET strikes = 0 WHERE name = :name AND strikes > 0;
+
+
+-- name: end_cool_off
+-- An operator ends the cool-off of :name at :now; only a worker set aside now. Its end is
+-- reported by the release itself, never again by the sweep (aside_end_noted).
+UPDATE workers SET aside_until = :now, aside_end_noted = true
+WHERE name = :name AND aside_until > :now
+RETURNING name;
+
+
+-- name: worker_known
+-- Whether a worker of that name was ever seen (end_cool_off found none set aside).
+SELECT name FROM workers WHERE name = :name;
+
+
+-- name: mark_cool_off_ends
+-- The cool-offs that ended by :now and were not reported yet, marked reported and returned:
+-- each end is reported once, whichever process marks it. On PostgreSQL a concurrent marking
+-- waits for the row and, re-reading it, finds it marked and leaves it. A range of
+-- ix_workers_cool_off_ends (whose predicate the WHERE spells out).
+UPDATE workers SET aside_end_noted = true
+WHERE aside_until <= :now AND aside_until IS NOT NULL AND NOT aside_end_noted
+RETURNING name;
 
 
 -- name: expedite_events

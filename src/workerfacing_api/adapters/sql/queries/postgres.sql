@@ -65,12 +65,14 @@ FROM claimed LEFT JOIN events ON events.job_id = claimed.id;
 -- stop at the first :limit when most do, range-scan ix_jobs_queued_fit and sort when few do.
 -- {memory_class}, the worker's memory rounded up to a power of two, is written in as a constant
 -- so that the generic plan of each class weighs that against the table's statistics (a few
--- dozen statements in all); the exact memory stays a parameter. RETRY_DIFFERENT
--- (:exclude_attempted) is exact worker identity, never a substring.
+-- dozen statements in all); the exact memory stays a parameter. {not_attempted} is
+-- RETRY_DIFFERENT; {not_set_aside} (common.sql's worker_not_set_aside) gives a worker set aside
+-- nothing, decided once per claim before any job is read.
 SELECT id FROM jobs
 WHERE {fits}
     AND req_memory <= {memory_class}
-    AND NOT (:exclude_attempted AND attempted_by ? :worker::text)
+    AND {not_attempted}
+    AND {not_set_aside}
 ORDER BY priority DESC, created_at, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED
@@ -82,18 +84,33 @@ FOR UPDATE SKIP LOCKED
 SELECT id FROM jobs
 WHERE {fits}
     AND req_memory <= {memory_class}
-    AND NOT (:exclude_attempted AND attempted_by ? :worker::text)
-ORDER BY CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END,
-    priority DESC, created_at, id
+    AND {not_attempted}
+    AND {not_set_aside}
+ORDER BY {group_rank}, priority DESC, created_at, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED
 
 
+-- name: not_attempted
+-- Not a statement: RETRY_DIFFERENT (:exclude_attempted) in the picks and in count_ahead, as
+-- {not_attempted}: the job was never pulled by :worker, exact worker identity (JSONB's ?), never
+-- a substring.
+NOT (:exclude_attempted AND attempted_by ? :worker::text)
+
+
+-- name: group_rank
+-- Not a statement: a job's place by the worker's preferred groups (:groups), 0 when its group is
+-- one of them, else 1; the first key of the pull order, in pick_preferring_groups and in
+-- count_ahead as {group_rank}.
+CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END
+
+
 -- name: change_job
 -- {change}, one of common.sql's compare-and-set statements (record_update,
--- end_silent_attempt), with the event it records when :record is 1, committed together in one
--- statement. The event is leased to this request only when no older event of its job is
--- pending (a LATERAL probe of one index entry: it cannot turn into a scan of the outbox).
+-- end_silent_attempt, retry_failed), with the event it records when :record is 1, committed
+-- together in one statement. The event is leased to this request only when no older event of
+-- its job is pending (a LATERAL probe of one index entry: it cannot turn into a scan of the
+-- outbox).
 -- record_update's keep-alive check leaves out :done (not_delivered): the CTE "done" deletes
 -- them, but the other parts of this statement still see them.
 WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
@@ -125,15 +142,26 @@ FROM changed LEFT JOIN event ON true;
 AND e.id <> ALL(:done::bigint[])
 
 
+-- name: note_cool_off_ends
+-- The cool-offs that ended by :now and were not reported yet ({mark}: common.sql's
+-- mark_cool_off_ends, which marks them), read like workers_seen_since, in one statement: several
+-- processes may run it at once, and each end is returned by exactly one of them (a concurrent
+-- marking waits for the row, re-reads it marked, and leaves it). The rest of the statement sees
+-- the rows as they were before the marking; only aside_end_noted differs, and it is not read.
+WITH noted AS ({mark})
+SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
+    w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
+    w.aside_until, w.aside_reason, j.id AS active_job
+FROM noted
+JOIN workers w ON w.name = noted.name
+LEFT JOIN jobs j ON j.worker = w.name
+    AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
+ORDER BY w.name, j.id;
+
+
 -- name: drop_events_of_jobs
 -- The undelivered events of cancelled jobs: nothing more is said upstream about them.
 DELETE FROM status_events WHERE job_id = ANY(:ids::bigint[]);
-
-
--- name: workers_tried
-SELECT job_id, worker FROM job_attempts
-WHERE job_id = ANY(:ids::bigint[])
-ORDER BY job_id, attempt;
 
 
 -- name: lease_events

@@ -9,7 +9,8 @@
 -- ix_jobs_queued_order): when most jobs fit they are there, and nothing needs sorting. Fewer than
 -- :limit found while more than :window jobs are queued means few fit: then pick_fitting finds
 -- them. Only for a worker that prefers no group (a preference reorders the queue: no head).
--- RETRY_DIFFERENT (:exclude_attempted) is exact worker identity, never a substring.
+-- {not_attempted} is RETRY_DIFFERENT; {not_set_aside} (common.sql's worker_not_set_aside) gives
+-- a worker set aside nothing, decided once per claim.
 SELECT id
 FROM (
     SELECT * FROM jobs INDEXED BY ix_jobs_queued_order
@@ -18,9 +19,8 @@ FROM (
     LIMIT :window
 ) AS jobs
 WHERE {fits}
-    AND NOT (:exclude_attempted AND EXISTS (
-        SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
-    ))
+    AND {not_attempted}
+    AND {not_set_aside}
 ORDER BY priority DESC, created_at, id
 LIMIT :limit;
 
@@ -28,14 +28,29 @@ LIMIT :limit;
 -- name: pick_fitting
 -- The first fitting jobs in hand-out order, preferred groups (:groups, maybe none) first, found
 -- through ix_jobs_queued_fit: a range of the jobs of the worker's environment that need no more
--- memory than it has, then sorted.
+-- memory than it has, then sorted. The same {not_attempted} and {not_set_aside}.
 SELECT id FROM jobs INDEXED BY ix_jobs_queued_fit
 WHERE {fits}
-    AND NOT (:exclude_attempted AND EXISTS (
-        SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
-    ))
-ORDER BY CASE WHEN job_group IN :groups THEN 0 ELSE 1 END, priority DESC, created_at, id
+    AND {not_attempted}
+    AND {not_set_aside}
+ORDER BY {group_rank}, priority DESC, created_at, id
 LIMIT :limit;
+
+
+-- name: not_attempted
+-- Not a statement: RETRY_DIFFERENT (:exclude_attempted) in the picks and in count_ahead, as
+-- {not_attempted}: the job was never pulled by :worker, exact worker identity (an element of the
+-- JSON array), never a substring.
+NOT (:exclude_attempted AND EXISTS (
+    SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
+))
+
+
+-- name: group_rank
+-- Not a statement: a job's place by the worker's preferred groups (:groups, maybe none), 0 when
+-- its group is one of them, else 1; the first key of the pull order, in pick_fitting and in
+-- count_ahead as {group_rank}.
+CASE WHEN job_group IN :groups THEN 0 ELSE 1 END
 
 
 -- name: take_jobs
@@ -76,10 +91,6 @@ RETURNING id, leased_until;
 -- name: drop_events_of_jobs
 -- The undelivered events of cancelled jobs: nothing more is said upstream about them.
 DELETE FROM status_events WHERE job_id IN :ids;
-
-
--- name: workers_tried
-SELECT job_id, worker FROM job_attempts WHERE job_id IN :ids ORDER BY job_id, attempt;
 
 
 -- name: deliverable_events

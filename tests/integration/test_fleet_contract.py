@@ -1,0 +1,449 @@
+"""Fleet health, specified once and run against every queue: the in-memory reference model,
+SQLite and PostgreSQL (DESIGN §3: a worker whose failures point at itself is set aside; jobs
+that fail everywhere set nobody aside; operators retry jobs and release workers; why a job
+waits).
+
+The first part holds the adapters to the ports (``WorkerRegistry`` and the queue's additions);
+the second drives the use cases (``JobService``, ``Fleet``, ``WaitExplainer``) over each queue with
+a fake clock and a recording upstream, as the service runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.queues import KINDS, Queue, open_queue, submission
+from tests.unit.helpers import RecordingUpstream
+from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.errors import JobNotFound
+from workerfacing_api.core.fleet import AsidePolicy, Fleet
+from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.lifecycle import RetryPolicy
+from workerfacing_api.core.model import (
+    Environment,
+    JobStatus,
+    Outcome,
+    WorkerProfile,
+)
+from workerfacing_api.core.sync import StatusSync
+from workerfacing_api.core.waiting import WaitExplainer
+
+T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def worker(name: str = "w1", **kw: object) -> WorkerProfile:
+    values: dict[str, object] = {
+        "worker": name,
+        "environment": Environment.LOCAL,
+        "cpu_cores": 8,
+        "memory": 16000,
+        "gpu_mem": 24000,
+        "gpu_model": "RTX",
+        "gpu_archi": "ampere",
+    }
+    values.update(kw)
+    return WorkerProfile(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=KINDS)
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with open_queue(request.param, tmp_path, pg) as q:
+        yield q
+
+
+async def claim(q: Queue, w: WorkerProfile, now: float, limit: int = 1) -> list[int]:
+    return [c.job.id for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ports.
+
+
+async def test_the_registry_keeps_one_row_per_worker_with_its_latest_offer(queue: Queue) -> None:
+    await queue.record_seen(worker("w1", memory=8000), at(0))
+    await queue.record_seen(worker("w2"), at(5))
+    await queue.record_seen(worker("w1", memory=32000, gpu_model=None), at(10))
+    rows = await queue.workers(None)
+    assert [w.name for w in rows] == ["w1", "w2"]
+    w1 = rows[0]
+    assert (w1.first_seen_at, w1.last_seen_at) == (at(0), at(10))
+    assert (w1.profile.memory, w1.profile.gpu_model) == (32000, None)
+    assert (w1.strikes, w1.aside_until, w1.active_jobs) == (0, None, ())
+    assert [w.name for w in await queue.workers(at(6))] == ["w1"]
+    assert await queue.worker("nobody") is None
+
+
+async def test_the_registry_lists_the_jobs_a_worker_holds(queue: Queue) -> None:
+    first, _ = await queue.add(submission(1), at(0))
+    second, _ = await queue.add(submission(2), at(0))
+    await queue.record_seen(worker("w1"), at(1))
+    assert await claim(queue, worker("w1"), 1, limit=2) == [first.id, second.id]
+    record = await queue.worker("w1")
+    assert record is not None
+    assert record.active_jobs == (first.id, second.id)
+
+
+async def test_a_worker_set_aside_gets_nothing_until_its_cool_off_ends(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    await queue.record_seen(worker("w1"), at(0))
+    assert await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
+    assert await claim(queue, worker("w1"), 10) == []
+    assert await claim(queue, worker("w1"), 599) == []
+    assert await claim(queue, worker("w1"), 600) == [job.id]
+    record = await queue.worker("w1")
+    assert record is not None
+    assert (record.strikes, record.aside_at, record.aside_until) == (1, at(0), at(600))
+    assert record.aside_reason == "broken"
+
+
+async def test_setting_aside_is_a_compare_and_set(queue: Queue) -> None:
+    await queue.record_seen(worker("w1"), at(0))
+    assert not await queue.set_aside("w1", at(600), "stale", at(0), strikes=1)
+    assert await queue.set_aside("w1", at(600), "first", at(0), strikes=0)
+    # Already set aside: a second process deciding at the same moment loses.
+    assert not await queue.set_aside("w1", at(900), "again", at(1), strikes=1)
+    assert await queue.set_aside("w1", at(1800), "repeat", at(700), strikes=1)
+    record = await queue.worker("w1")
+    assert record is not None
+    assert (record.strikes, record.aside_until) == (2, at(1800))
+    assert not await queue.set_aside("nobody", at(600), "x", at(0), strikes=0)
+    await queue.clear_strikes("w1")
+    record = await queue.worker("w1")
+    assert record is not None
+    assert (record.strikes, record.aside_until) == (0, at(1800))
+
+
+async def test_release_ends_a_cool_off_at_once(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    await queue.record_seen(worker("w1"), at(0))
+    assert await queue.release("nobody", at(1)) is None
+    assert await queue.release("w1", at(1)) is False
+    await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
+    assert await queue.release("w1", at(10)) is True
+    assert await claim(queue, worker("w1"), 10) == [job.id]
+    # The release was the end of that cool-off: it is not reported again as ending.
+    assert await queue.note_cool_off_ends(at(700)) == []
+
+
+async def test_each_end_of_a_cool_off_is_reported_once(queue: Queue) -> None:
+    await queue.record_seen(worker("w1"), at(0))
+    await queue.record_seen(worker("w2"), at(0))
+    await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
+    await queue.set_aside("w2", at(900), "broken", at(0), strikes=0)
+    assert await queue.note_cool_off_ends(at(599)) == []
+    assert [w.name for w in await queue.note_cool_off_ends(at(600))] == ["w1"]
+    assert await queue.note_cool_off_ends(at(601)) == []
+    ended = await queue.note_cool_off_ends(at(1000))
+    assert [(w.name, w.aside_reason) for w in ended] == [("w2", "broken")]
+    await queue.set_aside("w1", at(2000), "again", at(1000), strikes=1)
+    assert [w.name for w in await queue.note_cool_off_ends(at(2000))] == ["w1"]
+
+
+async def test_outcomes_are_kept_per_attempt_and_read_latest_first(queue: Queue) -> None:
+    ids = [(await queue.add(submission(n), at(0)))[0].id for n in range(1, 5)]
+    for n, job_id in enumerate(ids[:3]):
+        assert await claim(queue, worker("w1"), 10 + n) == [job_id]
+    assert await claim(queue, worker("w2"), 20) == [ids[3]]
+    await queue.record_outcome(ids[0], 1, Outcome.ERROR, at(30))
+    await queue.record_outcome(ids[1], 1, Outcome.TIMEOUT, at(40))
+    await queue.record_outcome(ids[2], 1, Outcome.FINISHED, at(50))
+    await queue.record_outcome(ids[2], 1, Outcome.ERROR, at(55))  # once per attempt
+    await queue.record_outcome(ids[3], 1, Outcome.FINISHED, at(60))
+    mine = await queue.outcomes_of("w1", at(0), 10)
+    assert [(o.job_id, o.outcome) for o in mine] == [
+        (ids[2], Outcome.FINISHED),
+        (ids[1], Outcome.TIMEOUT),
+        (ids[0], Outcome.ERROR),
+    ]
+    assert (mine[2].pulled_at, mine[2].ended_at, mine[2].attempt) == (at(10), at(30), 1)
+    assert [o.job_id for o in await queue.outcomes_of("w1", at(30), 10)] == [ids[2], ids[1]]
+    assert [o.job_id for o in await queue.outcomes_of("w1", at(0), 1)] == [ids[2]]
+    others = await queue.outcome_counts(at(0), excluding="w2")
+    assert (others.finished, others.failed) == (1, 2)
+    others = await queue.outcome_counts(at(35), excluding="w1")
+    assert (others.finished, others.failed) == (1, 0)
+
+
+async def test_live_job_is_the_one_not_cancelled(queue: Queue) -> None:
+    old, _ = await queue.add(submission(7), at(0))
+    new, _ = await queue.add(submission(7), at(1))
+    live = await queue.live_job(7)
+    assert live is not None
+    assert live.id == new.id != old.id
+    await queue.cancel(new.id, at(2))
+    assert await queue.live_job(7) is None
+    assert await queue.live_job(8) is None
+
+
+async def test_count_ahead_follows_the_pull_order(queue: Queue) -> None:
+    low, _ = await queue.add(submission(1, priority=1), at(0))
+    high, _ = await queue.add(submission(2, priority=9), at(1))
+    same, _ = await queue.add(submission(3, priority=1), at(2))
+    await queue.add(submission(4, priority=9, hardware={"gpu_mem": 99_000}), at(0))  # no fit
+    await queue.add(submission(5, priority=9, environment="cloud"), at(0))  # no fit
+    grouped, _ = await queue.add(submission(6, priority=0, group="lab"), at(3))
+    w = worker("w1")
+    for job, ahead in [(high, 0), (low, 1), (same, 2), (grouped, 3)]:
+        assert await queue.count_ahead(job, w, at(10), exclude_attempted=True) == ahead
+    lab = worker("w1", groups=("lab",))
+    assert await queue.count_ahead(grouped, lab, at(10), exclude_attempted=True) == 0
+    assert await queue.count_ahead(same, lab, at(10), exclude_attempted=True) == 3
+
+
+async def test_count_ahead_leaves_out_jobs_the_worker_tried(queue: Queue) -> None:
+    first, _ = await queue.add(submission(1), at(0))
+    second, _ = await queue.add(submission(2), at(1))
+    assert await claim(queue, worker("w1"), 2) == [first.id]
+    expired = (await queue.find_expired(at(100), 10))[0]
+    assert await queue.requeue(expired.job, "timeout", at(100), heartbeat_before=at(100))
+    w1 = worker("w1")
+    assert await queue.count_ahead(second, w1, at(101), exclude_attempted=True) == 0
+    assert await queue.count_ahead(second, w1, at(101), exclude_attempted=False) == 1
+
+
+async def test_retry_failed_starts_a_failed_job_over(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
+    await claim(queue, worker("w1"), 1)
+    pulled = await queue.get(job.id)
+    assert pulled is not None
+    assert await queue.retry_failed(pulled, "retried", at(2)) is None  # not failed
+    failed = await queue.record_update(pulled, JobStatus.ERROR, "boom", at(3), forward=True)
+    assert failed is not None
+    for _ in range(2):  # the upstream heard "pulled" and "error"
+        await queue.complete_events([e.id for e in await queue.lease_events(at(40), 30, 10)])
+    committed = await queue.retry_failed(failed.job, "retried by an operator", at(4))
+    assert committed is not None
+    again = committed.job
+    assert (again.status, again.worker, again.num_retries) == (JobStatus.QUEUED, None, 0)
+    assert again.runtime_details == "retried by an operator"
+    # The "queued" event, for the upstream; a stale snapshot cannot retry it twice.
+    assert committed.event is not None
+    assert committed.event.status is JobStatus.QUEUED
+    assert await queue.retry_failed(failed.job, "again", at(5)) is None
+    # It starts over: the worker it failed on may take it again, as attempt 2, and the
+    # workers tried before the retry are forgotten (a time-out names only the new ones).
+    (claimed,) = await queue.claim_jobs(worker("w1"), 1, at(6), exclude_attempted=True)
+    assert (claimed.job.id, claimed.job.attempt) == (job.id, 2)
+    (expired,) = await queue.find_expired(at(1000), 10)
+    assert expired.workers_tried == ("w1",)
+
+
+# ---------------------------------------------------------------------------------------------
+# The use cases, over each queue.
+
+
+@dataclass
+class Service:
+    queue: Queue
+    clock: FakeClock
+    upstream: RecordingUpstream
+    jobs: JobService
+    fleet: Fleet
+    explainer: WaitExplainer
+
+    def at(self, seconds: float) -> None:
+        self.clock.set(at(seconds))
+
+    async def run(self, name: str, outcome: str, *, seconds: float = 0, **hw: object) -> int | None:
+        """``name`` pulls one job and reports ``outcome`` for it after ``seconds``."""
+        handed = await self.jobs.pull(worker(name, **hw), 1)
+        if not handed:
+            return None
+        self.clock.advance(seconds)
+        await self.jobs.update_status(handed[0].id, name, "running", None)
+        await self.jobs.update_status(handed[0].id, name, outcome, None)
+        return handed[0].id
+
+
+@pytest.fixture
+async def service(queue: Queue) -> Service:
+    clock = FakeClock(at(0))
+    upstream = RecordingUpstream()
+    sync = StatusSync(queue, queue, upstream, clock)
+    fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
+    jobs = JobService(queue, clock, RetryPolicy(timeout_failure=300), sync, fleet)
+    explainer = WaitExplainer(queue, queue, clock, seen_window=900, exclude_attempted=True)
+    return Service(queue, clock, upstream, jobs, fleet, explainer)
+
+
+async def submit(s: Service, count: int, start: int = 1, **fields: object) -> None:
+    for n in range(start, start + count):
+        await s.jobs.submit(submission(n, **fields))  # type: ignore[arg-type]
+
+
+async def test_a_worker_failing_what_others_finish_is_set_aside(service: Service) -> None:
+    s = service
+    await submit(s, 30)
+    for _ in range(2):
+        assert await s.run("good", "finished", seconds=60)
+    for _ in range(3):
+        assert await s.run("bad", "error", seconds=2)
+    # Set aside: its pulls get nothing, while the healthy worker keeps getting jobs.
+    assert await s.jobs.pull(worker("bad"), 1) == []
+    assert await s.run("good", "finished", seconds=60)
+    record = await s.queue.worker("bad")
+    assert record is not None
+    assert record.aside(s.clock.now())
+    assert record.aside_reason is not None
+    assert "last 3 attempts failed" in record.aside_reason
+    assert record.aside_until == record.aside_at + timedelta(seconds=600)  # type: ignore[operator]
+    # After the cool-off it gets work again; failing again, it is set aside for twice as long.
+    assert record.aside_until is not None
+    s.clock.set(record.aside_until)
+    assert [w.name for w in await s.fleet.note_cool_off_ends(s.clock.now())] == ["bad"]
+    for _ in range(3):
+        assert await s.run("bad", "error", seconds=2)
+    again = await s.queue.worker("bad")
+    assert again is not None
+    assert again.strikes == 2
+    assert again.aside_until == again.aside_at + timedelta(seconds=1200)  # type: ignore[operator]
+    assert await s.jobs.pull(worker("bad"), 1) == []
+    # Released by an operator, it gets jobs at once; finishing one, its strikes are forgiven.
+    assert await s.fleet.release("bad", s.clock.now()) is True
+    assert await s.run("bad", "finished", seconds=60)
+    forgiven = await s.queue.worker("bad")
+    assert forgiven is not None
+    assert forgiven.strikes == 0
+
+
+async def test_time_outs_count_against_the_worker(service: Service) -> None:
+    s = service
+    await submit(s, 10)
+    assert await s.run("good", "finished", seconds=60)
+    for _ in range(3):
+        assert await s.jobs.pull(worker("hangs"), 1)
+        s.clock.advance(301)
+        await s.jobs.sweep()
+    assert await s.jobs.pull(worker("hangs"), 1) == []
+    record = await s.queue.worker("hangs")
+    assert record is not None
+    assert "timed out" in (record.aside_reason or "")
+
+
+async def test_jobs_that_fail_on_every_worker_set_no_worker_aside(service: Service) -> None:
+    s = service
+    await submit(s, 20)
+    names = ["w1", "w2", "w3", "w4"]
+    failed = 0
+    while failed < 20:
+        for name in names:
+            if await s.run(name, "error", seconds=2):
+                failed += 1
+    for name in names:
+        record = await s.queue.worker(name)
+        assert record is not None
+        assert record.strikes == 0
+        assert not record.aside(s.clock.now())
+    await submit(s, 1, start=100)
+    assert await s.jobs.pull(worker("w1"), 1)
+
+
+async def test_a_worker_that_fails_alone_in_the_fleet_is_not_set_aside(service: Service) -> None:
+    s = service
+    await submit(s, 5)
+    for _ in range(5):
+        assert await s.run("only", "error", seconds=2)
+    record = await s.queue.worker("only")
+    assert record is not None
+    assert record.strikes == 0
+
+
+async def test_an_operator_retry_brings_a_failed_job_back_and_tells_upstream(
+    service: Service,
+) -> None:
+    s = service
+    await submit(s, 1, start=41)
+    job_id = await s.run("w1", "error", seconds=5)
+    assert job_id is not None
+    results = await s.jobs.retry([job_id, job_id + 100])
+    assert results == {job_id: "queued again", job_id + 100: "does not exist"}
+    assert s.upstream.delivered(41)[-1] == ("queued", "retried by an operator")
+    assert await s.jobs.status_of(job_id) is JobStatus.QUEUED
+    assert [j.id for j in await s.jobs.pull(worker("w1"), 1)] == [job_id]
+    assert (await s.jobs.retry([job_id]))[job_id] == "not retried: it is pulled, not error"
+
+
+async def test_explain_when_no_worker_seen_has_the_hardware(service: Service) -> None:
+    s = service
+    await s.jobs.submit(submission(5, hardware={"gpu_mem": 40000}))
+    await s.jobs.pull(worker("w1", gpu_mem=24000), 1)
+    await s.jobs.pull(worker("w2", gpu_mem=16000), 1)
+    why = await s.explainer.explain_upstream(5)
+    assert (why.status, why.workers_seen, why.workers_fitting) == ("queued", 2, 0)
+    assert why.reason == (
+        "no local worker seen in the last 15 minutes has 40 000 MiB of GPU memory; "
+        "the largest has 24 000"
+    )
+    # Workers seen longer ago than the window do not count.
+    s.clock.advance(901)
+    why = await s.explainer.explain_upstream(5)
+    assert why.workers_seen == 0
+    assert why.reason == "no worker has asked for jobs in the last 15 minutes"
+
+
+async def test_explain_when_every_fitting_worker_is_busy(service: Service) -> None:
+    s = service
+    await submit(s, 3)
+    assert await s.jobs.pull(worker("w1"), 1)
+    assert await s.jobs.pull(worker("w2"), 1)
+    why = await s.explainer.explain_upstream(3)
+    assert (why.workers_fitting, why.fitting_busy, why.fitting_idle, why.ahead) == (2, 2, 0, 0)
+    assert why.reason == "all 2 fitting worker(s) are busy; it is next in line"
+
+
+async def test_explain_when_a_fitting_worker_is_idle(service: Service) -> None:
+    s = service
+    await submit(s, 3)
+    await s.jobs.pull(worker("w1", gpu_mem=0), 1)  # takes job 1; cannot take GPU jobs
+    await s.jobs.update_status(1, "w1", "finished", None)
+    why = await s.explainer.explain_upstream(3)
+    assert (why.fitting_idle, why.ahead) == (1, 1)
+    assert why.reason.startswith("1 fitting worker(s) idle; 1 job(s) come before it")
+    why = await s.explainer.explain_upstream(2)
+    assert why.ahead == 0
+    assert "it is next in line" in why.reason
+
+
+async def test_explain_an_any_job_waiting_for_older_than(service: Service) -> None:
+    s = service
+    await s.jobs.submit(submission(9, environment=None))
+    await s.jobs.pull(worker("c1", environment=Environment.CLOUD, older_than=600), 1)
+    s.clock.advance(60)
+    why = await s.explainer.explain_upstream(9)
+    assert (why.workers_fitting, why.fitting_idle) == (1, 0)
+    assert why.reason == (
+        "the job may run in any environment, and the fitting workers take such a job only "
+        "once it is 10 minutes old; it is 60 s old"
+    )
+
+
+async def test_explain_when_fitting_workers_are_set_aside(service: Service) -> None:
+    s = service
+    await submit(s, 1, hardware={"memory": 1000})
+    await s.jobs.pull(worker("w9", memory=8), 1)  # seen, but too small for the job
+    await s.queue.record_seen(worker("w1"), s.clock.now())
+    await s.queue.set_aside("w1", at(600), "broken", s.clock.now(), strikes=0)
+    why = await s.explainer.explain_upstream(1)
+    assert (why.workers_fitting, why.fitting_set_aside) == (1, 1)
+    assert why.reason.startswith("all 1 fitting worker(s) seen in the last 15 minutes are set")
+
+
+async def test_explain_a_job_that_is_not_queued_and_an_unknown_one(service: Service) -> None:
+    s = service
+    await submit(s, 1, start=3)
+    await s.jobs.pull(worker("w1"), 1)
+    why = await s.explainer.explain_upstream(3)
+    assert (why.status, why.worker) == ("pulled", "w1")
+    assert why.reason == "the job is not waiting: it is pulled on worker w1"
+    with pytest.raises(JobNotFound, match=r"meta\.job_id 4"):
+        await s.explainer.explain_upstream(4)
