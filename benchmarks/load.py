@@ -507,14 +507,16 @@ async def time_pulls(url: str, token: str, count: int) -> list[float]:
     return latencies
 
 
-def pull_latency_benchmark(kind: str, sizes: list[int], pulls: int) -> list[dict[str, Any]]:
+def pull_latency_benchmark(
+    kind: str, sizes: list[int], pulls: int, python: str = sys.executable
+) -> list[dict[str, Any]]:
     rows = []
     for size in sizes:
         with (
             tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp,
             database(kind, Path(tmp)) as url,
         ):
-            rig = Rig(Path(tmp), url, 1)
+            rig = Rig(Path(tmp), url, 1, python=python)
             try:
                 rig.start(upstream=False)
                 uvloop.run(insert_non_fitting(url, size))
@@ -526,6 +528,7 @@ def pull_latency_benchmark(kind: str, sizes: list[int], pulls: int) -> list[dict
         rows.append(
             {
                 "db": kind,
+                "python": python,
                 "queued_not_fitting": size,
                 "pulls": pulls,
                 "p50_ms": round(1000 * percentile(latencies, 0.5), 3),
@@ -604,7 +607,7 @@ def main() -> None:
     if args.pull_latency:
         for kind in kinds:
             rows += pull_latency_benchmark(
-                kind, [int(s) for s in args.sizes.split(",")], args.pulls
+                kind, [int(s) for s in args.sizes.split(",")], args.pulls, args.python
             )
     else:
         options = Options(

@@ -14,12 +14,14 @@ import errno
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
 from workerfacing_api.config import ConfigError, Settings, load_settings
+from workerfacing_api.core.fleet import duration
+from workerfacing_api.core.model import AttemptOutcome, WorkerRecord
 
 if TYPE_CHECKING:
     from workerfacing_api.container import Container
@@ -228,15 +230,37 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from workerfacing_api.container import release_short_lived
+    from workerfacing_api.core.errors import Unavailable
 
     now = container.clock().now()
     try:
         views = await container.views.async_()
         if args.action == "stats":
             stats = await views.stats(now)
+            seen = await _seen_workers(container)
             if args.json:
-                print(msgspec.json.encode(stats).decode())
+                document = msgspec.to_builtins(stats)
+                document["workers"] = {
+                    "seen": len(seen),
+                    "window_seconds": container.settings().worker_seen_window,
+                    "set_aside": {
+                        w.name: w.aside_until.isoformat()
+                        for w in seen
+                        if w.aside_until is not None and w.aside(now)
+                    },
+                }
+                print(msgspec.json.encode(document).decode())
                 return
+            aside = [w for w in seen if w.aside(now)]
+            print(
+                f"workers seen in the last {duration(container.settings().worker_seen_window)}: "
+                f"{len(seen)}, busy {sum(1 for w in seen if w.active_jobs)}, set aside "
+                + (
+                    ", ".join(f"{w.name} (until {_time(w.aside_until)})" for w in aside)
+                    if aside
+                    else "none"
+                )
+            )
             print("jobs by state: " + ", ".join(f"{s} {n}" for s, n in stats.by_status.items()))
             print(
                 f"oldest queued job: {_age(stats.oldest_queued_age)}"
@@ -246,6 +270,12 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
                 f"undelivered status events: {stats.outbox_backlog}, "
                 f"oldest {_age(stats.oldest_event_age)}"
             )
+            return
+        if args.action == "retry":
+            await _retry(container, args.ids)
+            return
+        if args.action == "why":
+            await _why(container, args.id, meta=args.meta, as_json=args.json)
             return
         found = await views.job(args.id)
         if found is None:
@@ -282,11 +312,168 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
             "job": msgspec.json.decode(job.spec),
         }
         print(msgspec.json.format(msgspec.json.encode(view), indent=2).decode())
-    except (OSError, DBAPIError) as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
-        _fail(f"QUEUE_DB_URL: cannot read the queue ({reason}); run: workerfacing-api db upgrade")
+    except (OSError, DBAPIError, Unavailable) as exc:
+        reason = str(getattr(exc, "detail", None) or getattr(exc, "orig", exc) or exc)
+        _fail(
+            f"QUEUE_DB_URL: cannot read the queue ({reason.splitlines()[0]}); "
+            "run: workerfacing-api db upgrade"
+        )
     finally:
         await release_short_lived(container)
+
+
+async def _close(container: Container) -> None:
+    from workerfacing_api.container import close_adapters
+
+    await close_adapters(container)
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+async def _seen_workers(container: Container) -> list[WorkerRecord]:
+    """The workers seen within WORKER_SEEN_WINDOW (opens the queue; closed by the caller)."""
+    now = container.clock().now()
+    window = timedelta(seconds=container.settings().worker_seen_window)
+    try:
+        return await container.fleet().workers(now - window)
+    finally:
+        await _close(container)
+
+
+async def _retry(container: Container, ids: list[int]) -> None:
+    jobs = container.jobs()
+    sync = container.sync()
+    try:
+        results = await jobs.retry(ids)
+        while await sync.dispatch_due() > 0:  # the upstream hears "queued" now, if it answers
+            pass
+        await sync.wait_idle(10)
+    finally:
+        await _close(container)
+    for job_id, result in results.items():
+        print(f"job {job_id}: {result}")
+    if any(result != "queued again" for result in results.values()):
+        raise SystemExit(1)
+
+
+async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) -> None:
+    from workerfacing_api.core.errors import JobNotFound
+
+    explainer = container.explainer()
+    try:
+        if meta:
+            explanation = await explainer.explain_upstream(job_id)
+        else:
+            explanation = await explainer.explain_queue_id(job_id)
+    except JobNotFound as exc:
+        _fail(exc.detail)
+    finally:
+        await _close(container)
+    if as_json:
+        print(msgspec.json.encode(explanation).decode())
+        return
+    e = explanation
+    print(f"job {e.queue_id} (meta.job_id {e.job_id}): {e.status}")
+    if e.status == "queued":
+        print(
+            f"queued for {_age(e.waiting_seconds)}; workers seen {e.workers_seen}, fitting "
+            f"{e.workers_fitting} (busy {e.fitting_busy}, set aside {e.fitting_set_aside}, "
+            f"idle {e.fitting_idle})" + (f"; {e.ahead} job(s) ahead" if e.ahead is not None else "")
+        )
+    print(e.reason)
+
+
+def cmd_workers(args: argparse.Namespace) -> None:
+    settings = _settings()
+    container = _container(settings)
+    _configure_logging("WARNING")
+    try:
+        asyncio.run(_workers(container, args))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+async def _workers(container: Container, args: argparse.Namespace) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from workerfacing_api.core.errors import Unavailable
+
+    now = container.clock().now()
+    fleet = container.fleet()
+    try:
+        if args.action == "release":
+            released = await fleet.release(args.name, now)
+            if released is None:
+                _fail(f"no worker named {args.name!r} has ever pulled here")
+            print(
+                f"worker {args.name}: released; it gets jobs again"
+                if released
+                else f"worker {args.name} is not set aside; nothing to do"
+            )
+            return
+        window = timedelta(seconds=container.settings().worker_seen_window)
+        records = await fleet.workers(None if args.all else now - window)
+        outcomes = {w.name: await fleet.recent_outcomes(w.name, now, 10) for w in records}
+    except (OSError, DBAPIError, Unavailable) as exc:
+        reason = str(getattr(exc, "detail", None) or getattr(exc, "orig", exc) or exc)
+        _fail(f"QUEUE_DB_URL: cannot read the queue ({reason.splitlines()[0]})")
+    finally:
+        await _close(container)
+    if args.json:
+        print(
+            msgspec.json.encode([_worker_view(w, outcomes[w.name], now) for w in records]).decode()
+        )
+        return
+    if not records:
+        scope = "ever" if args.all else f"in the last {duration(window.total_seconds())}"
+        print(f"no worker has pulled {scope}")
+        return
+    for w in records:
+        view = _worker_view(w, outcomes[w.name], now)
+        p = w.profile
+        gpu = f"{p.gpu_model or 'no GPU'}" + (
+            f" ({p.gpu_archi}, {p.gpu_mem} MiB)" if p.gpu_model or p.gpu_mem else ""
+        )
+        standing = (
+            f"SET ASIDE until {_time(w.aside_until)} ({w.aside_reason})" if w.aside(now) else "ok"
+        )
+        print(
+            f"{w.name}  {p.environment.value}  last seen {_age(view['last_seen_seconds_ago'])} "
+            f"ago  {p.cpu_cores} cores, {p.memory} MiB, {gpu}"
+        )
+        print(
+            f"    jobs now: {', '.join(map(str, w.active_jobs)) or 'none'}; recent: "
+            f"{view['recent'] or 'none'}; strikes {w.strikes}; {standing}"
+        )
+
+
+def _worker_view(w: WorkerRecord, recent: list[AttemptOutcome], now: datetime) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for o in recent:
+        counts[o.outcome.value] = counts.get(o.outcome.value, 0) + 1
+    return {
+        "name": w.name,
+        "environment": w.profile.environment.value,
+        "cpu_cores": w.profile.cpu_cores,
+        "memory": w.profile.memory,
+        "gpu_model": w.profile.gpu_model,
+        "gpu_archi": w.profile.gpu_archi,
+        "gpu_mem": w.profile.gpu_mem,
+        "first_seen_at": _time(w.first_seen_at),
+        "last_seen_at": _time(w.last_seen_at),
+        "last_seen_seconds_ago": (now - w.last_seen_at).total_seconds(),
+        "active_jobs": list(w.active_jobs),
+        "recent": ", ".join(f"{k} {n}" for k, n in sorted(counts.items())),
+        "recent_outcomes": [
+            {"job": o.job_id, "attempt": o.attempt, "outcome": o.outcome.value} for o in recent
+        ],
+        "strikes": w.strikes,
+        "set_aside": w.aside(now),
+        "aside_until": _time(w.aside_until) if w.aside_until else None,
+        "aside_reason": w.aside_reason,
+    }
 
 
 def _positive(value: str) -> float:
@@ -342,7 +529,21 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     show = views.add_parser("show", help="one job in full")
     show.add_argument("id", type=int, help="queue id")
+    retry = views.add_parser("retry", help="put failed jobs back in the queue (start over)")
+    retry.add_argument("ids", type=int, nargs="+", metavar="ID", help="queue ids")
+    why = views.add_parser("why", help="why a job waits")
+    why.add_argument("id", type=int, help="queue id (meta.job_id with --meta)")
+    why.add_argument("--meta", action="store_true", help="ID is meta.job_id (user-facing id)")
+    why.add_argument("--json", action="store_true", help="print one JSON object")
     jobs.set_defaults(run=cmd_jobs)
+
+    workers = commands.add_parser("workers", help="the workers seen, and setting them aside")
+    workers.add_argument("--all", action="store_true", help="every worker ever seen")
+    workers.add_argument("--json", action="store_true", help="print a JSON list")
+    worker_actions = workers.add_subparsers(dest="action", metavar="ACTION")
+    release = worker_actions.add_parser("release", help="end a worker's cool-off now")
+    release.add_argument("name", help="the worker's name")
+    workers.set_defaults(run=cmd_workers, action=None)
     return root
 
 

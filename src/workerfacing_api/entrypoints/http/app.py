@@ -82,6 +82,7 @@ def create_app(
             signer=container.signer(),
             identity=container.identity(),
             settings=settings,
+            explainer=container.explainer(),
         )
 
     dependencies = {"api": Provide(services, use_cache=True, sync_to_thread=False)}

@@ -38,6 +38,7 @@ from workerfacing_api.core.model import (
     WorkerProfile,
 )
 from workerfacing_api.core.ports import IdentityVerifier
+from workerfacing_api.core.waiting import Explanation, WaitExplainer
 from workerfacing_api.entrypoints.http.auth import (
     authenticate_worker,
     bearer_token,
@@ -95,6 +96,7 @@ class Services:
     signer: UrlSigner
     identity: IdentityVerifier
     settings: Settings
+    explainer: WaitExplainer
 
 
 # Injected values are trusted: Litestar need not check their types on every request.
@@ -443,6 +445,21 @@ async def submit_job(
     return Response(msgspec.json.encode(echo), media_type=JSON, status_code=201)
 
 
+@get(
+    "/_jobs/{job_id:int}/explain",
+    operation_id="explain_job",
+    summary="Why a job waits (user-facing API; header x-api-key; job_id is meta.job_id)",
+    guards=[require_api_key],
+    responses={
+        200: ResponseSpec(data_container=Explanation, description="Its state and why it waits"),
+        **errors(401, 404, 503),
+    },
+)
+async def explain_job(api: Api, job_id: FromPath[int]) -> Response[bytes]:
+    explanation = await api.explainer.explain_upstream(job_id)
+    return Response(msgspec.json.encode(explanation), media_type=JSON)
+
+
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
 def openapi_json(request: AnyRequest) -> Response[bytes]:
     """The OpenAPI document also where FastAPI services keep it (it is at /docs/openapi.json)."""
@@ -463,4 +480,5 @@ ROUTES = [
     get_download_url,
     download_file,
     submit_job,
+    explain_job,
 ]
