@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,33 @@ from sqlalchemy import text
 from tests.bodies import job_document
 from workerfacing_api.adapters import sql
 from workerfacing_api.core.memory import InMemoryQueue
-from workerfacing_api.core.model import Submission
+from workerfacing_api.core.model import Environment, Submission, WorkerProfile
 
 KINDS = ["memory", "sqlite", "postgres"]
 
 Queue = InMemoryQueue | sql.SqliteQueue | sql.PostgresQueue
+
+T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """``seconds`` after the contract suites' fixed start time."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def worker(name: str = "w1", **kw: object) -> WorkerProfile:
+    """A local GPU worker; ``kw`` changes what it offers."""
+    values: dict[str, object] = {
+        "worker": name,
+        "environment": Environment.LOCAL,
+        "cpu_cores": 8,
+        "memory": 16000,
+        "gpu_mem": 8000,
+        "gpu_model": "RTX",
+        "gpu_archi": "ampere",
+    }
+    values.update(kw)
+    return WorkerProfile(**values)  # type: ignore[arg-type]
 
 
 # Never within a test: what PostgreSQL puts off is written by the statements the test makes, or

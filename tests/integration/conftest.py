@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.bodies import job_document
+from tests.queues import KINDS, Queue, open_queue
 from workerfacing_api.adapters.identity import LocalIssuer
 
 if TYPE_CHECKING:
@@ -308,3 +309,11 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+@pytest.fixture(params=KINDS)
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    """Each implementation of the queue port in turn, fresh and empty: the contract suites'."""
+    pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with open_queue(request.param, tmp_path, pg) as q:
+        yield q

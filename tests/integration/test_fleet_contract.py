@@ -10,14 +10,12 @@ a fake clock and a recording upstream, as the service runs them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
-from tests.queues import KINDS, Queue, open_queue, submission
+from tests.queues import Queue, at, submission, worker
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.errors import JobNotFound
@@ -32,33 +30,6 @@ from workerfacing_api.core.model import (
 )
 from workerfacing_api.core.sync import StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
-
-T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def worker(name: str = "w1", **kw: object) -> WorkerProfile:
-    values: dict[str, object] = {
-        "worker": name,
-        "environment": Environment.LOCAL,
-        "cpu_cores": 8,
-        "memory": 16000,
-        "gpu_mem": 24000,
-        "gpu_model": "RTX",
-        "gpu_archi": "ampere",
-    }
-    values.update(kw)
-    return WorkerProfile(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=KINDS)
-async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
-    pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    async with open_queue(request.param, tmp_path, pg) as q:
-        yield q
 
 
 async def claim(q: Queue, w: WorkerProfile, now: float, limit: int = 1) -> list[int]:
@@ -106,8 +77,19 @@ async def test_a_worker_set_aside_gets_nothing_until_its_cool_off_ends(queue: Qu
     assert record.aside_reason == "broken"
 
 
+async def end(queue: Queue, job_id: int, outcome: Outcome, seconds: float) -> None:
+    """The job's worker ends its attempt as ``outcome`` (finished or error), at ``seconds``."""
+    job = await queue.get(job_id)
+    assert job is not None
+    status = JobStatus.FINISHED if outcome is Outcome.FINISHED else JobStatus.ERROR
+    done = await queue.record_update(job, status, None, at(seconds), forward=True, ended=outcome)
+    assert done is not None
+
+
 async def test_setting_aside_is_a_compare_and_set(queue: Queue) -> None:
+    job, _ = await queue.add(submission(1), at(0))
     await queue.record_seen(worker("w1"), at(0))
+    assert await claim(queue, worker("w1"), 0) == [job.id]
     assert not await queue.set_aside("w1", at(600), "stale", at(0), strikes=1)
     assert await queue.set_aside("w1", at(600), "first", at(0), strikes=0)
     # Already set aside: a second process deciding at the same moment loses.
@@ -117,7 +99,8 @@ async def test_setting_aside_is_a_compare_and_set(queue: Queue) -> None:
     assert record is not None
     assert (record.strikes, record.aside_until) == (2, at(1800))
     assert not await queue.set_aside("nobody", at(600), "x", at(0), strikes=0)
-    await queue.clear_strikes("w1")
+    # Finishing a job forgives the strikes (the next cool-off is the shortest again).
+    await end(queue, job.id, Outcome.FINISHED, 800)
     record = await queue.worker("w1")
     assert record is not None
     assert (record.strikes, record.aside_until) == (0, at(1800))
@@ -154,11 +137,15 @@ async def test_outcomes_are_kept_per_attempt_and_read_latest_first(queue: Queue)
     for n, job_id in enumerate(ids[:3]):
         assert await claim(queue, worker("w1"), 10 + n) == [job_id]
     assert await claim(queue, worker("w2"), 20) == [ids[3]]
-    await queue.record_outcome(ids[0], 1, Outcome.ERROR, at(30))
-    await queue.record_outcome(ids[1], 1, Outcome.TIMEOUT, at(40))
-    await queue.record_outcome(ids[2], 1, Outcome.FINISHED, at(50))
-    await queue.record_outcome(ids[2], 1, Outcome.ERROR, at(55))  # once per attempt
-    await queue.record_outcome(ids[3], 1, Outcome.FINISHED, at(60))
+    await end(queue, ids[0], Outcome.ERROR, 30)
+    silent = await queue.get(ids[1])
+    assert silent is not None  # the sweep takes it back: a time-out
+    assert await queue.requeue(silent, "timeout", at(40), heartbeat_before=at(40))
+    await end(queue, ids[2], Outcome.FINISHED, 50)
+    finished = await queue.get(ids[2])
+    assert finished is not None  # repeating the final state notes nothing more
+    await queue.record_update(finished, JobStatus.FINISHED, "logs", at(55), forward=True)
+    await end(queue, ids[3], Outcome.FINISHED, 60)
     mine = await queue.outcomes_of("w1", at(0), 10)
     assert [(o.job_id, o.outcome) for o in mine] == [
         (ids[2], Outcome.FINISHED),

@@ -4,13 +4,11 @@ in-memory reference model, SQLite and PostgreSQL (DESIGN §3, §6; STYLE 5-6).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.queues import KINDS, Queue, open_queue, submission
+from tests.queues import Queue, at, open_queue, submission, worker
 from workerfacing_api.adapters.sql import PostgresQueue
 from workerfacing_api.core.model import (
     Committed,
@@ -20,33 +18,6 @@ from workerfacing_api.core.model import (
     KeepAlive,
     WorkerProfile,
 )
-
-T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def worker(name: str = "w1", **kw: object) -> WorkerProfile:
-    values: dict[str, object] = {
-        "worker": name,
-        "environment": Environment.LOCAL,
-        "cpu_cores": 8,
-        "memory": 16000,
-        "gpu_mem": 8000,
-        "gpu_model": "RTX",
-        "gpu_archi": "ampere",
-    }
-    values.update(kw)
-    return WorkerProfile(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=KINDS)
-async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
-    pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    async with open_queue(request.param, tmp_path, pg) as q:
-        yield q
 
 
 async def claim(q: Queue, w: WorkerProfile, limit: int = 1, now: float = 0) -> list[int]:

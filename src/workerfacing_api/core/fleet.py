@@ -130,21 +130,16 @@ class Fleet:
             self._written.clear()
         self._written[worker.worker] = (worker, now)
 
-    async def attempt_ended(
-        self, job_id: int, attempt: int, worker: str, outcome: Outcome, now: datetime
-    ) -> SetAside | None:
-        """Record how an attempt ended and, after a failure, judge the worker.
+    async def judge(self, name: str, now: datetime) -> SetAside | None:
+        """After one of the worker's attempts failed (its outcome noted with the change that
+        ended it): set the worker aside if its failures point at itself.
 
         Health bookkeeping never fails the worker's request: with the database gone, the
-        change itself failed already; a lost note only weakens the evidence."""
+        change itself failed already."""
         try:
-            await self._registry.record_outcome(job_id, attempt, outcome, now)
-            if outcome is Outcome.FINISHED:
-                await self._registry.clear_strikes(worker)
-                return None
-            return await self._judge(worker, now)
+            return await self._judge(name, now)
         except Unavailable as exc:
-            log.warning("could not note how job %s ended on %s (%s)", job_id, worker, exc.detail)
+            log.warning("could not judge worker %s after a failure (%s)", name, exc.detail)
             return None
 
     async def _judge(self, name: str, now: datetime) -> SetAside | None:

@@ -145,6 +145,12 @@ class JobService:
                 if not decision.forward and job.status in ACTIVE_STATUSES
                 else None
             )
+            # An active job becoming final ends the attempt: how it ended is the fleet's
+            # evidence of the worker's health, noted with the change.
+            ended = None
+            if job.status in ACTIVE_STATUSES and decision.status in FINAL_STATUSES:
+                finished = decision.status is JobStatus.FINISHED
+                ended = Outcome.FINISHED if finished else Outcome.ERROR
             committed = await self._queue.record_update(
                 job,
                 decision.status,
@@ -153,6 +159,7 @@ class JobService:
                 forward=decision.forward,
                 lease=self._sync.inline(),
                 keepalive_before=keepalive,
+                ended=ended,
             )
             if committed is None:
                 # The job moved on meanwhile: decide again on its new state.
@@ -167,12 +174,8 @@ class JobService:
             if job_id in gone:
                 self._recent.pop(job_id, None)
                 raise JobNotFound(f"job {job_id} was deleted by its user; stop working on it")
-            if job.status in ACTIVE_STATUSES and decision.status in FINAL_STATUSES:
-                # The attempt ended: how it ended is the fleet's evidence of the worker's health.
-                outcome = (
-                    Outcome.FINISHED if decision.status is JobStatus.FINISHED else Outcome.ERROR
-                )
-                await self._fleet.attempt_ended(job.id, job.attempt, worker, outcome, now)
+            if ended is Outcome.ERROR:
+                await self._fleet.judge(worker, now)
             return committed.job
         raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
 
@@ -205,14 +208,8 @@ class JobService:
                     (failed if ending else requeued).append(expired.job.id)
                     events.append(done.event)
                     self._recent.pop(expired.job.id, None)
-                    if expired.job.worker is not None:
-                        await self._fleet.attempt_ended(
-                            expired.job.id,
-                            expired.job.attempt,
-                            expired.job.worker,
-                            Outcome.TIMEOUT,
-                            now,
-                        )
+                    if expired.job.worker is not None:  # its time-out counts against it
+                        await self._fleet.judge(expired.job.worker, now)
             if len(batch) < _SWEEP_BATCH or not fresh:
                 break
         if events:

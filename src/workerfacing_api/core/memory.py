@@ -197,11 +197,16 @@ class InMemoryQueue:
         forward: bool,
         lease: bool = True,
         keepalive_before: datetime | None = None,
+        ended: Outcome | None = None,
     ) -> Committed | None:
         async with self._lock:
             record = forward and self._record_events
             if not self._unchanged(job, same_events=record):
                 return None
+            if ended is not None:
+                self._note_outcome(job.id, job.attempt, ended, now)
+                if ended is Outcome.FINISHED and job.worker is not None:
+                    self._clear_strikes(job.worker)
             current = self._jobs[job.id]
             # A keep-alive goes upstream when nothing went for the job lately and none of its
             # events waits (it must not overtake one).
@@ -309,11 +314,9 @@ class InMemoryQueue:
         known = self._workers.get(name)
         return None if known is None else self._with_jobs(known)
 
-    async def record_outcome(
-        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
-    ) -> None:
+    def _note_outcome(self, job_id: int, attempt: int, outcome: Outcome, now: datetime) -> None:
         row = self._history.get((job_id, attempt))
-        if row is not None and row.outcome is None:
+        if row is not None and row.outcome is None:  # once per attempt
             row.outcome = outcome
             row.ended_at = now
 
@@ -339,11 +342,10 @@ class InMemoryQueue:
             self._end_noted.discard(worker)
             return True
 
-    async def clear_strikes(self, worker: str) -> None:
-        async with self._lock:
-            known = self._workers.get(worker)
-            if known is not None and known.strikes:
-                self._workers[worker] = msgspec.structs.replace(known, strikes=0)
+    def _clear_strikes(self, worker: str) -> None:
+        known = self._workers.get(worker)
+        if known is not None and known.strikes:
+            self._workers[worker] = msgspec.structs.replace(known, strikes=0)
 
     async def release(self, worker: str, now: datetime) -> bool | None:
         async with self._lock:
@@ -489,6 +491,7 @@ class InMemoryQueue:
             ):
                 return None
             requeue = status is JobStatus.QUEUED
+            self._note_outcome(job.id, job.attempt, Outcome.TIMEOUT, now)
             updated = msgspec.structs.replace(
                 current,
                 status=status,

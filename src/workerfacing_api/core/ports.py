@@ -96,8 +96,13 @@ class JobQueue(Protocol):
         forward: bool,
         lease: bool = True,
         keepalive_before: datetime | None = None,
+        ended: Outcome | None = None,
     ) -> Committed | None:
         """Set status (may be unchanged) and heartbeat, if ``job`` is still as given.
+
+        ``ended``: the update ends the attempt (an active job became final); how it ended is
+        noted for the fleet's health in the same transaction, and a finished attempt clears the
+        worker's strikes (see ``WorkerRegistry``).
 
         An update that records no event but gives ``keepalive_before`` claims the job's
         keep-alive: when nothing was forwarded for the job since ``keepalive_before`` and none of
@@ -114,7 +119,8 @@ class JobQueue(Protocol):
         heartbeat_before: datetime,
         lease: bool = True,
     ) -> Committed | None:
-        """Put an expired job back to ``queued`` with one more retry."""
+        """Put an expired job back to ``queued`` with one more retry. Like ``fail``, it notes
+        the attempt's outcome as a time-out."""
         ...
 
     async def fail(
@@ -164,7 +170,9 @@ class UploadLedger(Protocol):
 class WorkerRegistry(Protocol):
     """The workers seen pulling, how their attempts ended, and which are set aside.
 
-    Kept beside the queue (the claim consults it): a worker set aside gets no job."""
+    Kept beside the queue: the claim consults it (a worker set aside gets no job), and the
+    changes that end an attempt note its outcome (``JobQueue.record_update``'s ``ended``, the
+    sweep's time-outs), once per attempt."""
 
     async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
         """Insert or update the worker's row: what it offered at this pull, and when."""
@@ -175,12 +183,6 @@ class WorkerRegistry(Protocol):
         ...
 
     async def worker(self, name: str) -> WorkerRecord | None: ...
-
-    async def record_outcome(
-        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
-    ) -> None:
-        """Note how an attempt ended (once per attempt: a later note is ignored)."""
-        ...
 
     async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
         """The worker's attempts that ended after ``since``, the latest first."""
@@ -196,10 +198,6 @@ class WorkerRegistry(Protocol):
         """Begin a cool-off until ``until``, if the worker still has ``strikes`` strikes and is
         not set aside at ``now`` (a compare-and-set: of two processes deciding at once, one
         wins); it then has one strike more."""
-        ...
-
-    async def clear_strikes(self, worker: str) -> None:
-        """The worker finished a job: its next cool-off is the shortest again."""
         ...
 
     async def release(self, worker: str, now: datetime) -> bool | None:

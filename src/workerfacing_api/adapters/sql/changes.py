@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
 
-from workerfacing_api.core.model import Committed, Job, JobStatus
+from workerfacing_api.core.model import Committed, Job, JobStatus, Outcome
 
 
 class JobChanges(ABC):
@@ -29,10 +29,11 @@ class JobChanges(ABC):
         forward: bool,
         lease: bool,
     ) -> Committed | None:
-        """Run ``statement`` (a compare-and-set of common.sql on ``job``) with ``values``; when
-        ``forward``, record the new state's event with it, leased to the caller when ``lease``
-        and it heads its job's line, and return the keep-alive the change claimed, if any. None:
-        the snapshot was stale, and nothing changed."""
+        """Run ``statement`` (a compare-and-set of common.sql on ``job``) with ``values``; note
+        the attempt's outcome when ``values["ended"]`` gives one (clearing the worker's strikes
+        when it finished); when ``forward``, record the new state's event with it, leased to
+        the caller when ``lease`` and it heads its job's line, and return the keep-alive the
+        change claimed, if any. None: the snapshot was stale, and nothing changed."""
 
     async def record_update(
         self,
@@ -44,11 +45,13 @@ class JobChanges(ABC):
         forward: bool,
         lease: bool = True,
         keepalive_before: datetime | None = None,
+        ended: Outcome | None = None,
     ) -> Committed | None:
         values = self._snapshot(job, forward) | {
             "status": status.value,
             "details": runtime_details,
             "keepalive_before": keepalive_before,
+            "ended": None if ended is None else ended.value,
         }
         return await self._change("record_update", job, values, now, forward=forward, lease=lease)
 
@@ -92,6 +95,7 @@ class JobChanges(ABC):
             "requeue": int(status is JobStatus.QUEUED),
             "details": detail,
             "heartbeat_before": heartbeat_before,
+            "ended": Outcome.TIMEOUT.value,  # the worker fell silent: a time-out, its failure
         }
         return await self._change("end_silent_attempt", job, values, now, forward=True, lease=lease)
 
@@ -99,7 +103,7 @@ class JobChanges(ABC):
         self, job: Job, detail: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
         # The upstream hears that the job is queued again, as of any status change.
-        values = self._snapshot(job, True) | {"details": detail}
+        values = self._snapshot(job, True) | {"details": detail, "ended": None}
         return await self._change("retry_failed", job, values, now, forward=True, lease=lease)
 
     def _snapshot(self, job: Job, forward: bool) -> dict[str, Any]:

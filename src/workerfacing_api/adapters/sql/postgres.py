@@ -58,7 +58,6 @@ from workerfacing_api.core.model import (
     Committed,
     ExpiredJob,
     Job,
-    Outcome,
     OutcomeCounts,
     StatusEvent,
     Submission,
@@ -128,13 +127,11 @@ COUNT_AHEAD = Statement(
     )
 )
 RECORD_SEEN = Statement(_SQL["record_seen"])
-WORKERS_SEEN_SINCE = Statement(_SQL["workers_seen_since"])
-WORKER_NAMED = Statement(_SQL["worker_named"])
-RECORD_OUTCOME = Statement(_SQL["record_outcome"])
+WORKERS_SEEN_SINCE = Statement(queries.fill(_SQL["workers_with_jobs"], which=_SQL["seen_since"]))
+WORKER_NAMED = Statement(queries.fill(_SQL["workers_with_jobs"], which=_SQL["named"]))
 OUTCOMES_OF = Statement(_SQL["outcomes_of"])
 OUTCOME_COUNTS = Statement(_SQL["outcome_counts"])
 SET_ASIDE = Statement(_SQL["set_aside"])
-CLEAR_STRIKES = Statement(_SQL["clear_strikes"])
 END_COOL_OFF = Statement(_SQL["end_cool_off"])
 WORKER_KNOWN = Statement(_SQL["worker_known"])
 NOTE_COOL_OFF_ENDS = Statement(
@@ -486,12 +483,6 @@ class PostgresQueue(JobChanges):
         found = workers_from(await self._fetch(WORKER_NAMED, {"name": name}))
         return found[0] if found else None
 
-    async def record_outcome(
-        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
-    ) -> None:
-        values = {"job_id": job_id, "attempt": attempt, "outcome": outcome.value, "now": now}
-        await self._fetch(RECORD_OUTCOME, values)
-
     async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
         values = {"worker": worker, "since": since, "limit": limit}
         return [outcome_from(r) for r in await self._fetch(OUTCOMES_OF, values)]
@@ -505,9 +496,6 @@ class PostgresQueue(JobChanges):
     ) -> bool:
         values = {"name": worker, "until": until, "reason": reason, "now": now, "strikes": strikes}
         return bool(await self._fetch(SET_ASIDE, values))
-
-    async def clear_strikes(self, worker: str) -> None:
-        await self._fetch(CLEAR_STRIKES, {"name": worker})
 
     async def release(self, worker: str, now: datetime) -> bool | None:
         if await self._fetch(END_COOL_OFF, {"name": worker, "now": now}):

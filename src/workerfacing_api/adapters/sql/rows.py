@@ -206,7 +206,7 @@ def worker_values(worker: WorkerProfile) -> dict[str, Any]:
 
 
 def workers_from(rows: Iterable[Row]) -> list[WorkerRecord]:
-    """Workers from rows of ``workers_seen_since`` and the like: one row per job a worker holds
+    """Workers from rows of ``workers_with_jobs``: one row per job a worker holds
     (``active_job``, NULL when none), a worker's rows together, its jobs in order."""
     records: list[WorkerRecord] = []
     held: list[int] = []

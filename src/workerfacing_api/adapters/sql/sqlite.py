@@ -105,8 +105,8 @@ COUNT_AHEAD = _statement(
     not_attempted=_SQL["not_attempted"],
 )
 RECORD_SEEN = _statement("record_seen")
-WORKERS_SEEN_SINCE = _statement("workers_seen_since")
-WORKER_NAMED = _statement("worker_named")
+WORKERS_SEEN_SINCE = _statement("workers_with_jobs", which=_SQL["seen_since"])
+WORKER_NAMED = _statement("workers_with_jobs", which=_SQL["named"])
 RECORD_OUTCOME = _statement("record_outcome")
 OUTCOMES_OF = _statement("outcomes_of")
 OUTCOME_COUNTS = _statement("outcome_counts")
@@ -279,6 +279,11 @@ class SqliteQueue(JobChanges):
             if row is None:
                 return None
             changed = changed_job(job, row._mapping)
+            if values["ended"] is not None:  # the change ended the attempt: note how
+                outcome = {"job_id": job.id, "attempt": job.attempt, "outcome": values["ended"]}
+                await conn.execute(RECORD_OUTCOME, outcome | {"now": stamp(now)})
+                if values["ended"] == Outcome.FINISHED.value and job.worker is not None:
+                    await conn.execute(CLEAR_STRIKES, {"name": job.worker})
             event = None
             if forward:
                 event = await self._add_event(conn, changed, values["details"], now, lease)
@@ -330,13 +335,6 @@ class SqliteQueue(JobChanges):
         async with self._read() as conn:
             return await self._worker_named(conn, name)
 
-    async def record_outcome(
-        self, job_id: int, attempt: int, outcome: Outcome, now: datetime
-    ) -> None:
-        values = {"job_id": job_id, "attempt": attempt, "outcome": outcome.value}
-        async with self._write() as conn:
-            await conn.execute(RECORD_OUTCOME, values | {"now": stamp(now)})
-
     async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
         values = {"worker": worker, "since": stamp(since), "limit": limit}
         async with self._read() as conn:
@@ -356,10 +354,6 @@ class SqliteQueue(JobChanges):
         async with self._write() as conn:
             row = (await conn.execute(SET_ASIDE, values | {"now": stamp(now)})).first()
         return row is not None
-
-    async def clear_strikes(self, worker: str) -> None:
-        async with self._write() as conn:
-            await conn.execute(CLEAR_STRIKES, {"name": worker})
 
     async def release(self, worker: str, now: datetime) -> bool | None:
         async with self._write() as conn:

@@ -255,37 +255,28 @@ SET environment = excluded.environment, cpu_cores = excluded.cpu_cores,
         THEN excluded.last_seen_at ELSE workers.last_seen_at END;
 
 
--- name: workers_seen_since
--- The workers seen at :seen_since or later, by name, each with the jobs it holds now (one row
--- per job, ids ascending; one row with active_job NULL for a worker that holds none). The jobs
--- come from the partial index on active jobs, probed once per worker.
+-- name: workers_with_jobs
+-- Workers ({which}: seen_since or named), by name, each with the jobs it holds now (one row per
+-- job, ids ascending; one row with active_job NULL for a worker that holds none). The jobs come
+-- from the partial index on active jobs, probed once per worker.
 SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
     w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
     w.aside_until, w.aside_reason, j.id AS active_job
 FROM workers w
 LEFT JOIN jobs j ON j.worker = w.name
     AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
-WHERE w.last_seen_at >= :seen_since
+WHERE {which}
 ORDER BY w.name, j.id;
 
 
--- name: worker_named
--- One worker, as workers_seen_since reads them.
-SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
-    w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
-    w.aside_until, w.aside_reason, j.id AS active_job
-FROM workers w
-LEFT JOIN jobs j ON j.worker = w.name
-    AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
-WHERE w.name = :name
-ORDER BY j.id;
+-- name: seen_since
+-- Not a statement: the workers seen at :seen_since or later, for workers_with_jobs.
+w.last_seen_at >= :seen_since
 
 
--- name: record_outcome
--- How attempt :attempt of job :job_id ended, noted once: a later note (a worker repeating its
--- final state, the sweep after a late error) never rewrites the evidence.
-UPDATE job_attempts SET outcome = :outcome, ended_at = :now
-WHERE job_id = :job_id AND attempt = :attempt AND outcome IS NULL;
+-- name: named
+-- Not a statement: the worker called :name, for workers_with_jobs.
+w.name = :name
 
 
 -- name: outcomes_of
@@ -317,12 +308,6 @@ SET strikes = strikes + 1, aside_at = :now, aside_until = :until, aside_reason =
     aside_end_noted = false
 WHERE name = :name AND strikes = :strikes AND (aside_until IS NULL OR aside_until <= :now)
 RETURNING name;
-
-
--- name: clear_strikes
--- The worker finished a job: its next cool-off is the shortest again. Written only when there
--- is something to forgive (finishing is the common case, and costs no write).
-UPDATE workers SET strikes = 0 WHERE name = :name AND strikes > 0;
 
 
 -- name: end_cool_off

@@ -113,8 +113,23 @@ CASE WHEN job_group = ANY(:groups::text[]) THEN 0 ELSE 1 END
 -- outbox).
 -- record_update's keep-alive check leaves out :done (not_delivered): the CTE "done" deletes
 -- them, but the other parts of this statement still see them.
+-- A change that ends an attempt (:ended, the outcome: finished, error or timeout; NULL for one
+-- that does not) notes it on the attempt's row in the same statement, once per attempt, and a
+-- finished attempt clears its worker's strikes (only when it has some: finishing, the common
+-- case, writes nothing there). No extra round trip on a job's last update.
 WITH done AS (DELETE FROM status_events WHERE id = ANY(:done::bigint[])),
 changed AS ({change}),
+ended AS (
+    UPDATE job_attempts a SET outcome = :ended::text, ended_at = :now::timestamptz
+    FROM changed c
+    WHERE :ended::text IS NOT NULL AND a.job_id = c.id AND a.attempt = c.attempt
+        AND a.outcome IS NULL
+),
+forgiven AS (
+    UPDATE workers w SET strikes = 0
+    FROM changed c
+    WHERE :ended::text = 'finished' AND w.name = c.worker AND w.strikes > 0
+),
 event AS (
     INSERT INTO status_events (
         job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
@@ -144,7 +159,7 @@ AND e.id <> ALL(:done::bigint[])
 
 -- name: note_cool_off_ends
 -- The cool-offs that ended by :now and were not reported yet ({mark}: common.sql's
--- mark_cool_off_ends, which marks them), read like workers_seen_since, in one statement: several
+-- mark_cool_off_ends, which marks them), read like workers_with_jobs, in one statement: several
 -- processes may run it at once, and each end is returned by exactly one of them (a concurrent
 -- marking waits for the row, re-reads it marked, and leaves it). The rest of the statement sees
 -- the rows as they were before the marking; only aside_end_noted differs, and it is not read.

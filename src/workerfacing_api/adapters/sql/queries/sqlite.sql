@@ -125,3 +125,17 @@ WHERE id IN :ids;
 -- the latest answer yet, whatever order the answers come in.
 UPDATE jobs SET upstream_ok_at = :at
 WHERE id = :id AND (upstream_ok_at IS NULL OR upstream_ok_at < :at);
+
+
+-- name: record_outcome
+-- How attempt :attempt of job :job_id ended, noted in the transaction of the change that ended
+-- it (PostgreSQL does it in change_job's own statement), once: a later note never rewrites the
+-- evidence.
+UPDATE job_attempts SET outcome = :outcome, ended_at = :now
+WHERE job_id = :job_id AND attempt = :attempt AND outcome IS NULL;
+
+
+-- name: clear_strikes
+-- The worker finished a job: its next cool-off is the shortest again. Written only when there
+-- is something to forgive (finishing is the common case, and costs no write).
+UPDATE workers SET strikes = 0 WHERE name = :name AND strikes > 0;
