@@ -210,3 +210,5 @@ def test_explain_says_why_a_job_waits(server: Server) -> None:
     assert missing.status_code == 404
     assert "502" in as_json(missing)["detail"]
     assert explain(2**63).status_code == 404
+    assert explain("abc").status_code == 404
+    assert as_json(explain("501.0"))["job_id"] == 501  # as the submission took 501.0

@@ -13,7 +13,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.response import File
 
 from workerfacing_api.adapters.signing import UrlSigner
@@ -27,6 +27,7 @@ from workerfacing_api.core.errors import (
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT, JobService
 from workerfacing_api.core.model import (
+    MAX_DB_INT,
     WORKER_STATUSES,
     FileType,
     Identity,
@@ -445,8 +446,22 @@ async def submit_job(
     return Response(msgspec.json.encode(echo), media_type=JSON, status_code=201)
 
 
+def _meta_job_id(text: str) -> int:
+    """``meta.job_id`` as the path gives it. A whole number written as a float (``7.0``) names
+    job 7, as it did in the submission (see ``Submission.from_json``)."""
+    try:
+        number = float(text) if "." in text or "e" in text.lower() else int(text)
+    except ValueError:
+        number = None
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**63:
+        number = int(number)
+    if not isinstance(number, int) or not 0 <= number <= MAX_DB_INT:
+        raise JobNotFound(f"no job with meta.job_id {text!r}: it must be a non-negative integer")
+    return number
+
+
 @get(
-    "/_jobs/{job_id:int}/explain",
+    "/_jobs/{job_id:str}/explain",
     operation_id="explain_job",
     summary="Why a job waits (user-facing API; header x-api-key; job_id is meta.job_id)",
     guards=[require_api_key],
@@ -455,8 +470,11 @@ async def submit_job(
         **errors(401, 404, 503),
     },
 )
-async def explain_job(api: Api, job_id: FromPath[int]) -> Response[bytes]:
-    explanation = await api.explainer.explain_upstream(job_id)
+async def explain_job(
+    api: Api,
+    job_id: Annotated[str, PathParameter(description="meta.job_id, as the user-facing API has it")],
+) -> Response[bytes]:
+    explanation = await api.explainer.explain_upstream(_meta_job_id(job_id))
     return Response(msgspec.json.encode(explanation), media_type=JSON)
 
 
