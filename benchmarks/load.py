@@ -432,6 +432,7 @@ def cycles_benchmark(
         "tokens": "cognito" if options.cognito else "local",
         "cycle": "pull," + ",".join(options.updates),
         "python": options.python,
+        "metrics": os.environ.get("METRICS", "1"),  # passed on to the serve processes
         "processes": processes,
         "workers": workers,
         "cycles": result.cycles,

@@ -65,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
     url_expiry: Annotated[int, msgspec.Meta(ge=1, le=_WEEK)] = 600
+    # Processes of `serve` on one port (uvicorn's workers); `serve --workers N` overrides it.
+    web_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    # Seconds requests in flight get to finish after SIGTERM before the process stops.
+    shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 20.0
+    metrics: bool = True  # /metrics, and the counting behind it
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"
     access_log: bool = True
@@ -114,8 +119,11 @@ VARIABLES: dict[str, str] = {
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",
+    "WEB_CONCURRENCY": "processes `serve` runs on its port (default 1; `serve --workers N`)",
+    "SHUTDOWN_GRACE": "seconds requests in flight get after SIGTERM (default 20)",
+    "METRICS": "`1` (default): count and serve `/metrics`; `0`: neither",
     "LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
-    "LOG_FORMAT": "`plain` (default): one readable line per record; `json`: one JSON object",
+    "LOG_FORMAT": "`plain` (default): one readable line per record; `json`: a JSON object each",
     "ACCESS_LOG": "`1` (default): log one line per HTTP request",
 }
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from workerfacing_api.adapters.identity import CachingVerifier, CognitoVerifier, LocalIssuer
 from workerfacing_api.adapters.identity.cognito import jwks_url_of
 from workerfacing_api.adapters.identity.local import read_or_create_secret
+from workerfacing_api.adapters.metrics import PrometheusMetrics
 from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.adapters.sql import (
@@ -44,7 +45,7 @@ from workerfacing_api.core.files import FileService
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
-from workerfacing_api.core.ports import FileStorage, UpstreamNotifier
+from workerfacing_api.core.ports import FileStorage, NoMetrics, UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
 
@@ -242,6 +243,11 @@ class Container(containers.DeclarativeContainer):
     files = providers.Singleton(
         FileService, queue, storage, queue, clock, settings.provided.max_upload_bytes
     )
+    metrics: providers.Selector[PrometheusMetrics | NoMetrics] = providers.Selector(
+        providers.Callable(lambda on: "prometheus" if on else "none", settings.provided.metrics),
+        prometheus=providers.Singleton(PrometheusMetrics),
+        none=providers.Singleton(NoMetrics),
+    )
     sync = providers.Singleton(
         StatusSync,
         queue,
@@ -251,6 +257,7 @@ class Container(containers.DeclarativeContainer):
         backoff=backoff,
         keepalive_interval=settings.provided.upstream_keepalive_interval,
         on_cancelled=files.provided.remove_after_delete,
+        metrics=metrics,
     )
     aside = providers.Singleton(
         AsidePolicy,
@@ -260,8 +267,8 @@ class Container(containers.DeclarativeContainer):
         window=settings.provided.aside_window,
     )
     # The queue is also the worker registry: a claim consults it in the same statement.
-    fleet = providers.Singleton(Fleet, queue, aside)
-    jobs = providers.Singleton(JobService, queue, clock, policy, sync, fleet)
+    fleet = providers.Singleton(Fleet, queue, aside, metrics=metrics)
+    jobs = providers.Singleton(JobService, queue, clock, policy, sync, fleet, metrics=metrics)
     explainer = providers.Singleton(
         WaitExplainer,
         queue,

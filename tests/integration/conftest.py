@@ -3,23 +3,30 @@ the embedded default in a throwaway directory, plus helpers that act like the DE
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 import requests
 
 from tests.bodies import job_document
+from tests.conftest import ADMIN_URL, IN_CI, run_blocking
 from tests.queues import KINDS, Queue, open_queue
 from workerfacing_api.adapters.identity import LocalIssuer
 
@@ -112,7 +119,11 @@ class Server:
 
 
 def start_server(
-    tmp: Path, env: dict[str, str] | None = None, *, db_url: str | None = None
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    *,
+    db_url: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> Server:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -139,6 +150,7 @@ def start_server(
                 "serve",
                 "--port",
                 str(port),
+                *args,
             ],
             cwd=tmp,
             env=full_env,
@@ -317,3 +329,93 @@ async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     pg = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
     async with open_queue(request.param, tmp_path, pg) as q:
         yield q
+
+
+# -- throwaway PostgreSQL: a cluster of its own, or a database on the machine's server -------
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        if IN_CI:
+            pytest.fail("CI=true but no PostgreSQL server binaries (initdb) on this machine")
+        pytest.skip("no PostgreSQL server binaries (initdb) to make a throwaway cluster")
+    return Path(found[-1]).parent
+
+
+@dataclass
+class Cluster:
+    """A throwaway PostgreSQL cluster on a free port, run as the postgres user."""
+
+    bin: Path
+    home: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/queue"
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # initdb and pg_ctl refuse to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.home} -c fsync=off "
+            "-c max_connections=100"
+        )
+        self._run("pg_ctl", "-D", str(self.home / "data"), "-o", options, "-l",
+                  str(self.home / "server.log"), "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str) -> None:
+        self._run("pg_ctl", "-D", str(self.home / "data"), "-m", mode, "-w", "stop")
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    home = Path(tempfile.mkdtemp(prefix="wf-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    made = Cluster(bin=_pg_bin(), home=home, port=free_port())
+    made._run("initdb", "-D", str(home / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+    made.start()
+    try:
+
+        async def create() -> None:
+            conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{made.port}/postgres")
+            try:
+                await conn.execute("CREATE DATABASE queue")
+            finally:
+                await conn.close()
+
+        run_blocking(create())
+        yield made
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            made.stop("immediate")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    name = f"wf_faults_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        run_blocking(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but PostgreSQL is not reachable at {ADMIN_URL} ({exc})")
+        pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL} ({exc})")
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        run_blocking(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

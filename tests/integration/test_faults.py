@@ -8,19 +8,14 @@ this test makes with ``initdb`` on a free port, never the machine's server."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +23,8 @@ import asyncpg
 import pytest
 import requests
 
-from tests.conftest import ADMIN_URL, IN_CI, run_blocking
-from tests.integration.conftest import Server, Upstream, free_port, stop_server, upstream_env
+from tests.conftest import run_blocking
+from tests.integration.conftest import Cluster, Server, Upstream, stop_server, upstream_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -178,70 +173,6 @@ def assert_clean_logs(*servers: Server) -> None:
 # -- the database restarting under load --------------------------------------------------------
 
 
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        if IN_CI:
-            pytest.fail("CI=true but no PostgreSQL server binaries (initdb) on this machine")
-        pytest.skip("no PostgreSQL server binaries (initdb) to make a throwaway cluster")
-    return Path(found[-1]).parent
-
-
-@dataclass
-class Cluster:
-    """A throwaway PostgreSQL cluster on a free port, run as the postgres user."""
-
-    bin: Path
-    home: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/queue"
-
-    def _run(self, *args: str) -> None:
-        command = [str(self.bin / args[0]), *args[1:]]
-        if os.geteuid() == 0:  # initdb and pg_ctl refuse to run as root
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.home} -c fsync=off "
-            "-c max_connections=100"
-        )
-        self._run("pg_ctl", "-D", str(self.home / "data"), "-o", options, "-l",
-                  str(self.home / "server.log"), "-w", "start")  # fmt: skip
-
-    def stop(self, mode: str) -> None:
-        self._run("pg_ctl", "-D", str(self.home / "data"), "-m", mode, "-w", "stop")
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    home = Path(tempfile.mkdtemp(prefix="wf-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(home, "postgres", "postgres")
-    made = Cluster(bin=_pg_bin(), home=home, port=free_port())
-    made._run("initdb", "-D", str(home / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-    made.start()
-    try:
-
-        async def create() -> None:
-            conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{made.port}/postgres")
-            try:
-                await conn.execute("CREATE DATABASE queue")
-            finally:
-                await conn.close()
-
-        run_blocking(create())
-        yield made
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            made.stop("immediate")
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_database_restart_under_load_gives_only_2xx_or_503_and_loses_nothing(
     server_factory: Callable[..., Server], upstream: Upstream, cluster: Cluster, mode: str
@@ -298,29 +229,6 @@ def test_a_database_restart_under_load_gives_only_2xx_or_503_and_loses_nothing(
 
 
 # -- an API process killed under load ----------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    name = f"wf_faults_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        run_blocking(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true but PostgreSQL is not reachable at {ADMIN_URL} ({exc})")
-        pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL} ({exc})")
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        run_blocking(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_a_killed_api_process_hands_out_nothing_twice_and_loses_nothing(

@@ -27,7 +27,7 @@ from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Delivery
 from workerfacing_api.entrypoints.http import create_app
-from workerfacing_api.entrypoints.http.routing import FileIdPaths
+from workerfacing_api.entrypoints.http.access import RequestLog
 
 API_KEY = "shared-secret"
 TIMEOUT_FAILURE = 300
@@ -39,7 +39,7 @@ BIG_WORKER = {"limit": 1, "cpu_cores": 8, "memory": 64_000}
 class Api:
     """The app under test, its container, and the fakes standing in for the outside world."""
 
-    client: AsyncTestClient[FileIdPaths]
+    client: AsyncTestClient[RequestLog]
     container: Container
     clock: FakeClock
     upstream: RecordingUpstream

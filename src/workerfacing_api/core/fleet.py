@@ -27,7 +27,7 @@ from workerfacing_api.core.model import (
     WorkerProfile,
     WorkerRecord,
 )
-from workerfacing_api.core.ports import WorkerRegistry
+from workerfacing_api.core.ports import Metrics, NoMetrics, WorkerRegistry
 
 log = logging.getLogger("workerfacing_api.fleet")
 
@@ -107,9 +107,12 @@ def decide_aside(
 class Fleet:
     """The worker registry's use cases: note pulls, judge ended attempts, release workers."""
 
-    def __init__(self, registry: WorkerRegistry, policy: AsidePolicy) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, policy: AsidePolicy, *, metrics: Metrics | None = None
+    ) -> None:
         self._registry = registry
         self._policy = policy
+        self._metrics = metrics or NoMetrics()
         self._written: dict[str, tuple[WorkerProfile, datetime]] = {}
 
     @property
@@ -160,6 +163,7 @@ class Fleet:
             name, decision.until, decision.reason, now, strikes=record.strikes
         ):
             return None  # another process judged it at the same moment, and won
+        self._metrics.set_aside()
         log.warning(
             "worker %s set aside for %s, until %s: %s",
             name,

@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from workerfacing_api.core.errors import DomainError, InvalidRequest, JobNotFound, StatusConflict
+from workerfacing_api.core.errors import (
+    DomainError,
+    InvalidRequest,
+    InvalidStatus,
+    JobNotFound,
+    StatusConflict,
+)
 from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.lifecycle import (
     Fail,
@@ -32,7 +38,7 @@ from workerfacing_api.core.model import (
     SweepReport,
     WorkerProfile,
 )
-from workerfacing_api.core.ports import Clock, JobQueue
+from workerfacing_api.core.ports import Clock, JobQueue, Metrics, NoMetrics
 from workerfacing_api.core.sync import StatusSync
 
 log = logging.getLogger("workerfacing_api.jobs")
@@ -53,12 +59,15 @@ class JobService:
         policy: RetryPolicy,
         sync: StatusSync,
         fleet: Fleet,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._queue = queue
         self._clock = clock
         self._policy = policy
         self._sync = sync
         self._fleet = fleet
+        self._metrics = metrics or NoMetrics()
         self._recent: OrderedDict[int, Job] = OrderedDict()
 
     @property
@@ -107,6 +116,7 @@ class JobService:
                     self._remember(c.job)
             if not gone:
                 break
+        self._metrics.pulled(len(handed))
         return handed
 
     async def status_of(self, job_id: int) -> JobStatus:
@@ -119,6 +129,23 @@ class JobService:
         self, job_id: int, worker: str, status: str, runtime_details: str | None
     ) -> Job:
         """Apply a worker's status report (or keep-alive) to a job it holds."""
+        try:
+            job = await self._update_status(job_id, worker, status, runtime_details)
+        except JobNotFound:
+            self._metrics.status_update("not_found")
+            raise
+        except StatusConflict:
+            self._metrics.status_update("conflict")
+            raise
+        except InvalidStatus:
+            self._metrics.status_update("invalid")
+            raise
+        self._metrics.status_update("accepted")
+        return job
+
+    async def _update_status(
+        self, job_id: int, worker: str, status: str, runtime_details: str | None
+    ) -> Job:
         target = parse_worker_status(status)
         # First try the snapshot this process last committed for the job (a worker's calls
         # usually follow each other here): the compare-and-set proves it still current, which
@@ -215,6 +242,7 @@ class JobService:
         if events:
             await self._sync.deliver_now(events)
         await self._fleet.note_cool_off_ends(now)  # logs each worker's return to work
+        self._metrics.swept(len(requeued), len(failed))
         if requeued or failed:
             log.info(
                 "sweep: re-queued %d job(s) %s, failed %d job(s) %s",

@@ -26,6 +26,7 @@ from workerfacing_api.core.model import (
     KeepAlive,
     Outcome,
     OutcomeCounts,
+    QueueStats,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -279,6 +280,21 @@ class InMemoryQueue:
         return [
             j for j in self._jobs.values() if j.worker == worker and j.status in ACTIVE_STATUSES
         ]
+
+    async def stats(self, now: datetime) -> QueueStats:
+        by_status = {s.value: 0 for s in JobStatus}
+        for j in self._jobs.values():
+            by_status[j.status.value] += 1
+        queued = [j for j in self._jobs.values() if j.status is JobStatus.QUEUED]
+        oldest = min(queued, key=lambda j: (j.created_at, j.id), default=None)
+        first_event = min((e.event.created_at for e in self._events.values()), default=None)
+        return QueueStats(
+            by_status=by_status,
+            oldest_queued_id=None if oldest is None else oldest.id,
+            oldest_queued_age=None if oldest is None else (now - oldest.created_at).total_seconds(),
+            outbox_backlog=len(self._events),
+            oldest_event_age=None if first_event is None else (now - first_event).total_seconds(),
+        )
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         async with self._lock:

@@ -356,3 +356,13 @@ class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     def aside(self, now: datetime) -> bool:
         return self.aside_until is not None and self.aside_until > now
+
+
+class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The queue at a glance: for operators, ``/metrics`` and the dashboard."""
+
+    by_status: dict[str, int]
+    oldest_queued_id: int | None
+    oldest_queued_age: float | None  # seconds
+    outbox_backlog: int
+    oldest_event_age: float | None  # seconds

@@ -24,6 +24,7 @@ from workerfacing_api.core.model import (
     Outcome,
     OutcomeCounts,
     PresignedRequest,
+    QueueStats,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -145,6 +146,10 @@ class JobQueue(Protocol):
 
     async def active_jobs_of(self, worker: str) -> list[Job]:
         """Jobs currently assigned to ``worker`` and not yet final."""
+        ...
+
+    async def stats(self, now: datetime) -> QueueStats:
+        """Jobs per state (every state, zeros included), the oldest queued job, the outbox."""
         ...
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
@@ -304,11 +309,57 @@ class UpstreamNotifier(Protocol):
         ...
 
 
+class Metrics(Protocol):
+    """What the core counts as it works, for an operator's dashboards (``/metrics``). Cheap and
+    synchronous: called on the paths of requests."""
+
+    def pulled(self, jobs: int) -> None:
+        """A pull handed out ``jobs`` jobs (0: it found none)."""
+        ...
+
+    def status_update(self, outcome: str) -> None:
+        """A worker's status report: accepted, not_found, conflict or invalid."""
+        ...
+
+    def delivered(self, outcome: Delivery) -> None:
+        """The upstream's answer to one message."""
+        ...
+
+    def swept(self, requeued: int, failed: int) -> None:
+        """One sweep, and the jobs it took back."""
+        ...
+
+    def set_aside(self) -> None:
+        """A worker was set aside."""
+        ...
+
+
+class NoMetrics:
+    """Counts nothing: for embedders and tests, and with ``METRICS=0``."""
+
+    def pulled(self, jobs: int) -> None:
+        pass
+
+    def status_update(self, outcome: str) -> None:
+        pass
+
+    def delivered(self, outcome: Delivery) -> None:
+        pass
+
+    def swept(self, requeued: int, failed: int) -> None:
+        pass
+
+    def set_aside(self) -> None:
+        pass
+
+
 __all__ = [
     "Clock",
     "FileStorage",
     "IdentityVerifier",
     "JobQueue",
+    "Metrics",
+    "NoMetrics",
     "Outbox",
     "UploadLedger",
     "UpstreamNotifier",

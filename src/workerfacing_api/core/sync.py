@@ -28,8 +28,16 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.model import Delivery, Job, KeepAlive, Message, StatusEvent
-from workerfacing_api.core.ports import Clock, JobQueue, Outbox, UpstreamNotifier
+from workerfacing_api.core.ports import (
+    Clock,
+    JobQueue,
+    Metrics,
+    NoMetrics,
+    Outbox,
+    UpstreamNotifier,
+)
 
 log = logging.getLogger("workerfacing_api.sync")
 
@@ -66,7 +74,9 @@ class StatusSync:
         max_in_flight: int = 128,
         on_cancelled: CancelHook | None = None,
         jitter: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._queue = queue
         self._outbox = outbox if upstream is not None else None
         self._upstream = upstream
@@ -85,6 +95,7 @@ class StatusSync:
         self._on_cancelled = on_cancelled
         self._jitter = jitter
         self._in_flight: set[asyncio.Task[Delivery]] = set()
+        self._messages: dict[asyncio.Task[Delivery], Message] = {}  # what each one sends
         # After a failed delivery, requests leave their events to the dispatcher for a while: a
         # down upstream must not cost every worker's call an attempt.
         self._pause = timedelta(seconds=inline_pause_seconds)
@@ -170,19 +181,44 @@ class StatusSync:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=seconds)
 
+    async def stop(self, seconds: float) -> None:
+        """At shutdown: let the deliveries in flight finish for at most ``seconds``, then stop
+        the rest and hand their events back (due at once, for any process), so that none waits
+        for its lease to run out."""
+        await self.wait_idle(seconds)
+        unfinished = {t: m for t, m in self._messages.items() if not t.done()}
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
+        events = [m.id for m in unfinished.values() if isinstance(m, StatusEvent)]
+        if events and self._outbox is not None:
+            try:
+                await self._outbox.postpone_events(
+                    events, self._clock.now(), "handed back at shutdown"
+                )
+            except Unavailable as exc:  # their leases run out instead: delivered later
+                log.warning("could not hand back %d status event(s): %s", len(events), exc.detail)
+
     # -- one delivery ---------------------------------------------------------------------------
 
     def _start(self, message: Message) -> asyncio.Task[Delivery]:
         task = asyncio.create_task(self._deliver(message))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._messages[task] = message
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Delivery]) -> None:
+        self._in_flight.discard(task)
+        self._messages.pop(task, None)
 
     async def _deliver(self, message: Message) -> Delivery:
         """Send one message and act on the answer. Runs as a task: a request that stops waiting
         does not cancel it, and nothing it raises goes unlogged."""
         assert self._upstream is not None
         outcome = await self._upstream.notify(message, self._delivery_timeout)
+        self._metrics.delivered(outcome)
         try:
             await self._settle(message, outcome)
         except asyncio.CancelledError:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -34,13 +35,11 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings, level: str | None = None) -> None:
+    """Logs in LOG_FORMAT, at ``level`` (a command that prints its own answer) or LOG_LEVEL."""
+    from workerfacing_api.entrypoints.logs import configure_logging
+
+    configure_logging(level or settings.log_level, settings.log_format)
 
 
 def _settings() -> Settings:
@@ -66,13 +65,15 @@ def _database_name(container: Container) -> str:
 
 async def _migrate(container: Container) -> None:
     """Bring the schema up to date through the container's short-lived migration engine."""
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     from workerfacing_api.container import migrate
 
     try:
         await migrate(container)
-    except (OSError, OperationalError, DBAPIError) as exc:
+    except (OSError, OperationalError, DBAPIError, CommandError) as exc:
+        # CommandError: a schema this release's migrations do not know (a newer release's).
         reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
         _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
 
@@ -103,7 +104,7 @@ def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> 
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
 
     import uvicorn
 
@@ -128,18 +129,37 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     if settings.userfacing_api_url is None:
         log.info("USERFACING_API_URL is not set: status changes are not forwarded")
-    app = create_app(container, tune_gc=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-        http=JsonErrorsHttpTools,
-    )
+    workers = args.workers if args.workers is not None else settings.web_concurrency
+    server = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # the app writes its own access line, without the query string
+        "log_config": None,
+        "proxy_headers": True,
+        "server_header": False,
+        "http": JsonErrorsHttpTools,
+        # SIGTERM: stop accepting, give requests in flight this long, then the app's shutdown
+        # (duties stop, deliveries finish or are handed back, the pool closes), exit 0.
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+    }
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again to whatever
+    # handled it before: this one, so that a completed shutdown exits 0, as a deploy expects.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if workers == 1:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the same shutdown, no traceback
+            uvicorn.run(create_app(container, tune_gc=True), **server)  # type: ignore[arg-type]
+        return
+    # N processes on one port: uvicorn's supervisor starts each with the factory, restarts one
+    # that dies, and passes SIGTERM on to all of them.
+    log.info("serving with %d processes on %s:%d", workers, host, port)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            "workerfacing_api.entrypoints.http.process:app",
+            factory=True,
+            workers=workers,
+            **server,  # type: ignore[arg-type]
+        )
 
 
 def cmd_token(args: argparse.Namespace) -> None:
@@ -158,7 +178,7 @@ def cmd_token(args: argparse.Namespace) -> None:
 def cmd_db(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
-    _configure_logging("WARNING")
+    _configure_logging(settings, "WARNING")
     if args.action == "upgrade":
         asyncio.run(_migrate(container))
         print(f"database {_database_name(container)} is up to date")
@@ -168,12 +188,17 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 
 async def _current(container: Container) -> str | None:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
     from workerfacing_api.adapters.sql.migrate import current
     from workerfacing_api.container import release_short_lived
 
     try:
         revision: str | None = await current(await container.migration_engine.async_())
         return revision
+    except (OSError, OperationalError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
+        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
     finally:
         await release_short_lived(container)
 
@@ -181,7 +206,7 @@ async def _current(container: Container) -> str | None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)  # validated before anything is logged
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     interval = args.interval if args.interval is not None else settings.sweep_interval
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_sweep(container, once=args.once, interval=interval))
@@ -212,7 +237,7 @@ async def _sweep(container: Container, *, once: bool, interval: float) -> None:
 def cmd_jobs(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
-    _configure_logging("WARNING")
+    _configure_logging(settings, "WARNING")
     asyncio.run(_jobs(container, args))
 
 
@@ -388,7 +413,7 @@ async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) 
 def cmd_workers(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
-    _configure_logging("WARNING")
+    _configure_logging(settings, "WARNING")
     try:
         asyncio.run(_workers(container, args))
     except KeyboardInterrupt:
@@ -486,6 +511,12 @@ def _positive(value: str) -> float:
     return number
 
 
+def _processes(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes (1-256)")
+    return int(value)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
@@ -502,6 +533,12 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API (and its sweeper)")
     serve.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: PORT or 8001)")
+    serve.add_argument(
+        "--workers",
+        type=_processes,
+        help="processes on that port, each with its own sweeper and dispatcher "
+        "(default: WEB_CONCURRENCY or 1)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     token = commands.add_parser("token", help="print a bearer token from the local issuer")

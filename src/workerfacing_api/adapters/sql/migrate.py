@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,6 +15,17 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     return config
+
+
+@functools.cache
+def revisions() -> tuple[str, frozenset[str]]:
+    """The revision the packaged migrations lead to, and every revision they know."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    assert head is not None
+    return head, frozenset(r.revision for r in script.walk_revisions())
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

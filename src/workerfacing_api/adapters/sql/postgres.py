@@ -45,6 +45,7 @@ from workerfacing_api.adapters.sql.rows import (
     fresh_event,
     job_from,
     outcome_from,
+    queue_stats,
     submission_values,
     worker_values,
     workers_from,
@@ -59,6 +60,7 @@ from workerfacing_api.core.model import (
     ExpiredJob,
     Job,
     OutcomeCounts,
+    QueueStats,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -118,6 +120,10 @@ FLUSH_DEFERRED = Statement(_SQL["flush_deferred"])
 POSTPONE_EVENTS = Statement(_SQL["postpone_events"])
 EXPEDITE_EVENTS = Statement(_SQL["expedite_events"])
 LIVE_JOB = Statement(_SQL["live_job"])
+SCHEMA_REVISION = Statement(_SQL["schema_revision"])
+COUNT_JOBS_BY_STATUS = Statement(_SQL["count_jobs_by_status"])
+OLDEST_QUEUED_JOB = Statement(_SQL["oldest_queued_job"])
+OUTBOX_BACKLOG = Statement(_SQL["outbox_backlog"])
 COUNT_AHEAD = Statement(
     queries.fill(
         _SQL["count_ahead"],
@@ -449,6 +455,24 @@ class PostgresQueue(JobChanges):
     async def active_jobs_of(self, worker: str) -> list[Job]:
         rows = await self._fetch(ACTIVE_JOBS_OF_WORKER, {"worker": worker})
         return [self._as_answered(job_from(r)) for r in rows]
+
+    async def stats(self, now: datetime) -> QueueStats:
+        counts = {r["status"]: r["n"] for r in await self._fetch(COUNT_JOBS_BY_STATUS, {})}
+        oldest = await self._fetch(OLDEST_QUEUED_JOB, {})
+        (backlog,) = await self._fetch(OUTBOX_BACKLOG, {})
+        return queue_stats(counts, oldest[0] if oldest else None, backlog, now)
+
+    async def schema_revision(self) -> str | None:
+        """The database's schema revision; ``Unavailable`` when it does not answer."""
+        rows = await self._fetch(SCHEMA_REVISION, {})
+        return str(rows[0]["version_num"]) if rows else None
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Connections of the pool (in use, idle); (0, 0) before the first statement."""
+        if self._pool is None:
+            return 0, 0
+        idle = self._pool.get_idle_size()
+        return self._pool.get_size() - idle, idle
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         # One per delivery: batched into the next flush instead of a statement each.

@@ -4,12 +4,13 @@ statements (``queries/common.sql``) take."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
 
+from workerfacing_api.adapters.sql.schema import STATUSES
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
@@ -21,6 +22,7 @@ from workerfacing_api.core.model import (
     KeepAlive,
     Outcome,
     PathsUpload,
+    QueueStats,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -253,4 +255,22 @@ def outcome_from(row: Row) -> AttemptOutcome:
         outcome=Outcome(row["outcome"]),
         pulled_at=utc(row["pulled_at"]),
         ended_at=utc(row["ended_at"]),
+    )
+
+
+def queue_stats(
+    counts: Mapping[str, int], oldest: Row | None, backlog: Row, now: datetime
+) -> QueueStats:
+    """``QueueStats`` from the rows of count_jobs_by_status, oldest_queued_job and
+    outbox_backlog (common.sql)."""
+    return QueueStats(
+        by_status={s: counts.get(s, 0) for s in STATUSES},
+        oldest_queued_id=None if oldest is None else oldest["id"],
+        oldest_queued_age=(
+            None if oldest is None else (now - utc(oldest["created_at"])).total_seconds()
+        ),
+        outbox_backlog=backlog["n"],
+        oldest_event_age=(
+            None if backlog["oldest"] is None else (now - utc(backlog["oldest"])).total_seconds()
+        ),
     )

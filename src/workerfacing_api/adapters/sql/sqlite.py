@@ -36,6 +36,7 @@ from workerfacing_api.adapters.sql.rows import (
     workers_from,
     workers_tried,
 )
+from workerfacing_api.adapters.sql.views import read_stats
 from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
@@ -46,6 +47,7 @@ from workerfacing_api.core.model import (
     Job,
     Outcome,
     OutcomeCounts,
+    QueueStats,
     StatusEvent,
     Submission,
     WorkerProfile,
@@ -89,6 +91,7 @@ CHANGES = {
     "retry_failed": _statement("retry_failed"),
 }
 CONFIRM_UPSTREAM = _statement("confirm_upstream")
+SCHEMA_REVISION = _statement("schema_revision")
 RECORD_UPLOAD = _statement("record_upload")
 UPLOADS_SINCE = _statement("uploads_since")
 EXPEDITE_EVENTS = _statement("expedite_events")
@@ -310,6 +313,23 @@ class SqliteQueue(JobChanges):
         async with self._read() as conn:
             rows = (await conn.execute(ACTIVE_JOBS_OF_WORKER, {"worker": worker})).all()
         return [job_from(r._mapping) for r in rows]
+
+    async def stats(self, now: datetime) -> QueueStats:
+        async with self._read() as conn:
+            return await read_stats(conn, now)
+
+    async def schema_revision(self) -> str | None:
+        """The database's schema revision; ``Unavailable`` when it cannot be read."""
+        async with self._read() as conn:
+            row = (await conn.execute(SCHEMA_REVISION)).first()
+        return None if row is None else str(row.version_num)
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Connections of the pool (in use, idle)."""
+        pool = self._engine.pool
+        checked_out = int(getattr(pool, "checkedout", lambda: 0)())
+        idle = int(getattr(pool, "checkedin", lambda: 0)())
+        return checked_out, idle
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         if answered:

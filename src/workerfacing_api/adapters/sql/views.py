@@ -6,12 +6,11 @@ from datetime import datetime
 
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workerfacing_api.adapters.sql import queries
-from workerfacing_api.adapters.sql.rows import event_from, job_from, utc
-from workerfacing_api.adapters.sql.schema import STATUSES
-from workerfacing_api.core.model import Job, StatusEvent
+from workerfacing_api.adapters.sql.rows import event_from, job_from, queue_stats, utc
+from workerfacing_api.core.model import Job, QueueStats, StatusEvent
 
 _SQL = queries.load()  # common.sql: SQLAlchemy runs it on either database
 
@@ -23,18 +22,18 @@ ATTEMPTS_OF_JOB = text(_SQL["attempts_of_job"])
 EVENTS_OF_JOB = text(_SQL["events_of_job"])
 
 
-class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
-    by_status: dict[str, int]
-    oldest_queued_id: int | None
-    oldest_queued_age: float | None  # seconds
-    outbox_backlog: int
-    oldest_event_age: float | None  # seconds
-
-
 class Attempt(msgspec.Struct, frozen=True):
     attempt: int
     worker: str
     pulled_at: datetime
+
+
+async def read_stats(conn: AsyncConnection, now: datetime) -> QueueStats:
+    """The queue at a glance, through SQLAlchemy (SQLite's queue, and the operator's views)."""
+    counts = {r.status: r.n for r in await conn.execute(COUNT_JOBS_BY_STATUS)}
+    oldest = (await conn.execute(OLDEST_QUEUED_JOB)).first()
+    backlog = (await conn.execute(OUTBOX_BACKLOG)).one()
+    return queue_stats(counts, None if oldest is None else oldest._mapping, backlog._mapping, now)
 
 
 class QueueViews:
@@ -44,20 +43,7 @@ class QueueViews:
     async def stats(self, now: datetime) -> QueueStats:
         """Counts per state, the oldest queued job, and the outbox backlog."""
         async with self._engine.connect() as conn:
-            counts = {r.status: r.n for r in await conn.execute(COUNT_JOBS_BY_STATUS)}
-            oldest = (await conn.execute(OLDEST_QUEUED_JOB)).first()
-            backlog = (await conn.execute(OUTBOX_BACKLOG)).one()
-        return QueueStats(
-            by_status={s: counts.get(s, 0) for s in STATUSES},
-            oldest_queued_id=None if oldest is None else oldest.id,
-            oldest_queued_age=(
-                None if oldest is None else (now - utc(oldest.created_at)).total_seconds()
-            ),
-            outbox_backlog=backlog.n,
-            oldest_event_age=(
-                None if backlog.oldest is None else (now - utc(backlog.oldest)).total_seconds()
-            ),
-        )
+            return await read_stats(conn, now)
 
     async def job(self, job_id: int) -> tuple[Job, list[Attempt], list[StatusEvent]] | None:
         """A job with its attempts and its undelivered events."""

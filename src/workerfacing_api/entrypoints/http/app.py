@@ -4,6 +4,7 @@ and the background duties (sweeper, status dispatcher) that run beside it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -17,10 +18,13 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from workerfacing_api import __version__
 from workerfacing_api.adapters.identity import CognitoVerifier
+from workerfacing_api.adapters.metrics import PrometheusMetrics
 from workerfacing_api.container import Container, close_adapters
 from workerfacing_api.entrypoints.duties import Duties
+from workerfacing_api.entrypoints.http.access import Observe, RequestLog, note_route
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
 from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
+from workerfacing_api.entrypoints.http.probes import Probes
 from workerfacing_api.entrypoints.http.routes import ROUTES, Services
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
 
@@ -38,12 +42,17 @@ def _tune_garbage_collector() -> None:
 
 
 def create_app(
-    container: Container, *, run_duties: bool = True, tune_gc: bool = False
-) -> FileIdPaths:
+    container: Container,
+    *,
+    run_duties: bool = True,
+    tune_gc: bool = False,
+    observe: Observe | None = None,
+) -> RequestLog:
     """The ASGI application for ``container``; with ``run_duties`` the sweeper and the status
     dispatcher run in the background while it serves. ``tune_gc`` is for a process that only
     serves this app (``serve``): an application embedded elsewhere leaves its host's garbage
-    collector be.
+    collector be. ``observe`` is told route template, method, status and seconds of every
+    request (see ``access.RequestLog``).
 
     Every service comes from the container, read when first needed (in the server's loop), so
     a provider overridden before the first request is what the requests use."""
@@ -54,6 +63,7 @@ def create_app(
         verifier = container.verifier()
         if isinstance(verifier, CognitoVerifier):
             await verifier.warm_up()  # the pool's keys, before the first worker needs them
+        probes().expect_head()
         if tune_gc:
             _tune_garbage_collector()
         duties = None
@@ -67,13 +77,23 @@ def create_app(
         finally:
             if duties is not None:
                 await duties.stop()
-            # Deliveries still in flight finish (each is bounded); one cut short is sent again
-            # when its lease runs out, so nothing is lost either way.
-            await container.sync().wait_idle(10)
+            # Deliveries still in flight finish (each is bounded); those cut short are handed
+            # back at once (due for any process), so nothing is lost and nothing waits.
+            await container.sync().stop(10)
             # Shielded: should the shutdown be cancelled, closing still completes, so the queue
             # writes down the events it delivered (else they go out again) and hands back its
             # connections.
             await asyncio.shield(close_adapters(container))
+
+    @functools.cache
+    def probes() -> Probes:
+        return Probes(
+            container.queue(),
+            container.fleet(),
+            container.metrics(),
+            container.clock(),
+            seen_window=settings.worker_seen_window,
+        )
 
     def services() -> Services:
         return Services(
@@ -83,6 +103,7 @@ def create_app(
             identity=container.identity(),
             settings=settings,
             explainer=container.explainer(),
+            probes=probes(),
         )
 
     dependencies = {"api": Provide(services, use_cache=True, sync_to_thread=False)}
@@ -100,5 +121,10 @@ def create_app(
         ),
         logging_config=None,
         debug=False,
+        middleware=[note_route],
     )
-    return FileIdPaths(app)
+    if observe is None:  # the process's own metrics, when they are on
+        metrics = container.metrics()
+        if isinstance(metrics, PrometheusMetrics):
+            observe = metrics.observe_request
+    return RequestLog(FileIdPaths(app), access_log=settings.access_log, observe=observe)

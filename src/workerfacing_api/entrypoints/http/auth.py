@@ -15,6 +15,7 @@ from workerfacing_api.core.model import Identity
 from workerfacing_api.core.ports import IdentityVerifier
 
 WORKERS_GROUP = "workers"
+OPERATORS_GROUP = "operators"
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:
@@ -48,3 +49,24 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         raise Unauthenticated("missing x-api-key header")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthenticated("wrong x-api-key")
+
+
+async def authenticate_operator(
+    request: Request[Any, Any, Any], verifier: IdentityVerifier, internal_api_key: str
+) -> None:
+    """An operator's reads (``/metrics``): the shared key in ``x-api-key``, or a bearer token
+    of group ``operators``. 401 without either, 403 for an identity outside the group."""
+    given = request.headers.get("x-api-key")
+    if given:
+        if not hmac.compare_digest(given.encode(), internal_api_key.encode()):
+            raise Unauthenticated("wrong x-api-key")
+        return
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated(
+            "send the internal key in x-api-key, or 'Authorization: Bearer <token>' of an "
+            f"identity in group {OPERATORS_GROUP!r}"
+        )
+    identity = await verifier.verify(token)
+    if OPERATORS_GROUP not in identity.groups:
+        raise AccessDenied(f"user {identity.username!r} is not in group {OPERATORS_GROUP!r}")

@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.response import File
 
+from workerfacing_api.adapters.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.config import Settings
 from workerfacing_api.core.errors import (
@@ -41,6 +42,7 @@ from workerfacing_api.core.model import (
 from workerfacing_api.core.ports import IdentityVerifier
 from workerfacing_api.core.waiting import Explanation, WaitExplainer
 from workerfacing_api.entrypoints.http.auth import (
+    authenticate_operator,
     authenticate_worker,
     bearer_token,
     require_api_key,
@@ -52,7 +54,9 @@ from workerfacing_api.entrypoints.http.errors import (
 )
 from workerfacing_api.entrypoints.http.multipart import MultipartFile, until_hang_up
 from workerfacing_api.entrypoints.http.openapi import exact
+from workerfacing_api.entrypoints.http.probes import Probes
 from workerfacing_api.entrypoints.http.routing import FILE_ID_KEY, ORIGINAL_PATH_KEY
+from workerfacing_api.entrypoints.logs import set_worker
 
 JSON = "application/json"
 AnyRequest = Request[Any, Any, Any]
@@ -98,6 +102,7 @@ class Services:
     identity: IdentityVerifier
     settings: Settings
     explainer: WaitExplainer
+    probes: Probes
 
 
 # Injected values are trusted: Litestar need not check their types on every request.
@@ -106,7 +111,9 @@ Worker = SkipValidation[NamedDependency[Identity]]
 
 
 async def provide_worker(request: AnyRequest, api: Api) -> Identity:
-    return await authenticate_worker(request, api.identity)
+    identity = await authenticate_worker(request, api.identity)
+    set_worker(identity.username)  # every later line of this request names its worker
+    return identity
 
 
 WORKER = {"worker": Provide(provide_worker)}
@@ -336,6 +343,7 @@ async def upload_file(
     if bearer_token(request) is None and "signature" in params:
         if not api.signer.verify("POST", request.url.path, params, time.time()):
             raise Unauthenticated("upload link is invalid or expired; ask for a new one")
+        set_worker(params.get("worker", ""))  # the worker the verified link names
         grant = await api.files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
         if str(grant.attempt) != params.get("attempt"):
             # The job was re-queued and handed on since: no longer this worker's (the DECODE
@@ -400,6 +408,7 @@ async def download_file(request: AnyRequest, api: Api) -> File:
         if not api.signer.verify("GET", path, params, time.time()):
             raise Unauthenticated("download link is invalid or expired; ask for a new one")
         # Like the bearer path: only while one of the signer's jobs still names the file.
+        set_worker(params.get("worker", ""))
         grant = await api.files.grant_download(params.get("worker", ""), file_id)
         local = api.files.local_file(grant.file_id)
     else:
@@ -472,10 +481,68 @@ def _meta_job_id(text: str) -> int:
 )
 async def explain_job(
     api: Api,
-    job_id: Annotated[str, PathParameter(description="meta.job_id, as the user-facing API has it")],
+    job_id: Annotated[
+        str, PathParameter(description="meta.job_id, as the user-facing API knows it")
+    ],
 ) -> Response[bytes]:
     explanation = await api.explainer.explain_upstream(_meta_job_id(job_id))
     return Response(msgspec.json.encode(explanation), media_type=JSON)
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+@get(
+    "/health/live",
+    operation_id="health_live",
+    summary="The process is up (no I/O; for a liveness probe)",
+    responses={200: ResponseSpec(data_container=Health, description="Up")},
+)
+async def health_live() -> Health:
+    return Health(status="live")
+
+
+@get(
+    "/health/ready",
+    operation_id="health_ready",
+    summary="The process can serve: its database answers and the schema is at the code's "
+    "revision (for a load balancer's health check)",
+    responses={
+        200: ResponseSpec(data_container=Health, description="Ready"),
+        503: ResponseSpec(data_container=Problem, description="Not ready; the detail says why"),
+    },
+)
+async def health_ready(api: Api) -> Response[bytes]:
+    reason = await api.probes.not_ready()
+    if reason is not None:
+        return Response(
+            msgspec.json.encode(Problem(detail=reason)),
+            media_type=JSON,
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return Response(msgspec.json.encode(Health(status="ready")), media_type=JSON)
+
+
+@get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics of this process (header x-api-key, or a bearer token of group "
+    "'operators')",
+    responses={
+        200: ResponseSpec(
+            data_container=str, media_type="text/plain", description="Prometheus text format"
+        ),
+        **errors(401, 403, 503),
+        404: ResponseSpec(data_container=Problem, description="Metrics are off (METRICS=0)"),
+    },
+)
+async def metrics(request: AnyRequest, api: Api) -> Response[bytes]:
+    await authenticate_operator(request, api.identity, request.app.state.internal_api_key)
+    if api.probes.metrics is None:
+        raise JobNotFound("metrics are off here (METRICS=0)")
+    return Response(await api.probes.scrape(), media_type=METRICS_CONTENT_TYPE)
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
@@ -499,4 +566,7 @@ ROUTES = [
     download_file,
     submit_job,
     explain_job,
+    health_live,
+    health_ready,
+    metrics,
 ]

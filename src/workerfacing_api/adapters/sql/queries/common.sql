@@ -362,3 +362,8 @@ SELECT id, job_id, upstream_id, status, runtime_details, created_at, attempts
 FROM status_events
 WHERE job_id = :id
 ORDER BY id;
+
+
+-- name: schema_revision
+-- The Alembic revision the database is at (readiness: the schema must be the code's).
+SELECT version_num FROM alembic_version;
