@@ -322,6 +322,9 @@ def test_docs_are_served_and_list_every_endpoint(site: Site) -> None:
         "/files/{file_id}/download": ["get"],
         "/_jobs": ["post"],
         "/_jobs/{job_id}/explain": ["get"],
+        "/health/live": ["get"],
+        "/health/ready": ["get"],
+        "/metrics": ["get"],
     }
     pull_parameters = {p["name"] for p in paths["/jobs"]["get"]["parameters"]}
     assert {"memory", "cpu_cores", "gpu_mem", "gpu_memory", "limit", "older_than"} <= (

@@ -180,6 +180,16 @@ _LOST = (
 _DEADLOCK_RETRIES = 3
 
 
+def _lost(conn: asyncpg.Connection) -> bool:
+    """Whether ``conn``'s connection to the server is gone. The pool detaches its proxy from a
+    connection that broke mid-transaction; asking the proxy then raises (seen while the server
+    shut down under load), which says the same."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"lost the connection to the queue's database ({exc}); retry")
 
@@ -288,7 +298,7 @@ class PostgresQueue(JobChanges):
                             raise _unavailable(exc) from exc
                         continue
                     except asyncpg.InterfaceError as exc:
-                        if conn.is_closed():
+                        if _lost(conn):
                             raise _unavailable(exc) from exc
                         raise  # a misuse of asyncpg: a bug, not an outage
             except asyncpg.exceptions.DeadlockDetectedError:

@@ -56,7 +56,8 @@ def domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     elif status == 503:
-        log.error("%s", exc.detail)
+        # An outage of the database, answered as it should be: not an error of this service.
+        log.warning("%s", exc.detail)
         headers = {"Retry-After": "5"}  # the DECODE worker retries 5xx with back-off
     return _json(status, exc.detail, headers)
 
