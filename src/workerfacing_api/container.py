@@ -45,6 +45,7 @@ from workerfacing_api.core.files import FileService
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
+from workerfacing_api.core.overview import Overview
 from workerfacing_api.core.ports import FileStorage, NoMetrics, UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
@@ -278,6 +279,17 @@ class Container(containers.DeclarativeContainer):
         exclude_attempted=settings.provided.retry_different,
     )
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
+    # The operators' dashboard: the queue is also its read model (DashboardReads) and registry.
+    overview = providers.Singleton(
+        Overview,
+        queue,
+        queue,
+        queue,
+        sync,
+        explainer,
+        clock,
+        seen_window=settings.provided.worker_seen_window,
+    )
 
 
 def build_container(settings: Settings) -> Container:

@@ -325,6 +325,8 @@ def test_docs_are_served_and_list_every_endpoint(site: Site) -> None:
         "/health/live": ["get"],
         "/health/ready": ["get"],
         "/metrics": ["get"],
+        "/ui/api/overview": ["get"],
+        "/ui/api/jobs/{job_id}": ["get"],
     }
     pull_parameters = {p["name"] for p in paths["/jobs"]["get"]["parameters"]}
     assert {"memory", "cpu_cores", "gpu_mem", "gpu_memory", "limit", "older_than"} <= (

@@ -182,6 +182,8 @@ async def test_count_ahead_follows_the_pull_order(queue: Queue) -> None:
     w = worker("w1")
     for job, ahead in [(high, 0), (low, 1), (same, 2), (grouped, 3)]:
         assert await queue.count_ahead(job, w, at(10), exclude_attempted=True) == ahead
+    # Counting stops at the cap: a long line is "that many or more".
+    assert await queue.count_ahead(grouped, w, at(10), exclude_attempted=True, cap=2) == 2
     lab = worker("w1", groups=("lab",))
     assert await queue.count_ahead(grouped, lab, at(10), exclude_attempted=True) == 0
     assert await queue.count_ahead(same, lab, at(10), exclude_attempted=True) == 3

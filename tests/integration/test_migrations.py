@@ -38,7 +38,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0003"
+        assert await current(engine) == "0004"
     finally:
         await engine.dispose()
 

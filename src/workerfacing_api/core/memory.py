@@ -1,5 +1,5 @@
 """In-memory queue, outbox, upload ledger and worker registry: the reference model of the
-``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry`` ports.
+``JobQueue``, ``Outbox``, ``UploadLedger``, ``WorkerRegistry`` and ``DashboardReads`` ports.
 
 Written for obviousness, not speed. The SQL adapter is property-tested against it, and it serves
 tests and embedders that need a queue without a database. Not shared between processes.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -18,9 +18,13 @@ from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
     DEFAULT_PRIORITY,
     AttemptOutcome,
+    AttemptRecord,
     Claimed,
     Committed,
+    Environment,
     ExpiredJob,
+    Failure,
+    FailureKind,
     Job,
     JobStatus,
     KeepAlive,
@@ -29,9 +33,15 @@ from workerfacing_api.core.model import (
     QueueStats,
     StatusEvent,
     Submission,
+    WaitingClass,
     WorkerProfile,
     WorkerRecord,
 )
+
+
+def _minute_of(at: datetime) -> datetime:
+    """The start of the minute ``at`` falls in, UTC."""
+    return at.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 class _Event(msgspec.Struct, kw_only=True):
@@ -48,7 +58,8 @@ class _Attempt(msgspec.Struct, kw_only=True):
 
 
 class InMemoryQueue:
-    """Implements ``JobQueue``, ``Outbox``, ``UploadLedger`` and ``WorkerRegistry``.
+    """Implements ``JobQueue``, ``Outbox``, ``UploadLedger``, ``WorkerRegistry`` and
+    ``DashboardReads``.
     ``record_events`` says whether status changes leave outbox events (only when an upstream
     is configured)."""
 
@@ -151,10 +162,16 @@ class InMemoryQueue:
         )
 
     async def count_ahead(
-        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+        self,
+        job: Job,
+        worker: WorkerProfile,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+        cap: int = 1000,
     ) -> int:
         mine = pull_order(job, worker.groups)
-        return sum(
+        ahead = sum(
             1
             for j in self._jobs.values()
             if j.id != job.id
@@ -162,6 +179,7 @@ class InMemoryQueue:
             and not (exclude_attempted and worker.worker in self._attempts[j.id])
             and pull_order(j, worker.groups) < mine
         )
+        return min(ahead, cap)
 
     async def retry_failed(
         self, job: Job, detail: str, now: datetime, *, lease: bool = True
@@ -412,6 +430,120 @@ class InMemoryQueue:
         ]
         ended.sort(key=lambda o: (o.ended_at, o.job_id, o.attempt), reverse=True)
         return ended
+
+    # -- DashboardReads ------------------------------------------------------------------------
+
+    async def throughput(self, since: datetime, now: datetime) -> list[tuple[datetime, int, int]]:
+        pulled: dict[datetime, int] = {}
+        finished: dict[datetime, int] = {}
+        for row in self._history.values():
+            if since <= row.pulled_at <= now:
+                minute = _minute_of(row.pulled_at)
+                pulled[minute] = pulled.get(minute, 0) + 1
+            if (
+                row.outcome is Outcome.FINISHED
+                and row.ended_at is not None
+                and since <= row.ended_at <= now
+            ):
+                minute = _minute_of(row.ended_at)
+                finished[minute] = finished.get(minute, 0) + 1
+        return [
+            (minute, pulled.get(minute, 0), finished.get(minute, 0))
+            for minute in sorted(pulled.keys() | finished.keys())
+        ]
+
+    async def waiting_classes(self, limit: int) -> list[WaitingClass]:
+        groups: dict[tuple[str, int, int, int, str | None, str | None], list[Job]] = {}
+        for j in self._jobs.values():
+            if j.status is not JobStatus.QUEUED:
+                continue
+            need = j.hardware
+            # "Anything" is 0 (numbers) whether the job said null or 0, as the SQL tables say.
+            key = (
+                j.environment.value if j.environment is not None else "any",
+                need.cpu_cores or 0,
+                need.memory or 0,
+                need.gpu_mem or 0,
+                need.gpu_model,
+                need.gpu_archi,
+            )
+            groups.setdefault(key, []).append(j)
+        classes = [
+            WaitingClass(
+                environment=None if env == "any" else Environment(env),
+                cpu_cores=cpu,
+                memory=memory,
+                gpu_mem=gpu_mem,
+                gpu_model=model,
+                gpu_archi=archi,
+                jobs=len(jobs),
+                oldest_created_at=min(j.created_at for j in jobs),
+            )
+            for (env, cpu, memory, gpu_mem, model, archi), jobs in groups.items()
+        ]
+        classes.sort(
+            key=lambda c: (
+                -c.jobs,
+                c.oldest_created_at,
+                c.environment.value if c.environment is not None else "any",
+                c.cpu_cores,
+                c.memory,
+                c.gpu_mem,
+                c.gpu_model or "",
+                c.gpu_archi or "",
+            )
+        )
+        return classes[:limit]
+
+    async def recent_failures(self, limit: int) -> list[Failure]:
+        failures = [
+            Failure(
+                job_id=j.id,
+                upstream_id=j.upstream_id,
+                kind=FailureKind.FAILED,
+                attempt=j.attempt,
+                worker=j.worker,
+                at=j.updated_at or j.created_at,
+                runtime_details=j.runtime_details,
+            )
+            for j in self._jobs.values()
+            if j.status is JobStatus.ERROR
+        ]
+        for (job_id, attempt), row in self._history.items():
+            job = self._jobs[job_id]
+            if row.outcome is not Outcome.TIMEOUT or row.ended_at is None:
+                continue
+            if job.status is JobStatus.ERROR and job.attempt == attempt:
+                continue  # the time-out that failed the job: listed as its failure
+            failures.append(
+                Failure(
+                    job_id=job_id,
+                    upstream_id=job.upstream_id,
+                    kind=FailureKind.REQUEUED,
+                    attempt=attempt,
+                    worker=row.worker,
+                    at=row.ended_at,
+                    runtime_details=job.runtime_details if job.attempt == attempt else None,
+                )
+            )
+        failures.sort(key=lambda f: (f.at, f.job_id, f.attempt), reverse=True)
+        return failures[:limit]
+
+    async def attempts_of(self, job_id: int) -> list[AttemptRecord]:
+        return [
+            AttemptRecord(
+                attempt=attempt,
+                worker=row.worker,
+                pulled_at=row.pulled_at,
+                ended_at=row.ended_at,
+                outcome=row.outcome,
+            )
+            for (owner, attempt), row in sorted(self._history.items())
+            if owner == job_id
+        ]
+
+    async def pending_events_of(self, job_id: int) -> list[StatusEvent]:
+        return [e for e in self.pending_events() if e.job_id == job_id]
 
     # -- UploadLedger --------------------------------------------------------------------------
 

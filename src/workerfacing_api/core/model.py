@@ -366,3 +366,61 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     oldest_queued_age: float | None  # seconds
     outbox_backlog: int
     oldest_event_age: float | None  # seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# The operators' dashboard (DESIGN §7): read-only views of the queue's history.
+
+
+class WaitingClass(msgspec.Struct, frozen=True, kw_only=True):
+    """Queued jobs that ask for the same environment and hardware. "Anything" is 0 for the
+    numbers and None for the names (the SQL tables store it so); None environment: any."""
+
+    environment: Environment | None
+    cpu_cores: int
+    memory: int
+    gpu_mem: int
+    gpu_model: str | None
+    gpu_archi: str | None
+    jobs: int
+    oldest_created_at: datetime
+
+    @property
+    def hardware(self) -> HardwareSpecs:
+        """The requirement as a job states it (null: anything)."""
+        return HardwareSpecs(
+            cpu_cores=self.cpu_cores or None,
+            memory=self.memory or None,
+            gpu_mem=self.gpu_mem or None,
+            gpu_model=self.gpu_model,
+            gpu_archi=self.gpu_archi,
+        )
+
+
+class FailureKind(enum.StrEnum):
+    FAILED = "failed"  # the job ended in error
+    REQUEUED = "requeued"  # its worker fell silent and the sweep put it back in the queue
+
+
+class Failure(msgspec.Struct, frozen=True, kw_only=True):
+    """A job that failed, or an attempt the sweep took back: what an operator looks into."""
+
+    job_id: int  # queue id
+    upstream_id: int  # meta.job_id
+    kind: FailureKind
+    attempt: int
+    worker: str | None
+    at: datetime  # when it failed (the job's last update) or was taken back
+    # The job's runtime_details (the worker's, or the sweep's for a time-out); None for a
+    # time-out whose job was pulled again since (the later attempt wrote its own).
+    runtime_details: str | None
+
+
+class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a job: who pulled it, when, and how it ended (None: it has not)."""
+
+    attempt: int
+    worker: str
+    pulled_at: datetime
+    ended_at: datetime | None
+    outcome: Outcome | None

@@ -13,10 +13,12 @@ from typing import Protocol
 
 from workerfacing_api.core.model import (
     AttemptOutcome,
+    AttemptRecord,
     Claimed,
     Committed,
     Delivery,
     ExpiredJob,
+    Failure,
     Identity,
     Job,
     JobStatus,
@@ -27,6 +29,7 @@ from workerfacing_api.core.model import (
     QueueStats,
     StatusEvent,
     Submission,
+    WaitingClass,
     WorkerProfile,
     WorkerRecord,
 )
@@ -73,10 +76,16 @@ class JobQueue(Protocol):
         ...
 
     async def count_ahead(
-        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+        self,
+        job: Job,
+        worker: WorkerProfile,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+        cap: int = 1000,
     ) -> int:
         """How many queued jobs ``worker`` would take before ``job`` (fitting it, earlier in
-        its pull order)."""
+        its pull order); counting stops at ``cap``."""
         ...
 
     async def retry_failed(
@@ -212,6 +221,39 @@ class WorkerRegistry(Protocol):
 
     async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
         """Cool-offs that ended by ``now`` and were not reported yet (each reported once)."""
+        ...
+
+
+class DashboardReads(Protocol):
+    """What the operators' dashboard reads of the queue's history (DESIGN §7). Read-only.
+
+    A port of its own rather than more of ``JobQueue``: the lifecycle never needs these, and a
+    narrow port keeps that true. The queue adapters implement it beside the others (the rows
+    are theirs); each read is bounded and served by an index, as the page is asked for every
+    few seconds whatever the size of the queue."""
+
+    async def throughput(self, since: datetime, now: datetime) -> list[tuple[datetime, int, int]]:
+        """Per minute (its start, UTC) from ``since`` to ``now``: attempts pulled and attempts
+        finished (``Outcome.FINISHED``) then; oldest first, minutes with neither left out."""
+        ...
+
+    async def waiting_classes(self, limit: int) -> list[WaitingClass]:
+        """Queued jobs grouped by environment and hardware requirement, the most jobs first
+        (then the oldest first), at most ``limit`` groups."""
+        ...
+
+    async def recent_failures(self, limit: int) -> list[Failure]:
+        """Jobs whose status is error (at: their last update) and attempts the sweep took back
+        (outcome timeout, at: when), newest first, at most ``limit`` in all. A time-out that
+        failed its job for good is the job's failure, not listed twice."""
+        ...
+
+    async def attempts_of(self, job_id: int) -> list[AttemptRecord]:
+        """Every attempt of the job, first first."""
+        ...
+
+    async def pending_events_of(self, job_id: int) -> list[StatusEvent]:
+        """The job's status events not delivered upstream yet, oldest first."""
         ...
 
 
@@ -355,6 +397,7 @@ class NoMetrics:
 
 __all__ = [
     "Clock",
+    "DashboardReads",
     "FileStorage",
     "IdentityVerifier",
     "JobQueue",

@@ -108,6 +108,12 @@ class StatusSync:
     def enabled(self) -> bool:
         return self._outbox is not None
 
+    @property
+    def healthy(self) -> bool:
+        """For operators: the last delivery attempt reached the upstream (or none failed yet).
+        False from a failed delivery until one gets through again. Read-only."""
+        return self._failing_until is None
+
     def inline(self) -> bool:
         """Whether requests should deliver their events themselves right now: not while the
         upstream is failing (then the dispatcher probes and retries), nor while too many

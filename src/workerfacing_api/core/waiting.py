@@ -20,6 +20,8 @@ from workerfacing_api.core.matching import fits
 from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
     MAX_DB_INT,
+    Environment,
+    HardwareSpecs,
     Job,
     JobStatus,
     WorkerProfile,
@@ -27,7 +29,7 @@ from workerfacing_api.core.model import (
 )
 from workerfacing_api.core.ports import Clock, JobQueue, WorkerRegistry
 
-_MAX_LINE_PROBES = 20  # idle workers asked where the job stands in their line
+_CAP = 1000  # jobs ahead counted at most: "1 000 or more" says enough
 
 
 class Explanation(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,18 +55,34 @@ def _window(seconds: float) -> str:
     return f"in the last {duration(seconds)}"
 
 
-def _env_of(job: Job) -> str:
-    return job.environment.value if job.environment is not None else "any"
+def why_none_fits(
+    environment: Environment | None,
+    need: HardwareSpecs,
+    seen: Sequence[WorkerRecord],
+    seen_window: float,
+) -> str:
+    """Why no worker of ``seen`` (those seen in the last ``seen_window`` seconds) fits a job of
+    ``environment`` (None: any) needing ``need``: the dashboard's sentence for a hardware class
+    that waits with no worker that fits."""
+    window = _window(seen_window)
+    if not seen:
+        return f"no worker has asked for jobs {window}"
+    return _shortfall(environment, need, seen, window)
 
 
-def _shortfall(job: Job, seen: Sequence[WorkerRecord], window: str) -> str:
-    """Why none of ``seen`` fits ``job``: the first requirement that none of them meets."""
-    kind = "worker" if job.environment is None else f"{job.environment.value} worker"
-    pool = [w for w in seen if job.environment is None or w.profile.environment is job.environment]
+def _shortfall(
+    environment: Environment | None,
+    need: HardwareSpecs,
+    seen: Sequence[WorkerRecord],
+    window: str,
+) -> str:
+    """Why none of ``seen`` fits a job of ``environment`` that needs ``need``: the first
+    requirement that none of them meets."""
+    kind = "worker" if environment is None else f"{environment.value} worker"
+    pool = [w for w in seen if environment is None or w.profile.environment is environment]
     if not pool:
         others = sorted({w.profile.environment.value for w in seen})
         return f"no {kind} was seen {window} (the workers seen are {', '.join(others)})"
-    need = job.hardware
     numeric: list[tuple[int | None, Callable[[WorkerProfile], int], str, str]] = [
         (need.gpu_mem, lambda p: p.gpu_mem, "MiB of GPU memory", "largest"),
         (need.memory, lambda p: p.memory, "MiB of memory", "largest"),
@@ -150,7 +168,7 @@ class WaitExplainer:
         if not seen:
             reason = f"no worker has asked for jobs {window}"
         elif not fitting:
-            reason = _shortfall(job, seen, window)
+            reason = _shortfall(job.environment, job.hardware, seen, window)
         elif not available:
             back = min(w.aside_until for w in aside if w.aside_until is not None)
             reason = (
@@ -165,20 +183,18 @@ class WaitExplainer:
                 f"only once it is {duration(patience)} old; it is {duration(age)} old"
             )
         else:
+            # Where it stands for the first fitting worker that is free (or, all busy, the first
+            # to be): one count, bounded, so that asking stays cheap in a long queue.
             line = idle or busy
-            ahead = min(
-                [
-                    await self._queue.count_ahead(
-                        job, w.profile, now, exclude_attempted=self._exclude_attempted
-                    )
-                    for w in line[:_MAX_LINE_PROBES]
-                ]
+            ahead = await self._queue.count_ahead(
+                job, line[0].profile, now, exclude_attempted=self._exclude_attempted, cap=_CAP
             )
-            place = (
-                "it is next in line"
-                if ahead == 0
-                else f"{_number(ahead)} job(s) come before it in line"
-            )
+            if ahead == 0:
+                place = "it is next in line"
+            elif ahead >= _CAP:
+                place = f"{_number(_CAP)} or more jobs come before it in line"
+            else:
+                place = f"{_number(ahead)} job(s) come before it in line"
             if idle:
                 reason = (
                     f"{len(idle)} fitting worker(s) idle; {place}, to be taken at their next pull"

@@ -1,5 +1,6 @@
 """The queue on PostgreSQL (production, several API processes): ``JobQueue``, ``Outbox``,
-``UploadLedger`` and ``WorkerRegistry`` straight on asyncpg's connection pool.
+``UploadLedger``, ``WorkerRegistry`` and ``DashboardReads`` straight on asyncpg's connection
+pool.
 
 Each operation is one statement (``queries/postgres.sql`` and ``queries/common.sql``), run
 without an explicit transaction: PostgreSQL runs a statement atomically, data-modifying CTEs
@@ -38,15 +39,19 @@ from workerfacing_api.adapters.sql.changes import JobChanges
 from workerfacing_api.adapters.sql.rows import (
     EARLIEST,
     ahead_values,
+    attempt_record_from,
     changed_job,
     claimed_keepalive,
     event_from,
+    failure_from,
     fit_values,
     fresh_event,
     job_from,
     outcome_from,
     queue_stats,
     submission_values,
+    throughput_from,
+    waiting_class_from,
     worker_values,
     workers_from,
     workers_tried,
@@ -55,14 +60,17 @@ from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     AttemptOutcome,
+    AttemptRecord,
     Claimed,
     Committed,
     ExpiredJob,
+    Failure,
     Job,
     OutcomeCounts,
     QueueStats,
     StatusEvent,
     Submission,
+    WaitingClass,
     WorkerProfile,
     WorkerRecord,
 )
@@ -140,6 +148,17 @@ OUTCOME_COUNTS = Statement(_SQL["outcome_counts"])
 SET_ASIDE = Statement(_SQL["set_aside"])
 END_COOL_OFF = Statement(_SQL["end_cool_off"])
 WORKER_KNOWN = Statement(_SQL["worker_known"])
+THROUGHPUT = Statement(
+    queries.fill(
+        _SQL["throughput"],
+        pulled_minute=queries.fill(_SQL["minute_of"], column="pulled_at"),
+        ended_minute=queries.fill(_SQL["minute_of"], column="ended_at"),
+    )
+)
+WAITING_CLASSES = Statement(_SQL["waiting_classes"])
+RECENT_FAILURES = Statement(_SQL["recent_failures"])
+ATTEMPTS_OF_JOB = Statement(_SQL["attempts_of_job"])
+EVENTS_OF_JOB = Statement(_SQL["events_of_job"])
 NOTE_COOL_OFF_ENDS = Statement(
     queries.fill(_SQL["note_cool_off_ends"], mark=_SQL["mark_cool_off_ends"])
 )
@@ -250,6 +269,11 @@ class PostgresQueue(JobChanges):
                 # A plan made while a table is nearly empty (a new queue, a drained outbox)
                 # would be kept after it grows; every query here has an index to take.
                 "enable_seqscan": "off",
+                # No JIT compilation: these statements run in milliseconds, and compiling costs
+                # tens of them. With seq scans off, the planner's cost of a statement over a
+                # table that has no index to take (an empty outbox's count) looks huge and
+                # crossed jit_above_cost: 30 ms of compiling for a count of nothing.
+                "jit": "off",
             },
         }
         # Created on first use, in the loop that uses it (asyncpg binds a pool to its loop).
@@ -410,12 +434,18 @@ class PostgresQueue(JobChanges):
         return self._as_answered(job_from(rows[0])) if rows else None
 
     async def count_ahead(
-        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+        self,
+        job: Job,
+        worker: WorkerProfile,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+        cap: int = 1000,
     ) -> int:
         params = (
             fit_values(worker, now - timedelta(seconds=worker.older_than))
             | ahead_values(job, worker.groups)
-            | {"exclude_attempted": exclude_attempted, "groups": list(worker.groups)}
+            | {"exclude_attempted": exclude_attempted, "groups": list(worker.groups), "cap": cap}
         )
         rows = await self._fetch(COUNT_AHEAD, params)
         return int(rows[0]["n"])
@@ -539,6 +569,25 @@ class PostgresQueue(JobChanges):
 
     async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
         return workers_from(await self._fetch(NOTE_COOL_OFF_ENDS, {"now": now}))
+
+    # -- DashboardReads ------------------------------------------------------------------------
+
+    async def throughput(self, since: datetime, now: datetime) -> list[tuple[datetime, int, int]]:
+        return throughput_from(await self._fetch(THROUGHPUT, {"since": since, "now": now}))
+
+    async def waiting_classes(self, limit: int) -> list[WaitingClass]:
+        return [waiting_class_from(r) for r in await self._fetch(WAITING_CLASSES, {"limit": limit})]
+
+    async def recent_failures(self, limit: int) -> list[Failure]:
+        return [failure_from(r) for r in await self._fetch(RECENT_FAILURES, {"limit": limit})]
+
+    async def attempts_of(self, job_id: int) -> list[AttemptRecord]:
+        return [attempt_record_from(r) for r in await self._fetch(ATTEMPTS_OF_JOB, {"id": job_id})]
+
+    async def pending_events_of(self, job_id: int) -> list[StatusEvent]:
+        # The events this process delivered and has not deleted yet are no longer pending.
+        rows = await self._fetch(EVENTS_OF_JOB, {"id": job_id})
+        return [event_from(r) for r in rows if r["id"] not in self._delivered]
 
     # -- UploadLedger --------------------------------------------------------------------------
 

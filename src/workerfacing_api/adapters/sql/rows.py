@@ -15,7 +15,10 @@ from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
     AttemptOutcome,
+    AttemptRecord,
     Environment,
+    Failure,
+    FailureKind,
     HardwareSpecs,
     Job,
     JobStatus,
@@ -25,6 +28,7 @@ from workerfacing_api.core.model import (
     QueueStats,
     StatusEvent,
     Submission,
+    WaitingClass,
     WorkerProfile,
     WorkerRecord,
 )
@@ -273,4 +277,53 @@ def queue_stats(
         oldest_event_age=(
             None if backlog["oldest"] is None else (now - utc(backlog["oldest"])).total_seconds()
         ),
+    )
+
+
+# -- the operators' dashboard (DashboardReads) --------------------------------------------------
+
+
+def minute_from(value: Any) -> datetime:
+    """A minute of ``throughput``: a timestamp (PostgreSQL) or 'YYYY-MM-DD HH:MM' (SQLite)."""
+    if isinstance(value, str):
+        return utc(value + ":00")
+    return utc(value)
+
+
+def throughput_from(rows: Iterable[Row]) -> list[tuple[datetime, int, int]]:
+    return [(minute_from(r["minute"]), int(r["pulled"]), int(r["finished"])) for r in rows]
+
+
+def waiting_class_from(row: Row) -> WaitingClass:
+    return WaitingClass(
+        environment=None if row["environment"] == "any" else Environment(row["environment"]),
+        cpu_cores=row["req_cpu_cores"],
+        memory=row["req_memory"],
+        gpu_mem=row["req_gpu_mem"],
+        gpu_model=row["req_gpu_model"],
+        gpu_archi=row["req_gpu_archi"],
+        jobs=row["jobs"],
+        oldest_created_at=utc(row["oldest"]),
+    )
+
+
+def failure_from(row: Row) -> Failure:
+    return Failure(
+        job_id=row["job_id"],
+        upstream_id=row["upstream_id"],
+        kind=FailureKind(row["kind"]),
+        attempt=row["attempt"],
+        worker=row["worker"],
+        at=utc(row["at"]),
+        runtime_details=row["runtime_details"],
+    )
+
+
+def attempt_record_from(row: Row) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=row["attempt"],
+        worker=row["worker"],
+        pulled_at=utc(row["pulled_at"]),
+        ended_at=utc_or_none(row["ended_at"]),
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
     )

@@ -1,5 +1,5 @@
-"""The queue on SQLite (one machine): ``JobQueue``, ``Outbox``, ``UploadLedger`` and
-``WorkerRegistry`` through SQLAlchemy + aiosqlite.
+"""The queue on SQLite (one machine): ``JobQueue``, ``Outbox``, ``UploadLedger``,
+``WorkerRegistry`` and ``DashboardReads`` through SQLAlchemy + aiosqlite.
 
 SQLite has one writer at a time. Every change runs as a few short statements inside one
 ``BEGIN IMMEDIATE`` transaction, which takes that write lock up front: the claim's read and its
@@ -24,14 +24,18 @@ from workerfacing_api.adapters.sql.engine import READ_ONLY
 from workerfacing_api.adapters.sql.rows import (
     EARLIEST,
     ahead_values,
+    attempt_record_from,
     changed_job,
     claimed_keepalive,
     event_from,
+    failure_from,
     fit_values,
     fresh_event,
     job_from,
     outcome_from,
     submission_values,
+    throughput_from,
+    waiting_class_from,
     worker_values,
     workers_from,
     workers_tried,
@@ -41,15 +45,18 @@ from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
     AttemptOutcome,
+    AttemptRecord,
     Claimed,
     Committed,
     ExpiredJob,
+    Failure,
     Job,
     Outcome,
     OutcomeCounts,
     QueueStats,
     StatusEvent,
     Submission,
+    WaitingClass,
     WorkerProfile,
     WorkerRecord,
 )
@@ -118,6 +125,15 @@ CLEAR_STRIKES = _statement("clear_strikes")
 END_COOL_OFF = _statement("end_cool_off")
 WORKER_KNOWN = _statement("worker_known")
 MARK_COOL_OFF_ENDS = _statement("mark_cool_off_ends")
+THROUGHPUT = _statement(
+    "throughput",
+    pulled_minute=queries.fill(_SQL["minute_of"], column="pulled_at"),
+    ended_minute=queries.fill(_SQL["minute_of"], column="ended_at"),
+)
+WAITING_CLASSES = _statement("waiting_classes")
+RECENT_FAILURES = _statement("recent_failures")
+ATTEMPTS_OF_JOB = _statement("attempts_of_job")
+EVENTS_OF_JOB = _statement("events_of_job")
 
 # How many jobs at the head of the queue a claim looks at first (see pick_from_head).
 _HEAD_WINDOW = 200
@@ -227,7 +243,13 @@ class SqliteQueue(JobChanges):
         return None if row is None else job_from(row._mapping)
 
     async def count_ahead(
-        self, job: Job, worker: WorkerProfile, now: datetime, *, exclude_attempted: bool
+        self,
+        job: Job,
+        worker: WorkerProfile,
+        now: datetime,
+        *,
+        exclude_attempted: bool,
+        cap: int = 1000,
     ) -> int:
         ahead = ahead_values(job, worker.groups)
         params = (
@@ -237,6 +259,7 @@ class SqliteQueue(JobChanges):
                 "created_at": stamp(ahead["created_at"]),
                 "exclude_attempted": exclude_attempted,
                 "groups": list(worker.groups),
+                "cap": cap,
             }
         )
         async with self._read() as conn:
@@ -396,6 +419,34 @@ class SqliteQueue(JobChanges):
         rows = (await conn.execute(WORKER_NAMED, {"name": name})).all()
         found = workers_from(r._mapping for r in rows)
         return found[0] if found else None
+
+    # -- DashboardReads ------------------------------------------------------------------------
+
+    async def throughput(self, since: datetime, now: datetime) -> list[tuple[datetime, int, int]]:
+        async with self._read() as conn:
+            rows = await conn.execute(THROUGHPUT, {"since": stamp(since), "now": stamp(now)})
+            return throughput_from(r._mapping for r in rows)
+
+    async def waiting_classes(self, limit: int) -> list[WaitingClass]:
+        async with self._read() as conn:
+            rows = await conn.execute(WAITING_CLASSES, {"limit": limit})
+            return [waiting_class_from(r._mapping) for r in rows]
+
+    async def recent_failures(self, limit: int) -> list[Failure]:
+        async with self._read() as conn:
+            rows = await conn.execute(RECENT_FAILURES, {"limit": limit})
+            return [failure_from(r._mapping) for r in rows]
+
+    async def attempts_of(self, job_id: int) -> list[AttemptRecord]:
+        async with self._read() as conn:
+            rows = await conn.execute(ATTEMPTS_OF_JOB, {"id": job_id})
+            return [attempt_record_from(r._mapping) for r in rows]
+
+    async def pending_events_of(self, job_id: int) -> list[StatusEvent]:
+        # Delivered events are deleted at once here: every event left is pending.
+        async with self._read() as conn:
+            rows = await conn.execute(EVENTS_OF_JOB, {"id": job_id})
+            return [event_from(r._mapping) for r in rows]
 
     # -- UploadLedger --------------------------------------------------------------------------
 

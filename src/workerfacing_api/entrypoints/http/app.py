@@ -27,6 +27,7 @@ from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
 from workerfacing_api.entrypoints.http.probes import Probes
 from workerfacing_api.entrypoints.http.routes import ROUTES, Services
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
+from workerfacing_api.entrypoints.http.ui import UI_ROUTES
 
 log = logging.getLogger("workerfacing_api.http")
 
@@ -104,11 +105,12 @@ def create_app(
             settings=settings,
             explainer=container.explainer(),
             probes=probes(),
+            overview=container.overview(),
         )
 
     dependencies = {"api": Provide(services, use_cache=True, sync_to_thread=False)}
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *UI_ROUTES],
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

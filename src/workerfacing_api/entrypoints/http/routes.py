@@ -39,6 +39,7 @@ from workerfacing_api.core.model import (
     SubmittedJob,
     WorkerProfile,
 )
+from workerfacing_api.core.overview import Overview
 from workerfacing_api.core.ports import IdentityVerifier
 from workerfacing_api.core.waiting import Explanation, WaitExplainer
 from workerfacing_api.entrypoints.http.auth import (
@@ -103,6 +104,7 @@ class Services:
     settings: Settings
     explainer: WaitExplainer
     probes: Probes
+    overview: Overview  # the operators' dashboard (entrypoints/http/ui.py)
 
 
 # Injected values are trusted: Litestar need not check their types on every request.

@@ -194,17 +194,22 @@ WHERE upstream_id = :upstream_id AND status <> 'cancelled';
 -- ({fits}, the claim's own predicate, and {not_attempted}, its RETRY_DIFFERENT) and come first in
 -- its pull order, the claim's ORDER BY as a comparison with the job's own key (:preferred,
 -- :priority, :created_at, :id): preferred groups first ({group_rank}, 0 or 1), then priority
--- descending, oldest first, lowest id. Read-only; it locks nothing.
+-- descending, oldest first, lowest id. Read-only; it locks nothing. Counting stops at :cap: a
+-- job far back in a long queue is answered after reading about :cap rows, not the whole queue.
 SELECT count(*) AS n
 FROM (
-    SELECT {group_rank} AS preferred, priority, created_at, id
-    FROM jobs
-    WHERE {fits} AND {not_attempted} AND id <> :id
-) AS fitting
-WHERE preferred < :preferred
-    OR (preferred = :preferred AND (priority > :priority
-        OR (priority = :priority AND (created_at < :created_at
-            OR (created_at = :created_at AND id < :id)))));
+    SELECT 1
+    FROM (
+        SELECT {group_rank} AS preferred, priority, created_at, id
+        FROM jobs
+        WHERE {fits} AND {not_attempted} AND id <> :id
+    ) AS fitting
+    WHERE preferred < :preferred
+        OR (preferred = :preferred AND (priority > :priority
+            OR (priority = :priority AND (created_at < :created_at
+                OR (created_at = :created_at AND id < :id)))))
+    LIMIT :cap
+) AS ahead;
 
 
 -- name: record_upload
@@ -342,10 +347,13 @@ UPDATE status_events SET due_at = :now WHERE due_at > :now;
 -- Operator views (workerfacing-api jobs stats|show), read-only.
 
 -- name: count_jobs_by_status
+-- An index-only pass over ix_jobs_status (small: a few states, deduplicated), never a sort of
+-- the table: the dashboard asks every few seconds.
 SELECT status, count(*) AS n FROM jobs GROUP BY status;
 
 
 -- name: oldest_queued_job
+-- The first entry of ix_jobs_queued_created_at.
 SELECT id, created_at FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1;
 
 
@@ -354,7 +362,12 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM status_events;
 
 
 -- name: attempts_of_job
-SELECT attempt, worker, pulled_at FROM job_attempts WHERE job_id = :id ORDER BY attempt;
+-- A job's attempts, first first, with how each ended (NULL: it has not, or it ended before the
+-- fleet was watched): its primary key's range.
+SELECT attempt, worker, pulled_at, ended_at, outcome
+FROM job_attempts
+WHERE job_id = :id
+ORDER BY attempt;
 
 
 -- name: events_of_job
@@ -362,6 +375,79 @@ SELECT id, job_id, upstream_id, status, runtime_details, created_at, attempts
 FROM status_events
 WHERE job_id = :id
 ORDER BY id;
+
+
+-- The operators' dashboard (DashboardReads), read-only and asked every few seconds: each read is
+-- bounded and served by an index, whatever the size of the queue (benchmarks/dashboard.py).
+
+-- name: throughput
+-- Attempts pulled and attempts finished per minute from :since to :now (the last hour), each a
+-- range of an index on its time (ix_job_attempts_pulled_at, ix_job_attempts_ended_at), counted
+-- per minute before the two are put side by side. {pulled_minute} and {ended_minute} are the
+-- dialect's minute_of for pulled_at and ended_at: the start of the minute, UTC.
+SELECT minute, sum(pulled) AS pulled, sum(finished) AS finished
+FROM (
+    SELECT {pulled_minute} AS minute, count(*) AS pulled, 0 AS finished
+    FROM job_attempts
+    WHERE pulled_at >= :since AND pulled_at <= :now
+    GROUP BY {pulled_minute}
+    UNION ALL
+    SELECT {ended_minute} AS minute, 0 AS pulled, count(*) AS finished
+    FROM job_attempts
+    WHERE ended_at >= :since AND ended_at <= :now AND outcome = 'finished'
+    GROUP BY {ended_minute}
+) AS per_minute
+GROUP BY minute
+ORDER BY minute;
+
+
+-- name: waiting_classes
+-- Queued jobs by environment and hardware requirement, the most jobs first, at most :limit
+-- classes. Invariant: the cost is one pass over the covering partial index
+-- ix_jobs_queued_class (an index-only scan, already in group order: no heap read, no sort
+-- of the jobs), about 10 ms per 100 000 queued jobs on PostgreSQL; only the classes are sorted.
+-- Names sort with NULL as '' so that both dialects give ties the same order.
+SELECT environment, req_cpu_cores, req_memory, req_gpu_mem, req_gpu_model, req_gpu_archi,
+    count(*) AS jobs, min(created_at) AS oldest
+FROM jobs
+WHERE status = 'queued'
+GROUP BY environment, req_cpu_cores, req_memory, req_gpu_mem, req_gpu_model, req_gpu_archi
+ORDER BY count(*) DESC, min(created_at), environment, req_cpu_cores, req_memory, req_gpu_mem,
+    COALESCE(req_gpu_model, ''), COALESCE(req_gpu_archi, '')
+LIMIT :limit;
+
+
+-- name: recent_failures
+-- The newest failures, at most :limit: jobs whose status is error (at their last update; found
+-- by the partial index ix_jobs_error and sorted) and attempts the sweep took back
+-- (outcome timeout; ix_job_attempts_timeout_ended_at, read backwards), each part bounded before
+-- they are merged. The time-out that failed its job for good (the job is in error at that
+-- attempt) is that job's failure, not listed twice. A time-out's runtime_details are the job's
+-- only while no later attempt wrote its own.
+SELECT job_id, upstream_id, kind, attempt, worker, at, runtime_details
+FROM (
+    SELECT * FROM (
+        SELECT id AS job_id, upstream_id, 'failed' AS kind, attempt, worker, updated_at AS at,
+            runtime_details
+        FROM jobs
+        WHERE status = 'error'
+        ORDER BY updated_at DESC, id DESC
+        LIMIT :limit
+    ) AS failed
+    UNION ALL
+    SELECT * FROM (
+        SELECT a.job_id, j.upstream_id, 'requeued' AS kind, a.attempt, a.worker,
+            a.ended_at AS at,
+            CASE WHEN j.attempt = a.attempt THEN j.runtime_details END AS runtime_details
+        FROM job_attempts a
+        JOIN jobs j ON j.id = a.job_id
+        WHERE a.outcome = 'timeout' AND NOT (j.status = 'error' AND j.attempt = a.attempt)
+        ORDER BY a.ended_at DESC, a.job_id DESC, a.attempt DESC
+        LIMIT :limit
+    ) AS requeued
+) AS failures
+ORDER BY at DESC, job_id DESC, attempt DESC
+LIMIT :limit;
 
 
 -- name: schema_revision

@@ -230,3 +230,9 @@ WHERE jobs.id = answered.id;
 UPDATE status_events
 SET due_at = :until, leased_until = NULL, attempts = attempts + 1, last_error = :error
 WHERE id = ANY(:ids::bigint[]);
+
+
+-- name: minute_of
+-- Not a statement: the start of the minute of timestamp {column}, UTC (whatever the session's
+-- time zone), for common.sql's throughput.
+date_trunc('minute', {column}, 'UTC')

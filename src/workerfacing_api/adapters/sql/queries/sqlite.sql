@@ -139,3 +139,9 @@ WHERE job_id = :job_id AND attempt = :attempt AND outcome IS NULL;
 -- The worker finished a job: its next cool-off is the shortest again. Written only when there
 -- is something to forgive (finishing is the common case, and costs no write).
 UPDATE workers SET strikes = 0 WHERE name = :name AND strikes > 0;
+
+
+-- name: minute_of
+-- Not a statement: the minute of timestamp {column} (fixed-width UTC text) as
+-- 'YYYY-MM-DD HH:MM', for common.sql's throughput; rows.minute_from reads it back.
+substr({column}, 1, 16)

@@ -1,0 +1,150 @@
+"""The operator dashboard in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright) against a real ``serve``: sign-in refuses a non-operator, an operator sees the counts
+move as jobs are submitted, pulled and finished (by the page's own refresh, never a reload),
+opens a failed job from the failures table and reads its details. It also takes the README's
+screenshot, ``docs/dashboard.png``.
+
+Playwright's own browser download is never used: the test launches ``/usr/bin/chromium``
+(``apt-get install chromium``). Without it the test skips, except with ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import IN_CI
+from tests.integration.conftest import Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+WAIT_MS = 15_000  # the page refreshes every 5 s; three refreshes is plenty
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield launched
+        launched.close()
+
+
+def sign_in(page: Page, server: Server, token: str) -> None:
+    page.goto(f"{server.url}/ui")
+    expect(page).to_have_url(f"{server.url}/ui/login")
+    page.locator("input[name=token]").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def queue_id(server: Server, meta_job_id: int) -> int:
+    """The queue's id of a submitted job (the dashboard's links use it), as ``explain`` tells."""
+    response = requests.get(
+        f"{server.url}/_jobs/{meta_job_id}/explain",
+        headers={"x-api-key": server.api_key},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    found: int = response.json()["queue_id"]
+    return found
+
+
+@pytest.mark.slow
+def test_operator_watches_the_queue_and_reads_a_failed_job(
+    server_factory: Callable[..., Server], browser: Browser
+) -> None:
+    server = server_factory()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+
+    # A worker's token is refused at sign-in, with the server's reason on the page.
+    worker_token = server.token("gpu-box-1", groups=("workers",))
+    sign_in(page, server, worker_token)
+    expect(page.get_by_test_id("login-error")).to_contain_text("operators", timeout=WAIT_MS)
+    page.goto(f"{server.url}/ui")
+    expect(page).to_have_url(f"{server.url}/ui/login")
+
+    operator_token = server.token("ops-alice", groups=("operators",))
+    sign_in(page, server, operator_token)
+    expect(page).to_have_url(f"{server.url}/ui", timeout=WAIT_MS)
+    expect(page.get_by_test_id("state-queued")).to_have_text("0", timeout=WAIT_MS)
+    expect(page.get_by_test_id("oldest-queued")).to_have_text("nothing queued")
+
+    # Submitted jobs show up without a reload: the page fetches the overview every 5 s.
+    for _ in range(3):
+        server.submit()
+    big = server.job_body()
+    big["job"]["hardware"]["gpu_mem"] = 40000  # more GPU memory than any worker here has
+    server.submit(big)
+    waiting_id = queue_id(server, big["job"]["meta"]["job_id"])
+    expect(page.get_by_test_id("state-queued")).to_have_text("4", timeout=WAIT_MS)
+
+    finished_id, failed_id, running_id = (
+        next(iter(server.pull("gpu-box-1").keys())),
+        next(iter(server.pull("gpu-box-2").keys())),
+        next(iter(server.pull("gpu-box-3").keys())),
+    )
+    for job_id, worker in ((finished_id, "gpu-box-1"), (failed_id, "gpu-box-2")):
+        assert server.put_status(job_id, "running", worker).status_code == 204
+    assert server.put_status(running_id, "running", "gpu-box-3").status_code == 204
+    assert server.put_status(finished_id, "finished", "gpu-box-1").status_code == 204
+    details = "CUDA error: no kernel image is available for execution on the device"
+    response = server.put_status(failed_id, "error", "gpu-box-2", runtime_details=details)
+    assert response.status_code == 204
+
+    expect(page.get_by_test_id("state-finished")).to_have_text("1", timeout=WAIT_MS)
+    expect(page.get_by_test_id("state-error")).to_have_text("1", timeout=WAIT_MS)
+    expect(page.get_by_test_id("state-running")).to_have_text("1", timeout=WAIT_MS)
+    expect(page.get_by_test_id("state-queued")).to_have_text("1", timeout=WAIT_MS)
+    workers = page.get_by_test_id("workers-table")
+    expect(workers).to_contain_text("gpu-box-3", timeout=WAIT_MS)
+    expect(workers.get_by_role("link", name=f"#{running_id}")).to_be_visible()
+    expect(page.get_by_test_id("waiting-table")).to_contain_text("GPU memory", timeout=WAIT_MS)
+    failures = page.get_by_test_id("failures-table")
+    expect(failures).to_contain_text("CUDA error: no kernel image", timeout=WAIT_MS)
+    chart = page.get_by_test_id("throughput-chart")
+    expect(chart.locator("desc")).to_have_text("3 pulled and 1 finished in the last hour")
+    expect(page.get_by_test_id("upstream")).to_contain_text("outbox backlog")
+    expect(page.get_by_test_id("last-refresh")).to_have_text(re.compile(r"\d\d:\d\d:\d\d"))
+    expect(page.get_by_test_id("error-banner")).to_be_hidden()
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # The failed job, opened from the failures table, tells what went wrong and where.
+    page.get_by_test_id(f"failure-link-{failed_id}").click()
+    expect(page).to_have_url(f"{server.url}/ui#/jobs/{failed_id}")
+    expect(page.get_by_test_id("job-status")).to_have_text("error", timeout=WAIT_MS)
+    expect(page.get_by_test_id("job-details")).to_have_text(details)
+    expect(page.locator("#job")).to_contain_text("gpu-box-2")
+    expect(page.get_by_test_id("job-why")).to_have_count(0)
+
+    # A queued job that no worker fits says why it waits.
+    page.goto(f"{server.url}/ui#/jobs/{waiting_id}")
+    expect(page.get_by_test_id("job-status")).to_have_text("queued", timeout=WAIT_MS)
+    expect(page.get_by_test_id("job-why")).to_contain_text("GPU memory")
+    page.get_by_test_id("back").click()
+    expect(page.get_by_test_id("state-error")).to_have_text("1", timeout=WAIT_MS)
+
+    # Signing out ends the session: the dashboard sends back to the sign-in page.
+    page.get_by_test_id("sign-out").click()
+    expect(page).to_have_url(f"{server.url}/ui/login", timeout=WAIT_MS)
+    page.goto(f"{server.url}/ui")
+    expect(page).to_have_url(f"{server.url}/ui/login")
+
+    # The tokens travelled in request bodies only, never in an address (history, logs).
+    leaked = [u for u in urls if worker_token in u or operator_token in u]
+    assert leaked == []
+    assert script_errors == []
