@@ -29,6 +29,7 @@ from workerfacing_api.core.errors import (
     InvalidStatus,
     JobNotFound,
     StatusConflict,
+    Unavailable,
 )
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT
 from workerfacing_api.core.lifecycle import RetryPolicy
@@ -483,3 +484,39 @@ async def test_a_pull_hands_out_at_most_limit_jobs() -> None:
         await stack.service.submit(make_submission(upstream_id))
     assert len(await stack.service.pull(worker_profile("w1"), 2)) == 2
     assert len(await stack.service.pull(worker_profile("w1"), MAX_PULL_LIMIT)) == MAX_PULL_LIMIT
+
+
+async def test_time_the_database_was_down_does_not_count_as_silence() -> None:
+    """After an outage longer than TIMEOUT_FAILURE, workers whose keep-alives failed with 503
+    meanwhile keep their jobs; a job silent before the outage still times out, counting only
+    the time the database could be reached."""
+    stack = make_stack(POLICY)  # TIMEOUT_FAILURE 30 s
+    kept = await stack.service.submit(make_submission(1))
+    silent = await stack.service.submit(make_submission(2))
+    await pull_one(stack, "w1")
+    await pull_one(stack, "w2")
+    reachable = stack.queue.find_expired
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("the database does not answer")
+
+    stack.clock.advance(20)
+    await stack.service.update_status(kept.id, "w1", "running", None)  # w1 pinged at 20
+    stack.queue.find_expired = unreachable  # type: ignore[method-assign]
+    for _ in range(8):  # down from 20 s to 100 s: every sweep fails
+        with pytest.raises(Unavailable):
+            await stack.service.sweep()
+        stack.clock.advance(10)
+    stack.queue.find_expired = reachable  # type: ignore[method-assign]
+    # Back at 100 s: neither job is taken back at once, though both heartbeats are older
+    # than 30 s by the clock.
+    assert await stack.service.sweep() == SweepReport()
+    stack.clock.advance(5)
+    await stack.service.update_status(kept.id, "w1", "running", None)  # w1's next ping
+    # w2 said nothing since 0 s: 20 s before the outage, and now 11 s after it.
+    stack.clock.advance(6)
+    assert (await stack.service.sweep()).requeued == (silent.id,)
+    stack.clock.advance(24)  # 135 s: w1 silent for 30 s since its ping at 105 s
+    assert (await stack.service.sweep()).requeued == ()
+    stack.clock.advance(1)  # 31 s, all of them with the database up
+    assert (await stack.service.sweep()).requeued == (kept.id,)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from datetime import datetime
 
 from workerfacing_api.core.errors import (
     DomainError,
@@ -16,10 +17,12 @@ from workerfacing_api.core.errors import (
     InvalidStatus,
     JobNotFound,
     StatusConflict,
+    Unavailable,
 )
 from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.lifecycle import (
     Fail,
+    OutageGrace,
     RetryPolicy,
     decide_expiry,
     decide_update,
@@ -67,6 +70,7 @@ class JobService:
         self._policy = policy
         self._sync = sync
         self._fleet = fleet
+        self._outages = OutageGrace()
         self._metrics = metrics or NoMetrics()
         self._recent: OrderedDict[int, Job] = OrderedDict()
 
@@ -209,9 +213,18 @@ class JobService:
     async def sweep(self) -> SweepReport:
         """Take back active jobs whose keep-alive stopped: re-queue them, or fail them once
         ``MAX_RETRIES`` is reached. Safe to run in several processes at once: each change is a
-        compare-and-set that also requires the heartbeat to still be old."""
+        compare-and-set that also requires the heartbeat to still be old. Time the database
+        was out of reach does not count as silence (``OutageGrace``)."""
         now = self._clock.now()
-        cutoff = self._policy.cutoff(now)
+        try:
+            report = await self._sweep(now, self._outages.cutoff(now, self._policy))
+        except Unavailable:
+            self._outages.failed(now)
+            raise
+        self._outages.succeeded(now)
+        return report
+
+    async def _sweep(self, now: datetime, cutoff: datetime) -> SweepReport:
         requeued: list[int] = []
         failed: list[int] = []
         events: list[StatusEvent | None] = []

@@ -81,6 +81,43 @@ def decide_update(job: Job, target: JobStatus, runtime_details: str | None) -> U
     return UpdateDecision(status=job.status, forward=has_details)
 
 
+class OutageGrace:
+    """Time the sweeper could not reach the database does not count as a worker's silence.
+
+    While the database is down, workers' keep-alives fail too (503; they retry), so their jobs'
+    heartbeats grow old through no fault of theirs. Were the first sweep after a long outage to
+    judge by the clock alone, it would take back healthy jobs before their workers' next ping.
+    So, from the first failed sweep until ``TIMEOUT_FAILURE`` after the first one that worked
+    again, a job is silent only when its heartbeat is older than the timeout *plus* the
+    outage. (An outage the sweeper never saw was shorter than ``SWEEP_INTERVAL``.)"""
+
+    def __init__(self) -> None:
+        self._down_since: datetime | None = None
+        self._back_at: datetime | None = None
+        self._outage = timedelta(0)
+
+    def failed(self, now: datetime) -> None:
+        if self._down_since is None:
+            self._down_since = now
+
+    def succeeded(self, now: datetime) -> None:
+        if self._down_since is not None:
+            self._outage = now - self._down_since
+            self._back_at = now
+            self._down_since = None
+
+    def cutoff(self, now: datetime, policy: RetryPolicy) -> datetime:
+        """Heartbeats older than this are silent, at ``now``."""
+        grace = timedelta(0)
+        if self._down_since is not None:  # this very sweep may be the first to get through
+            grace = now - self._down_since
+        elif self._back_at is not None and now < self._back_at + timedelta(
+            seconds=policy.timeout_failure
+        ):
+            grace = self._outage
+        return policy.cutoff(now) - grace
+
+
 class Requeue(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
