@@ -322,7 +322,13 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
             else None,
             "runtime_details": job.runtime_details,
             "attempts": [
-                {"attempt": a.attempt, "worker": a.worker, "pulled_at": a.pulled_at.isoformat()}
+                {
+                    "attempt": a.attempt,
+                    "worker": a.worker,
+                    "pulled_at": a.pulled_at.isoformat(),
+                    "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+                    "outcome": a.outcome.value if a.outcome else None,
+                }
                 for a in attempts
             ],
             "undelivered_events": [

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workerfacing_api.adapters.sql import queries
-from workerfacing_api.adapters.sql.rows import event_from, job_from, queue_stats, utc
-from workerfacing_api.core.model import Job, QueueStats, StatusEvent
+from workerfacing_api.adapters.sql.rows import (
+    attempt_record_from,
+    event_from,
+    job_from,
+    queue_stats,
+)
+from workerfacing_api.core.model import AttemptRecord, Job, QueueStats, StatusEvent
 
 _SQL = queries.load()  # common.sql: SQLAlchemy runs it on either database
 
@@ -20,12 +24,6 @@ OUTBOX_BACKLOG = text(_SQL["outbox_backlog"])
 GET_JOB = text(_SQL["get_job"])
 ATTEMPTS_OF_JOB = text(_SQL["attempts_of_job"])
 EVENTS_OF_JOB = text(_SQL["events_of_job"])
-
-
-class Attempt(msgspec.Struct, frozen=True):
-    attempt: int
-    worker: str
-    pulled_at: datetime
 
 
 async def read_stats(conn: AsyncConnection, now: datetime) -> QueueStats:
@@ -45,14 +43,14 @@ class QueueViews:
         async with self._engine.connect() as conn:
             return await read_stats(conn, now)
 
-    async def job(self, job_id: int) -> tuple[Job, list[Attempt], list[StatusEvent]] | None:
+    async def job(self, job_id: int) -> tuple[Job, list[AttemptRecord], list[StatusEvent]] | None:
         """A job with its attempts and its undelivered events."""
         async with self._engine.connect() as conn:
             row = (await conn.execute(GET_JOB, {"id": job_id})).first()
             if row is None:
                 return None
             attempts = [
-                Attempt(r.attempt, r.worker, utc(r.pulled_at))
+                attempt_record_from(r._mapping)
                 for r in await conn.execute(ATTEMPTS_OF_JOB, {"id": job_id})
             ]
             events = [
