@@ -34,6 +34,7 @@ from workerfacing_api.core.errors import (
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import Environment, Job, JobStatus, SweepReport, WorkerProfile
+from workerfacing_api.core.text import MAX_RUNTIME_DETAILS, trim_details
 
 T = TypeVar("T")
 
@@ -412,6 +413,20 @@ async def test_a_final_job_is_never_swept() -> None:
     report = await stack.service.sweep()
     assert job.id not in report.requeued + report.failed
     assert await stack.service.status_of(job.id) is JobStatus.FINISHED
+
+
+async def test_a_long_error_report_lands_with_its_end_kept() -> None:
+    upstream = RecordingUpstream()
+    stack = make_stack(POLICY, upstream=upstream)
+    job = await stack.service.submit(make_submission(1))
+    await pull_one(stack, "w1")
+    details = "log line\n" * 5_000 + "RuntimeError: CUDA out of memory"
+    failed = await stack.service.update_status(job.id, "w1", "error", details)
+    assert failed.status is JobStatus.ERROR
+    assert failed.runtime_details == trim_details(details)
+    assert len(failed.runtime_details) == MAX_RUNTIME_DETAILS
+    assert failed.runtime_details.endswith("RuntimeError: CUDA out of memory")
+    assert upstream.delivered()[-1] == ("error", trim_details(details))
 
 
 async def test_retry_different_compares_worker_identities_exactly() -> None:

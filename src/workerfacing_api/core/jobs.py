@@ -43,6 +43,7 @@ from workerfacing_api.core.model import (
 )
 from workerfacing_api.core.ports import Clock, JobQueue, Metrics, NoMetrics
 from workerfacing_api.core.sync import StatusSync
+from workerfacing_api.core.text import trim_details
 
 log = logging.getLogger("workerfacing_api.jobs")
 
@@ -132,7 +133,10 @@ class JobService:
     async def update_status(
         self, job_id: int, worker: str, status: str, runtime_details: str | None
     ) -> Job:
-        """Apply a worker's status report (or keep-alive) to a job it holds."""
+        """Apply a worker's status report (or keep-alive) to a job it holds. Details beyond
+        ``MAX_RUNTIME_DETAILS`` keep their end: the report lands whatever its size."""
+        if runtime_details is not None:
+            runtime_details = trim_details(runtime_details)
         try:
             job = await self._update_status(job_id, worker, status, runtime_details)
         except JobNotFound:
