@@ -17,6 +17,30 @@ import msgspec
 MAX_DB_INT = 2**63 - 1
 NonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_DB_INT)]
 
+# Text without control characters (Unicode category Cc: U+0000 to U+001F, U+007F to U+009F): a
+# name or path holding one breaks log lines, file listings and the PostgreSQL driver (NUL). The
+# pattern reads the same in Python's ``re`` (which msgspec and Litestar validate with) and in the
+# ECMA-262 dialect of JSON Schema: ``(?!\n)`` only stops Python's ``$`` from also matching before
+# a final line feed.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)"
+# The longest name (a group, a GPU model or architecture, a worker's user name) in characters:
+# more than any real one (Cognito user names stop at 128), and few enough that a PostgreSQL index
+# entry holding two of them stays far below its size limit (about 2 700 bytes; 4 bytes a
+# character at most).
+NAME_MAX = 255
+Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX, pattern=NO_CONTROL_CHARACTERS)]
+# A file system path or S3 key, as the user-facing API writes it: bounded by the storage, not
+# here, but without control characters.
+PathText = Annotated[str, msgspec.Meta(pattern=NO_CONTROL_CHARACTERS)]
+
+
+def in_words(message: str) -> str:
+    """A validation message of msgspec with the control-character pattern said in words: the
+    client reads the answer, and a regular expression tells it little."""
+    return message.replace(
+        f"`str` matching regex {NO_CONTROL_CHARACTERS!r}", "text without control characters"
+    )
+
 
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
@@ -76,8 +100,8 @@ class HardwareSpecs(msgspec.Struct, kw_only=True):
 
     cpu_cores: NonNegative | None = None
     memory: NonNegative | None = None
-    gpu_model: str | None = None
-    gpu_archi: str | None = None
+    gpu_model: Name | None = None
+    gpu_archi: Name | None = None
     gpu_mem: NonNegative | None = None
 
 
@@ -91,8 +115,8 @@ class HandlerSpecs(msgspec.Struct, kw_only=True):
     image_name: str | None = None
     image_version: str | None = None
     entrypoint: str | None = None
-    files_down: dict[str, str] | None = None
-    files_up: dict[FileType, str] | None = None
+    files_down: dict[PathText, PathText] | None = None
+    files_up: dict[FileType, PathText] | None = None
 
 
 class MetaSpecs(msgspec.Struct, kw_only=True):
@@ -112,9 +136,9 @@ class JobSpecs(msgspec.Struct, kw_only=True):
 
 
 class PathsUpload(msgspec.Struct, kw_only=True):
-    output: str
-    log: str
-    artifact: str
+    output: PathText
+    log: PathText
+    artifact: PathText
 
     def folder(self, file_type: FileType) -> str:
         return {
@@ -131,7 +155,7 @@ class SubmittedJob(msgspec.Struct, kw_only=True):
     job: JobSpecs
     paths_upload: PathsUpload
     environment: Environment | None = None
-    group: str | None = None
+    group: Name | None = None
     priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
 
 
@@ -166,7 +190,11 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
             document = _whole_numbers(msgspec.json.decode(body))
         except RecursionError:
             raise msgspec.ValidationError("JSON nested too deeply") from None
-        return cls(job=msgspec.convert(document, SubmittedJob), spec=cls.raw_job(body))
+        try:
+            job = msgspec.convert(document, SubmittedJob)
+        except msgspec.ValidationError as exc:
+            raise msgspec.ValidationError(in_words(str(exc))) from None
+        return cls(job=job, spec=cls.raw_job(body))
 
     @staticmethod
     def raw_job(body: bytes) -> bytes:

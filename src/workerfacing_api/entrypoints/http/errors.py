@@ -27,6 +27,7 @@ from workerfacing_api.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from workerfacing_api.core.model import in_words
 from workerfacing_api.entrypoints.http.multipart import ClientHungUp
 
 log = logging.getLogger("workerfacing_api.http")
@@ -68,7 +69,7 @@ def validation_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
-        key, message = item.get("key"), item.get("message", "")
+        key, message = item.get("key"), in_words(str(item.get("message", "")))
         if key == "data":  # the whole body is missing or not an object
             key = "request body"
         source = getattr(item.get("source"), "value", item.get("source"))

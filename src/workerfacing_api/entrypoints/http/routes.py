@@ -29,11 +29,14 @@ from workerfacing_api.core.files import FileService
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT, JobService
 from workerfacing_api.core.model import (
     MAX_DB_INT,
+    NAME_MAX,
+    NO_CONTROL_CHARACTERS,
     WORKER_STATUSES,
     FileType,
     Identity,
     JobSpecs,
     JobStatus,
+    Name,
     PresignedRequest,
     Submission,
     SubmittedJob,
@@ -126,6 +129,12 @@ WORKER = {"worker": Provide(provide_worker)}
 QUERY_MAX = 2**53
 NonNegativeInt = Annotated[int, QueryParameter(ge=0, le=QUERY_MAX)]
 MaybeText = Annotated[str | None, QueryParameter()]
+# A name the queue matches on and stores (a GPU model or architecture, a group): the bounds of
+# ``core.model.Name``, so that a pull accepts exactly the names a submission may hold.
+NAME_BOUNDS = {"maxLength": NAME_MAX, "pattern": NO_CONTROL_CHARACTERS}
+MaybeName = Annotated[
+    str | None, QueryParameter(max_length=NAME_MAX, pattern=NO_CONTROL_CHARACTERS)
+]
 FileTypeParam = Annotated[
     str,
     QueryParameter(
@@ -215,9 +224,16 @@ async def pull_jobs(
             schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
         ),
     ] = None,
-    gpu_model: MaybeText = None,
-    gpu_archi: MaybeText = None,
-    groups: Annotated[tuple[str, ...], QueryParameter(description="preferred groups")] = (),
+    gpu_model: MaybeName = None,
+    gpu_archi: MaybeName = None,
+    groups: Annotated[
+        tuple[Name, ...],
+        QueryParameter(
+            description="preferred groups",
+            # Litestar validates each item as a Name but leaves its bounds out of the document.
+            schema_extra={"items": {"type": "string", **NAME_BOUNDS}},
+        ),
+    ] = (),
     limit: Annotated[
         int,
         QueryParameter(
