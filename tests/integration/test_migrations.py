@@ -3,17 +3,23 @@ autogenerate against a freshly migrated database finds nothing to do."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import ADMIN_URL
 from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
-from workerfacing_api.adapters.sql.migrate import current
+from workerfacing_api.adapters.sql.migrate import alembic_config, current
 from workerfacing_api.adapters.sql.postgres import claim_statement, memory_class
 from workerfacing_api.adapters.sql.schema import metadata
 
@@ -38,7 +44,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0004"
+        assert await current(engine) == "0005"
     finally:
         await engine.dispose()
 
@@ -95,3 +101,122 @@ async def test_pull_reads_an_index_range_not_the_queue(postgres_url: str) -> Non
     assert "ix_jobs_queued_fit" in few_fit, few_fit
     assert "Seq Scan on jobs" not in many_fit, many_fit
     assert "ix_jobs_queued_order" in many_fit, many_fit
+
+
+# The columns migration 0005 turns into TEXT on PostgreSQL.
+NAME_COLUMNS = {
+    ("jobs", "job_group"),
+    ("jobs", "req_gpu_model"),
+    ("jobs", "req_gpu_archi"),
+    ("jobs", "worker"),
+    ("job_attempts", "worker"),
+    ("workers", "name"),
+    ("workers", "gpu_model"),
+    ("workers", "gpu_archi"),
+}
+
+
+@pytest.fixture
+async def blank_engine(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on an empty database of ``kind``, dropped afterwards."""
+    if kind == "sqlite":
+        engine = create_engine(database_url(f"sqlite:///{tmp_path / 'blank.db'}"))
+        yield engine
+        await engine.dispose()
+        return
+    postgres_url = request.getfixturevalue("postgres_url")  # skips without a server
+    name = f"wf_test_mig_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        engine = create_engine(database_url(postgres_url).set(database=name))
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _downgrade(engine: AsyncEngine, revision: str) -> None:
+    def run(connection: object) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def _counts(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return {
+            table: (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            for table in ("jobs", "job_attempts", "status_events", "job_uploads", "workers")
+        }
+
+
+async def _name_types(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public'"
+            )
+        )
+        return {row[2] for row in rows if (row[0], row[1]) in NAME_COLUMNS}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_names_as_text_keep_every_row_both_ways(blank_engine: AsyncEngine, kind: str) -> None:
+    """0005 up and down on a queue in use: nothing is lost (on SQLite a rebuild of ``jobs``
+    would delete its attempts, events and uploads through the foreign keys), and on PostgreSQL
+    a name longer than the old VARCHAR(255) fits afterwards."""
+    engine = blank_engine
+    await upgrade(engine, "0004")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO jobs (id, upstream_id, status, environment, job_group, priority, "
+                "req_cpu_cores, req_memory, req_gpu_mem, req_gpu_model, spec, paths_upload, "
+                "worker, created_at, updated_at) VALUES (1, 7, 'running', 'local', 'lab', 0, "
+                "0, 0, 0, 'A100', '{}', '{}', 'w1', :now, :now)"
+            ),
+            {"now": now},
+        )
+        for statement in (
+            "INSERT INTO job_attempts (job_id, attempt, worker, pulled_at) "
+            "VALUES (1, 1, 'w1', :now)",
+            "INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at) "
+            "VALUES (1, 7, 'running', :now, :now)",
+            "INSERT INTO job_uploads (job_id, attempt, file_id, stored_at) "
+            "VALUES (1, 1, '/data/x', :now)",
+            "INSERT INTO workers (name, environment, cpu_cores, memory, gpu_mem, gpu_model, "
+            "first_seen_at, last_seen_at) VALUES ('w1', 'local', 8, 64000, 0, 'A100', :now, :now)",
+        ):
+            await conn.execute(text(statement), {"now": now})
+    before = await _counts(engine)
+    assert set(before.values()) == {1}
+
+    await upgrade(engine)
+    assert await current(engine) == "0005"
+    assert await _counts(engine) == before
+    if kind == "postgres":
+        assert await _name_types(engine) == {"text"}
+        longest = "\U0001d518" * 300  # 300 characters of 4 bytes: more than VARCHAR(255) held
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE jobs SET worker = :w"), {"w": longest})
+            assert (await conn.execute(text("SELECT worker FROM jobs"))).scalar_one() == longest
+            await conn.execute(text("UPDATE jobs SET worker = 'w1'"))
+
+    await _downgrade(engine, "0004")
+    assert await current(engine) == "0004"
+    assert await _counts(engine) == before
+    if kind == "postgres":
+        assert await _name_types(engine) == {"character varying"}
+    await upgrade(engine)
+    assert await _counts(engine) == before

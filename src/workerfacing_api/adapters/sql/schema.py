@@ -43,6 +43,13 @@ _Timestamp = DateTime(timezone=True)
 # A JSON array of names (workers, groups): JSONB on PostgreSQL (its ``?`` operator tests
 # membership exactly), JSON text on SQLite (tested with json_each).
 _Names = JSON().with_variant(JSONB(), "postgresql")
+# A name (a group, a GPU model or architecture, a worker): TEXT, so that a column holds whatever
+# the wire schema admits (core.model.Name bounds it, the same for every backend; migration 0005).
+# SQLite never enforces a declared length, VARCHAR(255) and TEXT alike store text, and changing
+# the declaration would mean copying each table (with foreign keys on, dropping the old ``jobs``
+# would delete its attempts, events and uploads): its tables keep the declaration they were
+# created with.
+_Name = Text().with_variant(String(255), "sqlite")
 
 STATUSES = (
     "queued",
@@ -63,16 +70,16 @@ jobs = Table(
     Column("upstream_id", BigInteger, nullable=False, comment="meta.job_id of the user-facing API"),
     Column("status", String(16), nullable=False),
     Column("environment", String(8), nullable=False, comment="cloud, local or any"),
-    Column("job_group", String(255)),
+    Column("job_group", _Name),
     Column("priority", Integer, nullable=False),
     Column("req_cpu_cores", BigInteger, nullable=False),
     Column("req_memory", BigInteger, nullable=False),
     Column("req_gpu_mem", BigInteger, nullable=False),
-    Column("req_gpu_model", String(255)),
-    Column("req_gpu_archi", String(255)),
+    Column("req_gpu_model", _Name),
+    Column("req_gpu_archi", _Name),
     Column("spec", Text, nullable=False, comment="the job document exactly as submitted"),
     Column("paths_upload", Text, nullable=False),
-    Column("worker", String(255)),
+    Column("worker", _Name),
     Column("attempt", Integer, nullable=False, server_default=text("0")),
     Column("num_retries", Integer, nullable=False, server_default=text("0")),
     Column("event_seq", Integer, nullable=False, server_default=text("0")),
@@ -180,7 +187,7 @@ job_attempts = Table(
     metadata,
     Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("attempt", Integer, primary_key=True),
-    Column("worker", String(255), nullable=False),
+    Column("worker", _Name, nullable=False),
     Column("pulled_at", _Timestamp, nullable=False),
     # How the attempt ended, as evidence of its worker's health: finished, error or timeout
     # (core.model.Outcome), noted once, when it ended. NULL while it runs, and for attempts
@@ -224,14 +231,14 @@ Index(
 workers = Table(
     "workers",
     metadata,
-    Column("name", String(255), primary_key=True, comment="the worker's user name"),
+    Column("name", _Name, primary_key=True, comment="the worker's user name"),
     # What it offered at its latest pull (core.model.WorkerProfile).
     Column("environment", String(8), nullable=False),
     Column("cpu_cores", BigInteger, nullable=False),
     Column("memory", BigInteger, nullable=False),
     Column("gpu_mem", BigInteger, nullable=False),
-    Column("gpu_model", String(255)),
-    Column("gpu_archi", String(255)),
+    Column("gpu_model", _Name),
+    Column("gpu_archi", _Name),
     Column("groups", _Names, nullable=False, server_default=text("'[]'")),
     Column("older_than", Double, nullable=False, server_default=text("0")),
     Column("first_seen_at", _Timestamp, nullable=False),
