@@ -51,6 +51,8 @@ class LocalStorage:
         return str(self._inside_root(file_id, "file"))
 
     def upload_folder(self, folder: str, base_path: str) -> str:
+        if "\x00" in base_path:  # said of base_path, the worker's part, not the whole folder
+            raise InvalidRequest(f"base_path {base_path!r} contains a NUL byte")
         base = PurePosixPath(base_path.replace("\\", "/"))
         if base.is_absolute() or ".." in base.parts:
             raise InvalidRequest(
