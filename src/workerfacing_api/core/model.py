@@ -25,8 +25,7 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_DB_INT)]
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)"
 # The longest name (a group, a GPU model or architecture, a worker's user name) in characters:
 # more than any real one (Cognito user names stop at 128), and few enough that a PostgreSQL index
-# entry holding two of them stays far below its size limit (about 2 700 bytes; 4 bytes a
-# character at most).
+# entry holding two of them (2 040 bytes at most, 4 a character) fits its size limit (2 704).
 NAME_MAX = 255
 Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX, pattern=NO_CONTROL_CHARACTERS)]
 # A file system path or S3 key, as the user-facing API writes it: bounded by the storage, not
