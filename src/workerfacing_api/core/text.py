@@ -1,8 +1,8 @@
 """Free text the service keeps but does not validate: what a database can hold, and how much of
 a worker's ``runtime_details`` is kept.
 
-Names (groups, GPU models, paths) are bounded in the wire schema (``core.model``) and refused when
-out of bounds. A worker's ``runtime_details`` is never refused, because it often carries the
+Names (groups, GPU models) and paths are bounded in the wire schema (``core.model``) and refused
+when out of bounds. A worker's ``runtime_details`` is never refused, because it often carries the
 report of a failure that would otherwise be lost: it is trimmed (``trim_details``) where it enters
 the core, and the storage ports pass every text through ``storable`` on its way in, so that each
 backend keeps the same characters (DESIGN §3, "a worker's report always lands").
