@@ -316,12 +316,16 @@ class InMemoryQueue:
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         async with self._lock:
-            for job_id, at in answered.items():
-                current = self._jobs.get(job_id)
-                if current is not None and (
-                    current.upstream_ok_at is None or current.upstream_ok_at < at
-                ):
-                    self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
+            self._keep_answers(answered)
+
+    def _keep_answers(self, answered: Mapping[int, datetime]) -> None:
+        """The latest answer per job stays, whatever order the answers come in."""
+        for job_id, at in answered.items():
+            current = self._jobs.get(job_id)
+            if current is not None and (
+                current.upstream_ok_at is None or current.upstream_ok_at < at
+            ):
+                self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
 
     # -- WorkerRegistry ------------------------------------------------------------------------
 
@@ -585,8 +589,13 @@ class InMemoryQueue:
 
     async def complete_events(self, event_ids: Sequence[int]) -> None:
         async with self._lock:
+            answered: dict[int, datetime] = {}
             for event_id in event_ids:
-                self._events.pop(event_id, None)
+                done = self._events.pop(event_id, None)
+                if done is not None:
+                    job_id, at = done.event.job_id, done.event.created_at
+                    answered[job_id] = max(at, answered.get(job_id, at))
+            self._keep_answers(answered)
 
     async def expedite(self, now: datetime) -> None:
         async with self._lock:

@@ -245,9 +245,10 @@ class StatusSync:
         now = self._clock.now()
         if outcome is Delivery.DELIVERED:
             self._failing_until = None
-            if isinstance(message, StatusEvent):
+            if isinstance(message, StatusEvent):  # forgotten, and its answer kept with it
                 await self._outbox.complete_events([message.id])
-            await self._queue.confirm_upstream({message.job_id: message.created_at})
+            else:
+                await self._queue.confirm_upstream({message.job_id: message.created_at})
             return
         if outcome is Delivery.GONE:
             log.info(
