@@ -60,6 +60,9 @@ from workerfacing_api.core.waiting import WaitExplainer
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
 QUEUE_POOL_SIZE = 10
+# Seconds a delivered event's acknowledgement waits for others to be written with
+# (core.sync.Acknowledgements; docs/PERFORMANCE.md has what one statement each costs).
+ACK_DELAY = 0.05
 
 
 # -- values read from the configuration: each error names its variable ------------------------
@@ -261,6 +264,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         backoff=backoff,
         keepalive_interval=settings.provided.upstream_keepalive_interval,
+        ack_delay=ACK_DELAY,
         on_cancelled=files.provided.remove_after_delete,
         metrics=metrics,
     )

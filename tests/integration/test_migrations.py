@@ -65,6 +65,7 @@ async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
         "lease_until": now,
         "groups": [],
         "details": None,
+        "acknowledged": [],
     }
     rows = await conn.fetch("EXPLAIN " + sql, *[values[n] for n in names])
     return "\n".join(r[0] for r in rows)

@@ -79,6 +79,9 @@ class JobService:
         return self._policy
 
     async def submit(self, submission: Submission) -> Job:
+        # A job this one supersedes loses its undelivered events: the answers to those already
+        # delivered are kept first, for the clean-up after its delete.
+        await self._sync.write_acknowledgements()
         job, superseded = await self._queue.add(submission, self._clock.now())
         for old in superseded:
             self._recent.pop(old, None)
@@ -182,17 +185,26 @@ class JobService:
             if job.status in ACTIVE_STATUSES and decision.status in FINAL_STATUSES:
                 finished = decision.status is JobStatus.FINISHED
                 ended = Outcome.FINISHED if finished else Outcome.ERROR
-            committed = await self._queue.record_update(
-                job,
-                decision.status,
-                runtime_details if decision.forward else None,
-                now,
-                forward=decision.forward,
-                lease=self._sync.inline(),
-                keepalive_before=keepalive,
-                ended=ended,
-            )
+            # Its events this process delivered: acknowledged by this change, so that its own
+            # event may go inline (the job's line is clear once they are gone).
+            acknowledged = self._sync.take_acknowledgements(job_id)
+            try:
+                committed = await self._queue.record_update(
+                    job,
+                    decision.status,
+                    runtime_details if decision.forward else None,
+                    now,
+                    forward=decision.forward,
+                    lease=self._sync.inline(),
+                    keepalive_before=keepalive,
+                    ended=ended,
+                    acknowledged=acknowledged,
+                )
+            except BaseException:
+                self._sync.give_back_acknowledgements(acknowledged, job_id)
+                raise
             if committed is None:
+                self._sync.give_back_acknowledgements(acknowledged, job_id)
                 # The job moved on meanwhile: decide again on its new state.
                 self._recent.pop(job_id, None)
                 snapshot = None

@@ -107,6 +107,7 @@ class JobQueue(Protocol):
         lease: bool = True,
         keepalive_before: datetime | None = None,
         ended: Outcome | None = None,
+        acknowledged: Sequence[int] = (),
     ) -> Committed | None:
         """Set status (may be unchanged) and heartbeat, if ``job`` is still as given.
 
@@ -117,7 +118,12 @@ class JobQueue(Protocol):
         An update that records no event but gives ``keepalive_before`` claims the job's
         keep-alive: when nothing was forwarded for the job since ``keepalive_before`` and none of
         its events is pending, ``forwarded_at`` becomes ``now`` and ``Committed.keepalive`` is set
-        (one process wins it, however many see the job's pings)."""
+        (one process wins it, however many see the job's pings).
+
+        ``acknowledged``: events of this job the caller delivered and has not acknowledged yet
+        (``Outbox.complete_events``); the update does so in the same transaction, before it
+        decides on its own event's lease and on the keep-alive. Nothing of it happens when the
+        update does not (None)."""
         ...
 
     async def requeue(

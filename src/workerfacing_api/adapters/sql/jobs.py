@@ -7,7 +7,7 @@ outcome, the status event), in one statement or one transaction as the dialect c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -103,6 +103,7 @@ class SqlJobQueue:
             "now": now,
             "record": int(self._record),
             "details": None,
+            "acknowledged": [],
             "lease_until": now + self._lease if lease else None,
         }
         name = "claim_jobs_preferring_groups" if worker.groups else "claim_jobs"
@@ -158,12 +159,14 @@ class SqlJobQueue:
         lease: bool = True,
         keepalive_before: datetime | None = None,
         ended: Outcome | None = None,
+        acknowledged: Sequence[int] = (),
     ) -> Committed | None:
         values = {
             "status": status.value,
             "details": runtime_details,
             "keepalive_before": keepalive_before,
             "ended": None if ended is None else ended.value,
+            "acknowledged": list(acknowledged),
         }
         return await self._change("record_update", job, values, now, forward=forward, lease=lease)
 
@@ -224,6 +227,7 @@ class SqlJobQueue:
         and nothing changed."""
         row = await self._db.change(
             name,
+            **{"acknowledged": []} | values,
             id=job.id,
             expected_status=job.status.value,
             expected_attempt=job.attempt,
@@ -232,7 +236,6 @@ class SqlJobQueue:
             record=int(forward and self._record),
             now=now,
             lease_until=now + self._lease if lease else None,
-            **values,
         )
         if row is None:
             return None

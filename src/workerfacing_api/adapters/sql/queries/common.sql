@@ -167,14 +167,37 @@ id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_detail
 -- keep-alive), a fresh heartbeat, and its runtime_details when it sent some. An update that
 -- records no event may claim the job's keep-alive ({keepalive_due}, true or false): in this same
 -- statement, so that of many processes that see a job's pings at once exactly one claims it
--- (a concurrent update waits for the row and decides on what the first one wrote).
+-- (a concurrent update waits for the row and decides on what the first one wrote). It keeps
+-- the upstream's answer to the job's events it forgets (:acknowledged, see forget_acknowledged).
 UPDATE jobs
 SET status = :status, last_heartbeat_at = :now, updated_at = :now,
     runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record,
     keepalive_claimed = {keepalive_due},
-    forwarded_at = CASE WHEN :record = 1 OR {keepalive_due} THEN :now ELSE forwarded_at END
+    forwarded_at = CASE WHEN :record = 1 OR {keepalive_due} THEN :now ELSE forwarded_at END,
+    upstream_ok_at = {answered_by_acknowledged}
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
+
+
+-- name: answered_by_acknowledged
+-- Not a statement: the job's upstream_ok_at once the upstream's answers to its events among
+-- :acknowledged are kept: the latest answer stays, whatever order they come in. The events are
+-- still there when this is read (forget_acknowledged deletes them after the change).
+COALESCE(
+    (SELECT max(a.created_at) FROM status_events a
+        WHERE a.job_id = jobs.id AND a.id {in_acknowledged}
+        HAVING upstream_ok_at IS NULL OR max(a.created_at) > upstream_ok_at),
+    upstream_ok_at
+)
+
+
+-- name: forget_acknowledged
+-- Not a statement: a worker's update forgets the events of its job that this process delivered
+-- and has not acknowledged yet (:acknowledged, core.sync.Acknowledgements), in its own
+-- transaction, so that its own event may head the job's line and go inline. {if_changed}: only
+-- when the change won (otherwise they stay for the next acknowledgement).
+DELETE FROM status_events
+WHERE job_id = :id AND id {in_acknowledged} {if_changed}
 
 
 -- name: keepalive_due
@@ -184,7 +207,9 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
 -- waits in the outbox, which it must never overtake. The probe of the outbox (one index entry)
 -- runs only when the rest holds: at most once per interval and job while its pings go out.
 CASE WHEN :record = 0 AND COALESCE(forwarded_at, :keepalive_before) <= :keepalive_before
-    THEN NOT EXISTS (SELECT 1 FROM status_events e WHERE e.job_id = jobs.id)
+    THEN NOT EXISTS (
+        SELECT 1 FROM status_events e WHERE e.job_id = jobs.id AND NOT (e.id {in_acknowledged})
+    )
     ELSE false
 END
 
@@ -242,14 +267,17 @@ WHERE CAST(:ended AS TEXT) = 'finished' AND name = :job_worker AND strikes > 0 {
 -- name: new_event
 -- Not a statement: the status event of a change, from the job as the change left it (alias c),
 -- for record_event and the claims. It is leased to the request that made the change (to be sent
--- inline) only when no older event of its job is pending (a probe of one index entry);
--- otherwise the dispatcher sends it after them, in order.
+-- inline) only when no older event of its job is pending (a probe of one index entry; those the
+-- change forgets, :acknowledged, are not); otherwise the dispatcher sends it after them, in
+-- order.
 INSERT INTO status_events (
     job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
 )
 SELECT c.id, c.upstream_id, c.status, CAST(:details AS TEXT),
     CAST(:now AS {timestamp_type}), CAST(:now AS {timestamp_type}),
-    CASE WHEN EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = c.id)
+    CASE WHEN EXISTS (
+            SELECT 1 FROM status_events p WHERE p.job_id = c.id AND NOT (p.id {in_acknowledged})
+        )
         THEN NULL ELSE CAST(:lease_until AS {timestamp_type}) END,
     0
 

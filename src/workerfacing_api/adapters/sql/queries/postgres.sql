@@ -116,6 +116,7 @@ WITH changed AS ({start_failed_job_over} RETURNING {changed_columns}),
 -- tables as they were before the statement; none of them reads what another writes.
 ended AS ({note_outcome}),
 forgiven AS ({forgive_strikes}),
+forgotten AS ({forget_acknowledged}),
 event AS ({record_event} RETURNING id, leased_until)
 SELECT changed.*, event.id AS event_id, event.leased_until AS event_leased_until
 FROM changed LEFT JOIN event ON true
@@ -143,6 +144,11 @@ WITH noted AS (
 {workers_with_jobs}
 JOIN noted ON noted.name = w.name
 ORDER BY w.name, j.id;
+
+
+-- name: in_acknowledged
+-- Not a statement: "is one of the events of :acknowledged" (an array of ids; empty for most).
+= ANY(CAST(:acknowledged AS bigint[]))
 
 
 -- name: drop_events_of_jobs

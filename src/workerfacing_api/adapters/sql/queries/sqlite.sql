@@ -136,6 +136,7 @@ CASE WHEN job_group IN (SELECT value FROM json_each(:groups)) THEN 0 ELSE 1 END
 -- one was: the connection's last inserted row).
 {note_outcome};
 {forgive_strikes};
+{forget_acknowledged};
 {record_event};
 SELECT c.*, e.id AS event_id, e.leased_until AS event_leased_until
 FROM (SELECT {changed_columns} FROM jobs WHERE id = :id) AS c
@@ -159,6 +160,11 @@ LEFT JOIN status_events e ON :record = 1 AND e.id = last_insert_rowid();
 WHERE w.name IN (SELECT name FROM workers WHERE {cool_off_ends_to_note})
 ORDER BY w.name, j.id;
 UPDATE workers SET aside_end_noted = true WHERE {cool_off_ends_to_note};
+
+
+-- name: in_acknowledged
+-- Not a statement: "is one of the events of :acknowledged" (a JSON array of ids).
+IN (SELECT value FROM json_each(:acknowledged))
 
 
 -- name: drop_events_of_jobs
