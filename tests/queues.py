@@ -18,7 +18,30 @@ from workerfacing_api.core.model import Environment, Submission, WorkerProfile
 
 KINDS = ["memory", "sqlite", "postgres"]
 
-Queue = InMemoryQueue | sql.SqliteQueue | sql.PostgresQueue
+
+class SqlPorts:
+    """The five SQL port adapters over one database, answering as one object like the in-memory
+    reference model does (each method is looked up on the adapter of its port), so that one
+    contract suite drives both."""
+
+    def __init__(self, database: sql.Database, *, record_events: bool) -> None:
+        self.database = database
+        self.adapters: tuple[object, ...] = (
+            sql.SqlJobQueue(database, record_events=record_events),
+            sql.SqlOutbox(database),
+            sql.SqlUploadLedger(database),
+            sql.SqlWorkerRegistry(database),
+            sql.SqlDashboardReads(database),
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        for adapter in self.adapters:
+            if hasattr(adapter, name):
+                return getattr(adapter, name)
+        raise AttributeError(name)
+
+
+Queue = InMemoryQueue | SqlPorts
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -41,12 +64,6 @@ def worker(name: str = "w1", **kw: object) -> WorkerProfile:
     }
     values.update(kw)
     return WorkerProfile(**values)  # type: ignore[arg-type]
-
-
-# Never within a test: what PostgreSQL puts off is written by the statements the test makes, or
-# by an explicit flush. A flush in the background would lock job rows at moments the test does
-# not choose, and a claim (FOR UPDATE SKIP LOCKED) would pass over them.
-_NO_TIMED_FLUSH = 3600.0
 
 
 @asynccontextmanager
@@ -80,18 +97,15 @@ async def open_queue(
                 )
     finally:
         await engine.dispose()
-    queue: sql.SqlQueue
+    database: sql.Database
     if kind == "sqlite":
-        queue = sql.open_queue(url, record_events=record_events)
+        database = sql.SqliteDatabase(sql.sqlite_path(url))
     else:
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        queue = sql.PostgresQueue(
-            dsn, record_events=record_events, pool_size=20, flush_delay=_NO_TIMED_FLUSH
-        )
+        database = sql.PostgresDatabase(sql.postgres_dsn(url), pool_size=20)
     try:
-        yield queue
+        yield SqlPorts(database, record_events=record_events)
     finally:
-        await queue.close()
+        await database.close()
 
 
 def submission(

@@ -31,11 +31,18 @@ from workerfacing_api.adapters.secrets import SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.adapters.sql import (
     DatabaseUrlError,
-    PostgresQueue,
-    QueueViews,
-    SqliteQueue,
+    PostgresDatabase,
+    SqlDashboardReads,
+    SqlHealth,
+    SqliteDatabase,
+    SqlJobQueue,
+    SqlOutbox,
+    SqlUploadLedger,
+    SqlWorkerRegistry,
     create_engine,
     database_url,
+    postgres_dsn,
+    sqlite_path,
 )
 from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.adapters.upstream import HttpUpstream
@@ -45,13 +52,17 @@ from workerfacing_api.core.files import FileService
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
+from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.overview import Overview
-from workerfacing_api.core.ports import FileStorage, NoMetrics, UpstreamNotifier
+from workerfacing_api.core.ports import FileStorage, InProcessStore, NoMetrics, UpstreamNotifier
 from workerfacing_api.core.sync import Backoff, StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
 QUEUE_POOL_SIZE = 10
+# Seconds a delivered event's acknowledgement waits for others to be written with
+# (core.sync.Acknowledgements; docs/PERFORMANCE.md has what one statement each costs).
+ACK_DELAY = 0.05
 
 
 # -- values read from the configuration: each error names its variable ------------------------
@@ -152,11 +163,6 @@ def _upstream_kind(settings: Settings) -> Literal["http", "none"]:
     return "http" if settings.userfacing_api_url is not None else "none"
 
 
-def _postgres_dsn(url: URL) -> str:
-    """asyncpg takes a plain ``postgresql://`` DSN, password included."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _has_upstream(upstream: UpstreamNotifier | None) -> bool:
     # Outbox events are written only when something will deliver them; without an upstream
     # they would pile up forever.
@@ -194,23 +200,25 @@ class Container(containers.DeclarativeContainer):
     )
     forwarding = providers.Callable(_has_upstream, upstream)
 
-    queue: providers.Selector[SqliteQueue | PostgresQueue] = providers.Selector(
+    # The queue's database, shared by the five adapters of its ports (each written once over
+    # either dialect). Connects on first use, in the event loop that uses it.
+    database: providers.Selector[SqliteDatabase | PostgresDatabase] = providers.Selector(
         providers.Callable(_database_kind, db_url),
-        sqlite=providers.Singleton(
-            SqliteQueue,
-            providers.Singleton(create_engine, db_url, pool_size=QUEUE_POOL_SIZE),
-            record_events=forwarding,
-        ),
+        sqlite=providers.Singleton(SqliteDatabase, providers.Callable(sqlite_path, db_url)),
         postgresql=providers.Singleton(
-            PostgresQueue,
-            providers.Callable(_postgres_dsn, db_url),
-            record_events=forwarding,
+            PostgresDatabase,
+            providers.Callable(postgres_dsn, db_url),
             pool_size=QUEUE_POOL_SIZE,
         ),
     )
-    # Schema migrations and operator views: one connection, released after the command.
+    queue = providers.Singleton(SqlJobQueue, database, record_events=forwarding)
+    outbox = providers.Singleton(SqlOutbox, database)
+    uploads = providers.Singleton(SqlUploadLedger, database)
+    registry = providers.Singleton(SqlWorkerRegistry, database)
+    dashboard_reads = providers.Singleton(SqlDashboardReads, database)
+    health = providers.Singleton(SqlHealth, database)
+    # Schema migrations: one connection, released after the command.
     migration_engine = providers.Resource(_short_lived_engine, db_url)
-    views = providers.Factory(QueueViews, migration_engine)
 
     local_issuer = providers.Singleton(_local_issuer, settings)
     cognito_secret = providers.Singleton(_cognito_secret, settings, secrets)
@@ -240,9 +248,8 @@ class Container(containers.DeclarativeContainer):
         retry_different=settings.provided.retry_different,
     )
     backoff = providers.Singleton(Backoff, base=0.5, cap=settings.provided.upstream_backoff_max)
-    # The queue is also the upload ledger: what was stored for which job, and when.
     files = providers.Singleton(
-        FileService, queue, storage, queue, clock, settings.provided.max_upload_bytes
+        FileService, queue, storage, uploads, clock, settings.provided.max_upload_bytes
     )
     metrics: providers.Selector[PrometheusMetrics | NoMetrics] = providers.Selector(
         providers.Callable(lambda on: "prometheus" if on else "none", settings.provided.metrics),
@@ -252,11 +259,12 @@ class Container(containers.DeclarativeContainer):
     sync = providers.Singleton(
         StatusSync,
         queue,
-        queue,
+        outbox,
         upstream,
         clock,
         backoff=backoff,
         keepalive_interval=settings.provided.upstream_keepalive_interval,
+        ack_delay=ACK_DELAY,
         on_cancelled=files.provided.remove_after_delete,
         metrics=metrics,
     )
@@ -267,24 +275,24 @@ class Container(containers.DeclarativeContainer):
         cool_off_max=settings.provided.aside_cool_off_max,
         window=settings.provided.aside_window,
     )
-    # The queue is also the worker registry: a claim consults it in the same statement.
-    fleet = providers.Singleton(Fleet, queue, aside, metrics=metrics)
+    # The claims consult the registry in their own statement (a worker set aside gets no job).
+    fleet = providers.Singleton(Fleet, registry, aside, metrics=metrics)
     jobs = providers.Singleton(JobService, queue, clock, policy, sync, fleet, metrics=metrics)
     explainer = providers.Singleton(
         WaitExplainer,
         queue,
-        queue,
+        registry,
         clock,
         seen_window=settings.provided.worker_seen_window,
         exclude_attempted=settings.provided.retry_different,
     )
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
-    # The operators' dashboard: the queue is also its read model (DashboardReads) and registry.
+    # The operators' dashboard.
     overview = providers.Singleton(
         Overview,
         queue,
-        queue,
-        queue,
+        dashboard_reads,
+        registry,
         sync,
         explainer,
         clock,
@@ -304,7 +312,7 @@ def build_container(settings: Settings) -> Container:
 
 
 async def close_adapters(container: Container) -> None:
-    """Release what the container opened: the upstream's connections, the queue's pool.
+    """Release what the container opened: the upstream's connections, the database's.
 
     An adapter put in by overriding a provider belongs to whoever put it there, and is left
     alone (the in-memory queue of a test, a notifier an embedding service shares).
@@ -313,8 +321,23 @@ async def close_adapters(container: Container) -> None:
         upstream = container.upstream()
         if upstream is not None:
             await upstream.aclose()
-    if not container.queue.overridden:
-        await container.queue().close()
+    if not container.database.overridden:
+        await container.database().close()
+
+
+def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
+    """Serve every port of the queue from ``queue``, kept in this process: for tests, and for
+    an embedding service that needs no database. The container's database is then never
+    opened."""
+    for port in (
+        container.queue,
+        container.outbox,
+        container.uploads,
+        container.registry,
+        container.dashboard_reads,
+    ):
+        port.override(providers.Object(queue))
+    container.health.override(providers.Object(InProcessStore()))
 
 
 async def migrate(container: Container) -> None:

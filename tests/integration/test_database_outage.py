@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Server
-from workerfacing_api.adapters.sql import PostgresQueue
+from workerfacing_api.adapters.sql import PostgresDatabase, SqlJobQueue
 from workerfacing_api.core.errors import Unavailable
 
 
@@ -131,32 +131,32 @@ async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 async def test_a_database_starting_up_is_unavailable_not_an_error() -> None:
     async with _listener(_starting_up) as dsn:
-        queue = PostgresQueue(dsn, record_events=True)
+        database = PostgresDatabase(dsn)
         try:
             with pytest.raises(Unavailable, match="starting up"):
-                await queue.get(1)
+                await SqlJobQueue(database, record_events=True).get(1)
         finally:
-            await queue.close()
+            await database.close()
 
 
 async def test_a_database_that_does_not_answer_is_unavailable_after_the_connect_timeout() -> None:
     async with _listener(_silent) as dsn:
-        queue = PostgresQueue(dsn, record_events=True, connect_timeout=0.5)
+        database = PostgresDatabase(dsn, connect_timeout=0.5)
         started = time.monotonic()
         try:
             with pytest.raises(Unavailable):
-                await queue.get(1)
+                await SqlJobQueue(database, record_events=True).get(1)
         finally:
-            await queue.close()
+            await database.close()
         assert time.monotonic() - started < 5  # bounded by the timeout, not hanging
 
 
 async def test_a_refused_connection_is_unavailable() -> None:
     async with _listener(_silent) as dsn:
         pass  # closed again: nobody listens on that port any more
-    queue = PostgresQueue(dsn, record_events=True)
+    database = PostgresDatabase(dsn)
     try:
         with pytest.raises(Unavailable, match="lost the connection"):
-            await queue.get(1)
+            await SqlJobQueue(database, record_events=True).get(1)
     finally:
-        await queue.close()
+        await database.close()

@@ -404,11 +404,6 @@ async def test_a_workers_report_lands_trimmed_to_its_end(api: Api) -> None:
         assert kept.endswith(details[-20:]), case
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="awaits storable() at the storage ports (issue 17, the SQL executor and the "
-    "in-memory model): until then PostgreSQL answers 500 and SQLite keeps the NUL",
-)
 async def test_an_error_report_with_a_nul_lands_with_the_nul_replaced(api: Api) -> None:
     await api.submit(1)
     (queue_id,) = await api.pull()

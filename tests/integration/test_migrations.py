@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ADMIN_URL
 from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
+from workerfacing_api.adapters.sql.jobs import memory_class
 from workerfacing_api.adapters.sql.migrate import alembic_config, current
-from workerfacing_api.adapters.sql.postgres import claim_statement, memory_class
+from workerfacing_api.adapters.sql.postgres import numbered
 from workerfacing_api.adapters.sql.schema import metadata
 
 
@@ -50,12 +51,11 @@ async def test_models_and_migrations_agree(
 
 
 async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
-    """The plan PostgreSQL keeps for the adapter's real claim statement (generic, as the
-    adapter's connections are configured), for a worker with ``memory`` MiB."""
-    statement = claim_statement(groups=False, memory_class=memory_class(memory))
+    """The generic plan PostgreSQL may keep for the adapter's real claim statement (after a
+    few executions it plans once for any values), for a worker with ``memory`` MiB."""
+    sql, names = numbered("claim_jobs", (("memory_class", memory_class(memory)),))
     now = datetime.now(UTC)
     values: dict[str, Any] = {
-        "done": [],
         "environment": "local",
         "any_before": now,
         "cpu_cores": 8,
@@ -70,8 +70,10 @@ async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
         "record": 1,
         "lease_until": now,
         "groups": [],
+        "details": None,
+        "acknowledged": [],
     }
-    rows = await conn.fetch("EXPLAIN " + statement.sql, *statement.args(values))
+    rows = await conn.fetch("EXPLAIN " + sql, *[values[n] for n in names])
     return "\n".join(r[0] for r in rows)
 
 

@@ -33,7 +33,6 @@ from hypothesis.stateful import (
 )
 
 from tests.queues import Queue, open_queue, submission
-from workerfacing_api.adapters.sql import PostgresQueue
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import (
     ACTIVE_STATUSES,
@@ -680,20 +679,12 @@ class QueueLockstep(RuleBasedStateMachine):
     )
     def confirm(self, answers: list[tuple[int, float]]) -> None:
         """The upstream answered messages about these jobs, sent at these times (not in order:
-        deliveries run side by side). Messages are about jobs the queue has: PostgreSQL writes
-        answers later, and would keep one for an id that only a later submission takes."""
+        deliveries run side by side)."""
         answered = {
             self.job_ids[pick % len(self.job_ids)]: self.now + timedelta(seconds=offset)
             for pick, offset in answers
         }
         self.both(lambda q, _: q.confirm_upstream(answered))
-
-    @rule()
-    def write_deferred(self) -> None:
-        """What PostgreSQL put off (delivered events, the upstream's answers) is written, as
-        its timer would do it (tests/queues.py turned that timer off: the test chooses when)."""
-        if isinstance(self.sql, PostgresQueue):
-            self.run(self.sql.flush())
 
     @precondition(lambda self: self.job_ids)
     @rule(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workerfacing_api.adapters.sql import PostgresQueue, SqliteQueue
+from workerfacing_api.adapters.sql import PostgresDatabase, SqliteDatabase
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings
 from workerfacing_api.container import build_container, close_adapters
@@ -27,9 +27,9 @@ def settings_in(tmp_path: Path, **fields: object) -> Settings:
 @pytest.mark.parametrize(
     ("url", "adapter"),
     [
-        ("sqlite:///{tmp}/queue.db", SqliteQueue),
-        ("postgresql://nobody@127.0.0.1:1/nowhere", PostgresQueue),  # never connected to
-        ("postgres://nobody:{}@127.0.0.1:1/nowhere", PostgresQueue),
+        ("sqlite:///{tmp}/queue.db", SqliteDatabase),
+        ("postgresql://nobody@127.0.0.1:1/nowhere", PostgresDatabase),  # never connected to
+        ("postgres://nobody:{}@127.0.0.1:1/nowhere", PostgresDatabase),
     ],
 )
 async def test_the_database_url_selects_the_queue(
@@ -39,7 +39,10 @@ async def test_the_database_url_selects_the_queue(
         tmp_path, queue_db_url=url.replace("{tmp}", str(tmp_path)), queue_db_secret="pw"
     )
     container = build_container(settings)
-    assert isinstance(container.queue(), adapter)
+    assert isinstance(container.database(), adapter)
+    # Every port of the queue is on that one database.
+    for port in (container.queue, container.outbox, container.uploads, container.registry):
+        assert port()._db is container.database()
     await close_adapters(container)
 
 

@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from tests.bodies import job_document
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.config import Settings
-from workerfacing_api.container import Container, build_container
+from workerfacing_api.container import Container, build_container, use_in_memory_queue
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Delivery
@@ -103,7 +103,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     container = build_container(settings)
     clock = FakeClock(datetime.now(UTC))
     upstream = RecordingUpstream()
-    container.queue.override(providers.Object(InMemoryQueue(record_events=True)))
+    use_in_memory_queue(container, InMemoryQueue(record_events=True))
     container.clock.override(providers.Object(clock))
     container.upstream.override(providers.Object(upstream))
     app = create_app(container, run_duties=False)

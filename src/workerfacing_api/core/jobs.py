@@ -43,7 +43,7 @@ from workerfacing_api.core.model import (
 )
 from workerfacing_api.core.ports import Clock, JobQueue, Metrics, NoMetrics
 from workerfacing_api.core.sync import StatusSync
-from workerfacing_api.core.text import trim_details
+from workerfacing_api.core.text import storable, trim_details
 
 log = logging.getLogger("workerfacing_api.jobs")
 
@@ -80,6 +80,9 @@ class JobService:
         return self._policy
 
     async def submit(self, submission: Submission) -> Job:
+        # A job this one supersedes loses its undelivered events: the answers to those already
+        # delivered are kept first, for the clean-up after its delete.
+        await self._sync.write_acknowledgements()
         job, superseded = await self._queue.add(submission, self._clock.now())
         for old in superseded:
             self._recent.pop(old, None)
@@ -136,7 +139,8 @@ class JobService:
         """Apply a worker's status report (or keep-alive) to a job it holds. Details beyond
         ``MAX_RUNTIME_DETAILS`` keep their end: the report lands whatever its size."""
         if runtime_details is not None:
-            runtime_details = trim_details(runtime_details)
+            # As it is stored, so that the upstream hears what the outbox keeps.
+            runtime_details = storable(trim_details(runtime_details))
         try:
             job = await self._update_status(job_id, worker, status, runtime_details)
         except JobNotFound:
@@ -186,17 +190,26 @@ class JobService:
             if job.status in ACTIVE_STATUSES and decision.status in FINAL_STATUSES:
                 finished = decision.status is JobStatus.FINISHED
                 ended = Outcome.FINISHED if finished else Outcome.ERROR
-            committed = await self._queue.record_update(
-                job,
-                decision.status,
-                runtime_details if decision.forward else None,
-                now,
-                forward=decision.forward,
-                lease=self._sync.inline(),
-                keepalive_before=keepalive,
-                ended=ended,
-            )
+            # Its events this process delivered: acknowledged by this change, so that its own
+            # event may go inline (the job's line is clear once they are gone).
+            acknowledged = self._sync.take_acknowledgements(job_id)
+            try:
+                committed = await self._queue.record_update(
+                    job,
+                    decision.status,
+                    runtime_details if decision.forward else None,
+                    now,
+                    forward=decision.forward,
+                    lease=self._sync.inline(),
+                    keepalive_before=keepalive,
+                    ended=ended,
+                    acknowledged=acknowledged,
+                )
+            except BaseException:
+                self._sync.give_back_acknowledgements(acknowledged, job_id)
+                raise
             if committed is None:
+                self._sync.give_back_acknowledgements(acknowledged, job_id)
                 # The job moved on meanwhile: decide again on its new state.
                 self._recent.pop(job_id, None)
                 snapshot = None

@@ -2,7 +2,9 @@
 ``JobQueue``, ``Outbox``, ``UploadLedger``, ``WorkerRegistry`` and ``DashboardReads`` ports.
 
 Written for obviousness, not speed. The SQL adapter is property-tested against it, and it serves
-tests and embedders that need a queue without a database. Not shared between processes.
+tests and embedders that need a queue without a database. Not shared between processes. It keeps
+text as a database does (``core.text.storable``: what none can hold is U+FFFD), so that every
+backend answers alike.
 """
 
 from __future__ import annotations
@@ -37,6 +39,34 @@ from workerfacing_api.core.model import (
     WorkerProfile,
     WorkerRecord,
 )
+from workerfacing_api.core.text import storable
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable(value)
+
+
+def _stored_profile(worker: WorkerProfile) -> WorkerProfile:
+    """What a worker offers, its names as they are stored and compared."""
+    return msgspec.structs.replace(
+        worker,
+        worker=storable(worker.worker),
+        gpu_model=_text(worker.gpu_model),
+        gpu_archi=_text(worker.gpu_archi),
+        groups=tuple(storable(g) for g in worker.groups),
+    )
+
+
+def _as_matched(job: Job) -> Job:
+    """``job`` with its requirements' names as a database holds them (the job's document, and
+    so its ``hardware``, stays as submitted)."""
+    need = job.hardware
+    model, archi = _text(need.gpu_model), _text(need.gpu_archi)
+    if (model, archi) == (need.gpu_model, need.gpu_archi):
+        return job
+    return msgspec.structs.replace(
+        job, hardware=msgspec.structs.replace(need, gpu_model=model, gpu_archi=archi)
+    )
 
 
 def _minute_of(at: datetime) -> datetime:
@@ -95,7 +125,7 @@ class InMemoryQueue:
                 upstream_id=upstream_id,
                 status=JobStatus.QUEUED,
                 environment=sub.environment,
-                group=sub.group,
+                group=_text(sub.group),
                 priority=DEFAULT_PRIORITY if sub.priority is None else sub.priority,
                 hardware=sub.job.hardware,
                 created_at=now,
@@ -120,6 +150,7 @@ class InMemoryQueue:
         exclude_attempted: bool,
         lease: bool = True,
     ) -> list[Claimed]:
+        worker = _stored_profile(worker)
         async with self._lock:
             known = self._workers.get(worker.worker)
             if known is not None and known.aside(now):
@@ -127,7 +158,7 @@ class InMemoryQueue:
             candidates = [
                 j
                 for j in self._jobs.values()
-                if fits(j, worker, now)
+                if fits(_as_matched(j), worker, now)
                 and not (exclude_attempted and worker.worker in self._attempts[j.id])
             ]
             candidates.sort(key=lambda j: pull_order(j, worker.groups))
@@ -170,12 +201,13 @@ class InMemoryQueue:
         exclude_attempted: bool,
         cap: int = 1000,
     ) -> int:
+        worker = _stored_profile(worker)
         mine = pull_order(job, worker.groups)
         ahead = sum(
             1
             for j in self._jobs.values()
             if j.id != job.id
-            and fits(j, worker, now)
+            and fits(_as_matched(j), worker, now)
             and not (exclude_attempted and worker.worker in self._attempts[j.id])
             and pull_order(j, worker.groups) < mine
         )
@@ -184,6 +216,7 @@ class InMemoryQueue:
     async def retry_failed(
         self, job: Job, detail: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
+        detail = storable(detail)
         async with self._lock:
             current = self._jobs.get(job.id)
             if (
@@ -217,11 +250,14 @@ class InMemoryQueue:
         lease: bool = True,
         keepalive_before: datetime | None = None,
         ended: Outcome | None = None,
+        acknowledged: Sequence[int] = (),
     ) -> Committed | None:
+        runtime_details = _text(runtime_details)
         async with self._lock:
             record = forward and self._record_events
             if not self._unchanged(job, same_events=record):
                 return None
+            self._complete([i for i in acknowledged if self._event_of(i) == job.id])
             if ended is not None:
                 self._note_outcome(job.id, job.attempt, ended, now)
                 if ended is Outcome.FINISHED and job.worker is not None:
@@ -295,6 +331,7 @@ class InMemoryQueue:
             return self._cancel(job_id, now)
 
     async def active_jobs_of(self, worker: str) -> list[Job]:
+        worker = storable(worker)
         return [
             j for j in self._jobs.values() if j.worker == worker and j.status in ACTIVE_STATUSES
         ]
@@ -316,16 +353,21 @@ class InMemoryQueue:
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         async with self._lock:
-            for job_id, at in answered.items():
-                current = self._jobs.get(job_id)
-                if current is not None and (
-                    current.upstream_ok_at is None or current.upstream_ok_at < at
-                ):
-                    self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
+            self._keep_answers(answered)
+
+    def _keep_answers(self, answered: Mapping[int, datetime]) -> None:
+        """The latest answer per job stays, whatever order the answers come in."""
+        for job_id, at in answered.items():
+            current = self._jobs.get(job_id)
+            if current is not None and (
+                current.upstream_ok_at is None or current.upstream_ok_at < at
+            ):
+                self._jobs[job_id] = msgspec.structs.replace(current, upstream_ok_at=at)
 
     # -- WorkerRegistry ------------------------------------------------------------------------
 
     async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        worker = _stored_profile(worker)
         async with self._lock:
             known = self._workers.get(worker.worker)
             if known is None:
@@ -345,7 +387,7 @@ class InMemoryQueue:
         ]
 
     async def worker(self, name: str) -> WorkerRecord | None:
-        known = self._workers.get(name)
+        known = self._workers.get(storable(name))
         return None if known is None else self._with_jobs(known)
 
     def _note_outcome(self, job_id: int, attempt: int, outcome: Outcome, now: datetime) -> None:
@@ -355,10 +397,12 @@ class InMemoryQueue:
             row.ended_at = now
 
     async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        worker = storable(worker)
         ended = [o for o in self._outcomes() if o.worker == worker and o.ended_at > since]
         return ended[:limit]
 
     async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
+        excluding = storable(excluding)
         ended = [o for o in self._outcomes() if o.worker != excluding and o.ended_at > since]
         finished = sum(1 for o in ended if o.outcome is Outcome.FINISHED)
         return OutcomeCounts(finished=finished, failed=len(ended) - finished)
@@ -366,6 +410,7 @@ class InMemoryQueue:
     async def set_aside(
         self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
     ) -> bool:
+        worker, reason = storable(worker), storable(reason)
         async with self._lock:
             known = self._workers.get(worker)
             if known is None or known.strikes != strikes or known.aside(now):
@@ -382,6 +427,7 @@ class InMemoryQueue:
             self._workers[worker] = msgspec.structs.replace(known, strikes=0)
 
     async def release(self, worker: str, now: datetime) -> bool | None:
+        worker = storable(worker)
         async with self._lock:
             known = self._workers.get(worker)
             if known is None:
@@ -457,7 +503,7 @@ class InMemoryQueue:
         for j in self._jobs.values():
             if j.status is not JobStatus.QUEUED:
                 continue
-            need = j.hardware
+            need = _as_matched(j).hardware
             # "Anything" is 0 (numbers) whether the job said null or 0, as the SQL tables say.
             key = (
                 j.environment.value if j.environment is not None else "any",
@@ -548,7 +594,7 @@ class InMemoryQueue:
     # -- UploadLedger --------------------------------------------------------------------------
 
     async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
-        self._uploads.append((job_id, file_id, now))
+        self._uploads.append((job_id, storable(file_id), now))
 
     async def uploads_since(self, job_id: int, since: datetime | None) -> list[str]:
         found: list[str] = []
@@ -585,8 +631,22 @@ class InMemoryQueue:
 
     async def complete_events(self, event_ids: Sequence[int]) -> None:
         async with self._lock:
-            for event_id in event_ids:
-                self._events.pop(event_id, None)
+            self._complete(event_ids)
+
+    def _complete(self, event_ids: Sequence[int]) -> None:
+        """Forget delivered events, keeping their jobs' latest answers."""
+        answered: dict[int, datetime] = {}
+        for event_id in event_ids:
+            done = self._events.pop(event_id, None)
+            if done is not None:
+                job_id, at = done.event.job_id, done.event.created_at
+                answered[job_id] = max(at, answered.get(job_id, at))
+        self._keep_answers(answered)
+
+    def _event_of(self, event_id: int) -> int | None:
+        """The job of a pending event."""
+        pending = self._events.get(event_id)
+        return None if pending is None else pending.event.job_id
 
     async def expedite(self, now: datetime) -> None:
         async with self._lock:
@@ -628,6 +688,7 @@ class InMemoryQueue:
         heartbeat_before: datetime,
         lease: bool,
     ) -> Committed | None:
+        detail = storable(detail)
         async with self._lock:
             current = self._jobs.get(job.id)
             if (

@@ -107,6 +107,7 @@ class JobQueue(Protocol):
         lease: bool = True,
         keepalive_before: datetime | None = None,
         ended: Outcome | None = None,
+        acknowledged: Sequence[int] = (),
     ) -> Committed | None:
         """Set status (may be unchanged) and heartbeat, if ``job`` is still as given.
 
@@ -117,7 +118,12 @@ class JobQueue(Protocol):
         An update that records no event but gives ``keepalive_before`` claims the job's
         keep-alive: when nothing was forwarded for the job since ``keepalive_before`` and none of
         its events is pending, ``forwarded_at`` becomes ``now`` and ``Committed.keepalive`` is set
-        (one process wins it, however many see the job's pings)."""
+        (one process wins it, however many see the job's pings).
+
+        ``acknowledged``: events of this job the caller delivered and has not acknowledged yet
+        (``Outbox.complete_events``); the update does so in the same transaction, before it
+        decides on its own event's lease and on the keep-alive. Nothing of it happens when the
+        update does not (None)."""
         ...
 
     async def requeue(
@@ -163,7 +169,8 @@ class JobQueue(Protocol):
 
     async def confirm_upstream(self, answered: Mapping[int, datetime]) -> None:
         """The upstream answered (not 404) messages about these jobs sent at these times; keep
-        the latest per job as ``upstream_ok_at``. An adapter may defer the write briefly."""
+        the latest per job as ``upstream_ok_at`` (a delivered event's answer is kept by
+        ``Outbox.complete_events``)."""
         ...
 
 
@@ -271,8 +278,9 @@ class Outbox(Protocol):
         ...
 
     async def complete_events(self, event_ids: Sequence[int]) -> None:
-        """Forget delivered events. An adapter may defer the write and batch it with its next
-        statement, but an event's successor is never leased before the event is forgotten."""
+        """Forget delivered events. The upstream took each (it did not answer 404), so its job
+        keeps the event's time as its latest answer (``Job.upstream_ok_at``), unless it knows a
+        later one; an event forgotten already changes nothing."""
         ...
 
     async def expedite(self, now: datetime) -> None:
@@ -283,6 +291,30 @@ class Outbox(Protocol):
         """Release the leases of events that could not be delivered; each counts one more try
         and waits until ``until``."""
         ...
+
+
+class StoreHealth(Protocol):
+    """Whether the store behind the queue's ports can serve now (readiness, DESIGN §7)."""
+
+    async def not_ready(self) -> str | None:
+        """Why the store cannot serve now (unreachable, schema not at the code's), in words;
+        None when it can."""
+        ...
+
+    def connections(self) -> tuple[int, int] | None:
+        """This process's connections to the store (in use, idle); None when it has none."""
+        ...
+
+
+class InProcessStore:
+    """The health of a store kept in the process (the in-memory queue): always ready, and no
+    connections to count."""
+
+    async def not_ready(self) -> str | None:
+        return None
+
+    def connections(self) -> tuple[int, int] | None:
+        return None
 
 
 class FileStorage(Protocol):
@@ -400,10 +432,12 @@ __all__ = [
     "DashboardReads",
     "FileStorage",
     "IdentityVerifier",
+    "InProcessStore",
     "JobQueue",
     "Metrics",
     "NoMetrics",
     "Outbox",
+    "StoreHealth",
     "UploadLedger",
     "UpstreamNotifier",
     "WorkerRegistry",

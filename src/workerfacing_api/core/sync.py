@@ -9,6 +9,11 @@ background under its lease, so it is never sent a second time for that reason. W
 not be delivered then (upstream down, or an earlier event of the same job still pending) is
 delivered by ``dispatch_due``, which every API process runs in the background.
 
+A delivered event is acknowledged (forgotten in the outbox, its answer kept) by
+``Acknowledgements``, in batches: one statement for the events delivered within
+``ack_delay`` seconds instead of one each, written before anything that reads what they change
+(the dispatcher's next lease, a cancellation, a shutdown).
+
 Keep-alives of active jobs are forwarded too, best effort: at most one per job every
 ``keepalive_interval`` seconds, only when none of the job's events is pending (so one never
 overtakes a change), never stored. Their only purpose is the answer: the user-facing API never
@@ -21,6 +26,7 @@ came within the wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +63,74 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True):
         return ceiling * (0.5 + 0.5 * jitter)
 
 
+class Acknowledgements:
+    """Delivered status events, forgotten in the outbox in batches (``Outbox.complete_events``,
+    which also keeps each job's latest answer).
+
+    Until its batch is written, an event still looks undelivered to everyone, except to the next
+    update of its job from this process, which acknowledges its job's events itself
+    (``take``; ``JobQueue.record_update``'s ``acknowledged``): a worker's next call then finds
+    its job's line clear, and its own change goes inline. Otherwise, at worst, a job's next
+    event is delivered by the dispatcher instead of inline, or a keep-alive waits for the next
+    ping, and after a crash an event is delivered again (at least once, as everywhere here). An
+    acknowledgement is never lost: what a write could not take stays for the next one. With
+    ``delay`` 0 each is written at once."""
+
+    def __init__(self, outbox: Outbox, *, delay: float) -> None:
+        self._outbox = outbox
+        self._delay = delay
+        self._pending: dict[int, int] = {}  # event id -> its job's id, in delivery order
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> tuple[int, ...]:
+        """Delivered events not written yet."""
+        return tuple(self._pending)
+
+    async def add(self, event: StatusEvent) -> None:
+        self._pending[event.id] = event.job_id
+        if self._delay <= 0:
+            await self.flush()
+        elif self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_soon())
+
+    def take(self, job_id: int) -> list[int]:
+        """The job's events waiting here, handed to a change that acknowledges them itself
+        (``give_back`` what it did not)."""
+        mine = [e for e, job in self._pending.items() if job == job_id]
+        for event_id in mine:
+            del self._pending[event_id]
+        return mine
+
+    def give_back(self, event_ids: list[int], job_id: int) -> None:
+        for event_id in event_ids:
+            self._pending[event_id] = job_id
+
+    async def flush(self) -> None:
+        """Write every acknowledgement taken so far."""
+        done, self._pending = self._pending, {}
+        if not done:
+            return
+        try:
+            await self._outbox.complete_events(list(done))
+        except BaseException:
+            self._pending = done | self._pending  # not written: the next write takes them
+            raise
+
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(self._delay)
+        try:
+            await self.flush()
+        except Unavailable as exc:  # kept for the next write: the dispatcher's, at the latest
+            log.warning("could not acknowledge delivered status events yet: %s", exc.detail)
+
+    async def stop(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+
 class StatusSync:
     def __init__(
         self,
@@ -71,6 +145,7 @@ class StatusSync:
         delivery_timeout: float = 10.0,
         inline_pause_seconds: float = 5.0,
         keepalive_interval: float | None = 5.0,
+        ack_delay: float = 0.0,
         max_in_flight: int = 128,
         on_cancelled: CancelHook | None = None,
         jitter: Callable[[], float] = random.random,
@@ -79,6 +154,9 @@ class StatusSync:
         self._metrics = metrics or NoMetrics()
         self._queue = queue
         self._outbox = outbox if upstream is not None else None
+        self._acks = (
+            None if self._outbox is None else Acknowledgements(self._outbox, delay=ack_delay)
+        )
         self._upstream = upstream
         self._clock = clock
         self._backoff = backoff or Backoff()
@@ -156,8 +234,9 @@ class StatusSync:
 
         While the upstream is failing, one event at a time probes it. When a probe gets
         through, every waiting event is made due at once and whole batches go again."""
-        if self._outbox is None:
+        if self._outbox is None or self._acks is None:
             return 0
+        await self._acks.flush()  # what was delivered is not leased again, and its successor is
         failing = self._failing_until is not None
         room = max(self._max_in_flight - len(self._in_flight), 1)
         batch = 1 if failing else min(limit, room)
@@ -172,6 +251,21 @@ class StatusSync:
             await self._outbox.expedite(self._clock.now())
         return progress
 
+    def take_acknowledgements(self, job_id: int) -> list[int]:
+        """The job's delivered events not acknowledged yet, for its next change to acknowledge
+        in its own transaction (``JobQueue.record_update``'s ``acknowledged``); what the change
+        did not take goes back with ``give_back_acknowledgements``."""
+        return [] if self._acks is None else self._acks.take(job_id)
+
+    def give_back_acknowledgements(self, event_ids: list[int], job_id: int) -> None:
+        if self._acks is not None and event_ids:
+            self._acks.give_back(event_ids, job_id)
+
+    async def write_acknowledgements(self) -> None:
+        """Write the acknowledgements taken so far now (before a change that drops events)."""
+        if self._acks is not None:
+            await self._acks.flush()
+
     async def after_cancel(self, job_id: int) -> None:
         """A job was cancelled (the upstream reported it deleted, or a resubmission of its
         meta.job_id superseded it): let the cancel hook clear what was stored after the delete.
@@ -183,15 +277,23 @@ class StatusSync:
             await self._on_cancelled(job)
 
     async def wait_idle(self, seconds: float) -> None:
-        """Let the deliveries in flight finish (at shutdown, or in tests), at most ``seconds``."""
+        """Let the deliveries in flight finish (at shutdown, or in tests), at most ``seconds``,
+        and write their acknowledgements."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=seconds)
+        if self._acks is not None:
+            await self._acks.flush()
 
     async def stop(self, seconds: float) -> None:
         """At shutdown: let the deliveries in flight finish for at most ``seconds``, then stop
         the rest and hand their events back (due at once, for any process), so that none waits
         for its lease to run out."""
-        await self.wait_idle(seconds)
+        try:
+            await self.wait_idle(seconds)
+        except Unavailable as exc:  # the events are delivered again later (at least once)
+            log.warning("could not acknowledge delivered status events: %s", exc.detail)
+        if self._acks is not None:
+            await self._acks.stop()
         unfinished = {t: m for t, m in self._messages.items() if not t.done()}
         for task in unfinished:
             task.cancel()
@@ -245,9 +347,11 @@ class StatusSync:
         now = self._clock.now()
         if outcome is Delivery.DELIVERED:
             self._failing_until = None
-            if isinstance(message, StatusEvent):
-                await self._outbox.complete_events([message.id])
-            await self._queue.confirm_upstream({message.job_id: message.created_at})
+            if isinstance(message, StatusEvent):  # forgotten, and its answer kept with it
+                assert self._acks is not None
+                await self._acks.add(message)
+            else:
+                await self._queue.confirm_upstream({message.job_id: message.created_at})
             return
         if outcome is Delivery.GONE:
             log.info(
@@ -255,7 +359,10 @@ class StatusSync:
                 message.job_id,
                 message.upstream_id,
             )
-            # Cancelling drops the job's pending events, this one included.
+            # The answers to its earlier events first: the clean-up after the delete starts
+            # from the latest. Cancelling drops the job's pending events, this one included.
+            if self._acks is not None:
+                await self._acks.flush()
             if await self._queue.cancel(message.job_id, now):
                 await self.after_cancel(message.job_id)
             return
@@ -272,4 +379,4 @@ class StatusSync:
             )
 
 
-__all__ = ["Backoff", "KeepAlive", "StatusSync"]
+__all__ = ["Acknowledgements", "Backoff", "KeepAlive", "StatusSync"]

@@ -188,19 +188,15 @@ def cmd_db(args: argparse.Namespace) -> None:
 
 
 async def _current(container: Container) -> str | None:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from workerfacing_api.adapters.sql.migrate import current
-    from workerfacing_api.container import release_short_lived
+    from workerfacing_api.container import close_adapters
+    from workerfacing_api.core.errors import Unavailable
 
     try:
-        revision: str | None = await current(await container.migration_engine.async_())
-        return revision
-    except (OSError, OperationalError, DBAPIError) as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
-        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
+        return await container.database().schema_revision()
+    except Unavailable as exc:
+        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({exc.detail})")
     finally:
-        await release_short_lived(container)
+        await close_adapters(container)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -252,16 +248,12 @@ def _age(seconds: float | None) -> str:
 
 
 async def _jobs(container: Container, args: argparse.Namespace) -> None:
-    from sqlalchemy.exc import DBAPIError
-
-    from workerfacing_api.container import release_short_lived
     from workerfacing_api.core.errors import Unavailable
 
     now = container.clock().now()
     try:
-        views = await container.views.async_()
         if args.action == "stats":
-            stats = await views.stats(now)
+            stats = await container.queue().stats(now)
             seen = await _seen_workers(container)
             if args.json:
                 document = msgspec.to_builtins(stats)
@@ -302,10 +294,11 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
         if args.action == "why":
             await _why(container, args.id, meta=args.meta, as_json=args.json)
             return
-        found = await views.job(args.id)
-        if found is None:
+        job = await container.queue().get(args.id)
+        if job is None:
             _fail(f"job {args.id} does not exist")
-        job, attempts, events = found
+        attempts = await container.dashboard_reads().attempts_of(job.id)
+        events = await container.dashboard_reads().pending_events_of(job.id)
         view = {
             "id": job.id,
             "meta.job_id": job.upstream_id,
@@ -343,14 +336,13 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
             "job": msgspec.json.decode(job.spec),
         }
         print(msgspec.json.format(msgspec.json.encode(view), indent=2).decode())
-    except (OSError, DBAPIError, Unavailable) as exc:
-        reason = str(getattr(exc, "detail", None) or getattr(exc, "orig", exc) or exc)
+    except Unavailable as exc:
         _fail(
-            f"QUEUE_DB_URL: cannot read the queue ({reason.splitlines()[0]}); "
+            f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]}); "
             "run: workerfacing-api db upgrade"
         )
     finally:
-        await release_short_lived(container)
+        await _close(container)
 
 
 async def _close(container: Container) -> None:
@@ -364,13 +356,10 @@ def _time(value: datetime | None) -> str:
 
 
 async def _seen_workers(container: Container) -> list[WorkerRecord]:
-    """The workers seen within WORKER_SEEN_WINDOW (opens the queue; closed by the caller)."""
+    """The workers seen within WORKER_SEEN_WINDOW."""
     now = container.clock().now()
     window = timedelta(seconds=container.settings().worker_seen_window)
-    try:
-        return await container.fleet().workers(now - window)
-    finally:
-        await _close(container)
+    return await container.fleet().workers(now - window)
 
 
 async def _retry(container: Container, ids: list[int]) -> None:
@@ -427,8 +416,6 @@ def cmd_workers(args: argparse.Namespace) -> None:
 
 
 async def _workers(container: Container, args: argparse.Namespace) -> None:
-    from sqlalchemy.exc import DBAPIError
-
     from workerfacing_api.core.errors import Unavailable
 
     now = container.clock().now()
@@ -447,9 +434,8 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         window = timedelta(seconds=container.settings().worker_seen_window)
         records = await fleet.workers(None if args.all else now - window)
         outcomes = {w.name: await fleet.recent_outcomes(w.name, now, 10) for w in records}
-    except (OSError, DBAPIError, Unavailable) as exc:
-        reason = str(getattr(exc, "detail", None) or getattr(exc, "orig", exc) or exc)
-        _fail(f"QUEUE_DB_URL: cannot read the queue ({reason.splitlines()[0]})")
+    except Unavailable as exc:
+        _fail(f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]})")
     finally:
         await _close(container)
     if args.json:

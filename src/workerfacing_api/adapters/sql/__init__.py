@@ -1,22 +1,28 @@
-"""SQL adapters: the job queue and its outbox on PostgreSQL or SQLite, Alembic migrations, and
-operator views."""
+"""SQL adapters: the queue's five ports (jobs, outbox, upload ledger, worker registry, dashboard
+reads), each written once over a ``Database`` of PostgreSQL or SQLite; Alembic migrations; and
+the database URLs operators write."""
 
 from __future__ import annotations
 
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from workerfacing_api.adapters.sql.dashboard import SqlDashboardReads
+from workerfacing_api.adapters.sql.database import Conflict, Database
 from workerfacing_api.adapters.sql.engine import (
     DatabaseUrlError,
     create_engine,
     database_url,
     is_sqlite,
+    postgres_dsn,
+    sqlite_path,
 )
-from workerfacing_api.adapters.sql.postgres import PostgresQueue
-from workerfacing_api.adapters.sql.sqlite import SqliteQueue
-from workerfacing_api.adapters.sql.views import QueueViews
-
-SqlQueue = SqliteQueue | PostgresQueue
+from workerfacing_api.adapters.sql.health import SqlHealth
+from workerfacing_api.adapters.sql.jobs import SqlJobQueue
+from workerfacing_api.adapters.sql.outbox import SqlOutbox
+from workerfacing_api.adapters.sql.postgres import PostgresDatabase
+from workerfacing_api.adapters.sql.sqlite import SqliteDatabase
+from workerfacing_api.adapters.sql.uploads import SqlUploadLedger
+from workerfacing_api.adapters.sql.workers import SqlWorkerRegistry
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
@@ -26,22 +32,22 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     await apply(engine, revision)
 
 
-def open_queue(url: URL, *, record_events: bool, pool_size: int = 10) -> SqlQueue:
-    """The queue adapter for ``url`` (from ``database_url``); connects on first use."""
-    if is_sqlite(url):
-        return SqliteQueue(create_engine(url), record_events=record_events)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return PostgresQueue(dsn, record_events=record_events, pool_size=pool_size)
-
-
 __all__ = [
+    "Conflict",
+    "Database",
     "DatabaseUrlError",
-    "PostgresQueue",
-    "QueueViews",
-    "SqlQueue",
-    "SqliteQueue",
+    "PostgresDatabase",
+    "SqlDashboardReads",
+    "SqlHealth",
+    "SqlJobQueue",
+    "SqlOutbox",
+    "SqlUploadLedger",
+    "SqlWorkerRegistry",
+    "SqliteDatabase",
     "create_engine",
     "database_url",
-    "open_queue",
+    "is_sqlite",
+    "postgres_dsn",
+    "sqlite_path",
     "upgrade",
 ]

@@ -1,4 +1,6 @@
-"""Database URLs and engines: the forms users write, mapped to the async drivers.
+"""Database URLs and engines: the forms users write, mapped to the async drivers, and the
+SQLAlchemy engine that Alembic's migrations run on (the queue itself runs on the drivers
+directly: ``postgres.PostgresDatabase``, ``sqlite.SqliteDatabase``).
 
 ``QUEUE_DB_URL`` accepts ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``postgresql://…`` (also
 ``postgres://`` and explicit ``+asyncpg``/``+aiosqlite`` drivers), and may hold a ``{}`` placeholder
@@ -27,9 +29,6 @@ _DRIVERS = {
     "postgresql+psycopg2": "postgresql+asyncpg",
     "postgresql+psycopg": "postgresql+asyncpg",
 }
-
-# Connection option read by the "begin" hook below: reads on SQLite run without a transaction.
-READ_ONLY = "workerfacing_read_only"
 
 
 class DatabaseUrlError(ValueError):
@@ -65,8 +64,18 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine tuned for the queue: SQLite in WAL mode with immediate write transactions,
+def postgres_dsn(url: URL) -> str:
+    """asyncpg takes a plain ``postgresql://`` DSN, password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def sqlite_path(url: URL) -> str:
+    """The SQLite database file of ``url`` (``:memory:`` for none)."""
+    return url.database or ":memory:"
+
+
+def create_engine(url: URL, *, pool_size: int = 1) -> AsyncEngine:
+    """An engine for migrations: SQLite in WAL mode with immediate write transactions,
     PostgreSQL with a pool of ``pool_size`` connections."""
     if is_sqlite(url):
         return _sqlite_engine(url)
@@ -110,11 +119,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Writers take the database lock up front: a transaction that reads, then writes, can
-        # then never fail half-way with "database is locked", and a claim's read and update
-        # see the same queue. Reads need no transaction at all.
-        if conn.get_execution_options().get(READ_ONLY):
-            return
+        # Migrations take the database lock up front: another process's writes wait for them.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -32,6 +32,7 @@ from workerfacing_api.core.model import (
     WorkerProfile,
     WorkerRecord,
 )
+from workerfacing_api.core.text import storable
 
 
 class Row(Protocol):
@@ -40,13 +41,29 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+class _StoredHardware(msgspec.Struct, kw_only=True):
+    cpu_cores: int | None = None
+    memory: int | None = None
+    gpu_model: str | None = None
+    gpu_archi: str | None = None
+    gpu_mem: int | None = None
+
+
 class _HardwareView(msgspec.Struct):
-    hardware: HardwareSpecs
+    hardware: _StoredHardware
 
 
-# Strict at submission; lax here, where only an integer written as 8.0 can differ.
+class _StoredPaths(msgspec.Struct, kw_only=True):
+    output: str
+    log: str
+    artifact: str
+
+
+# What was stored is read back as it is, without the wire's bounds (``Name``, ``PathText``):
+# a job an earlier release accepted is read whatever its names hold, and its worker's calls on
+# it never fail for that. Lax too where only an integer written as 8.0 can differ.
 _hardware = msgspec.json.Decoder(_HardwareView, strict=False)
-_paths = msgspec.json.Decoder(PathsUpload)
+_paths = msgspec.json.Decoder(_StoredPaths)
 _names = msgspec.json.Decoder(tuple[str, ...])  # a JSON array of worker or group names
 
 
@@ -76,10 +93,10 @@ def job_from(row: Row) -> Job:
         environment=None if row["environment"] == "any" else Environment(row["environment"]),
         group=row["job_group"],
         priority=row["priority"],
-        hardware=_hardware.decode(spec).hardware,
+        hardware=HardwareSpecs(**msgspec.structs.asdict(_hardware.decode(spec).hardware)),
         created_at=utc(row["created_at"]),
         spec=spec,
-        paths_upload=_paths.decode(row["paths_upload"]),
+        paths_upload=PathsUpload(**msgspec.structs.asdict(_paths.decode(row["paths_upload"]))),
         worker=row["worker"],
         attempt=row["attempt"],
         num_retries=row["num_retries"],
@@ -206,7 +223,9 @@ def worker_values(worker: WorkerProfile) -> dict[str, Any]:
         "gpu_mem": worker.gpu_mem,
         "gpu_model": worker.gpu_model,
         "gpu_archi": worker.gpu_archi,
-        "groups": msgspec.json.encode(list(worker.groups)).decode(),
+        # JSON text made here, so its names are made storable here (a NUL escaped in JSON is
+        # still one PostgreSQL's JSONB refuses).
+        "groups": msgspec.json.encode([storable(g) for g in worker.groups]).decode(),
         "older_than": float(worker.older_than),
     }
 

@@ -64,7 +64,7 @@ def create_app(
         verifier = container.verifier()
         if isinstance(verifier, CognitoVerifier):
             await verifier.warm_up()  # the pool's keys, before the first worker needs them
-        probes().expect_head()
+        container.health()  # learns the schema's head now, not on a request
         if tune_gc:
             _tune_garbage_collector()
         duties = None
@@ -90,6 +90,7 @@ def create_app(
     def probes() -> Probes:
         return Probes(
             container.queue(),
+            container.health(),
             container.fleet(),
             container.metrics(),
             container.clock(),

@@ -1,12 +1,15 @@
 """The queue's SQL, kept in the ``.sql`` files beside this module and loaded once, by name.
 
-``common.sql`` holds what PostgreSQL and SQLite run alike; ``postgres.sql`` and ``sqlite.sql``
-hold what only one dialect can say. In a file, each statement stands whole under a
-``-- name: <intent>`` line, with comments saying what it is for and the invariant it keeps.
-Comment lines are left out of the loaded text (a ``:name`` in a comment must not become a
-parameter). Parameters are written ``:name``. A few statements carry a slot, ``{name}``, that
-the adapter fills with another named piece (the comment of the statement says which); ``fill``
-refuses to leave one empty.
+``common.sql`` holds what PostgreSQL and SQLite say alike; ``postgres.sql`` and ``sqlite.sql``
+hold what only one dialect can say. In a file, each statement or piece of a statement stands
+whole under a ``-- name: <intent>`` line, with comments saying what it is for and the invariant
+it keeps. Comment lines are left out of the loaded text (a ``:name`` in a comment must not become
+a parameter). Parameters are written ``:name``.
+
+A ``{name}`` in the text is the piece of that name, from the same dialect's statements (its own
+file and ``common.sql``), put in when the dialect is loaded; a piece may be empty (it says, in
+comments only, why this dialect needs nothing there). A ``{slot}`` that names no piece is a
+literal the caller writes into the text at run time (see ``Statement.text``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import re
 from importlib import resources
 
 _HEADER = re.compile(r"^-- name: ([a-z_]+)[ \t]*$", re.MULTILINE)
-_SLOT = re.compile(r"\{[a-z_]+\}")
+_BRACES = re.compile(r"\{([a-z_]+)\}")
+DIALECTS = ("postgres", "sqlite")
 
 
 @functools.cache
@@ -25,12 +29,12 @@ def _read(file: str) -> dict[str, str]:
     preamble, *named = _HEADER.split(text)
     if _code(preamble):
         raise ValueError(f"{file}: SQL before the first '-- name:' line")
-    statements: dict[str, str] = {}
+    bodies: dict[str, str] = {}
     for name, body in zip(named[::2], named[1::2], strict=True):
-        if name in statements or not _code(body):
-            raise ValueError(f"{file}: {name} is defined twice or is empty")
-        statements[name] = _code(body).removesuffix(";")
-    return statements
+        if name in bodies:
+            raise ValueError(f"{file}: {name} is defined twice")
+        bodies[name] = _code(body).removesuffix(";")
+    return bodies
 
 
 def _code(body: str) -> str:
@@ -39,25 +43,48 @@ def _code(body: str) -> str:
     return "\n".join(line for line in lines if line and not line.lstrip().startswith("--"))
 
 
-def load(dialect: str | None = None) -> dict[str, str]:
-    """The statements of ``common.sql``, and of ``<dialect>.sql`` when given, by name (a name in
-    both is an error: a statement is written once)."""
+class Statement:
+    """A named statement of one dialect, its pieces put in; ``slots`` are the literals it still
+    needs (``text`` writes them in)."""
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        self.sql = sql
+        self.slots = frozenset(_BRACES.findall(sql))
+
+    def text(self, literals: dict[str, int] | None = None) -> str:
+        """The SQL with each slot replaced by its integer literal; every slot must be given."""
+        given = literals or {}
+        if given.keys() != self.slots:
+            wanted = sorted(self.slots)
+            raise KeyError(f"{self.name} takes the literals {wanted}, not {sorted(given)}")
+        # Integers only: a literal is written into the SQL, so nothing else may go there.
+        return _BRACES.sub(lambda m: str(int(given[m.group(1)])), self.sql)
+
+
+@functools.cache
+def load(dialect: str) -> dict[str, Statement]:
+    """Every statement of ``dialect`` by name, with its pieces put in (a name defined both in
+    ``common.sql`` and in the dialect's file is an error: it is written once)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"no SQL dialect {dialect!r}")
     common = _read("common.sql")
-    if dialect is None:
-        return common
     own = _read(f"{dialect}.sql")
     if twice := common.keys() & own.keys():
         raise ValueError(f"{dialect}.sql redefines {sorted(twice)} of common.sql")
-    return common | own
+    bodies = common | own
 
+    @functools.cache
+    def expand(name: str, within: tuple[str, ...] = ()) -> str:
+        if name in within:
+            raise ValueError(f"{dialect}: the piece {name} contains itself ({' > '.join(within)})")
 
-def fill(statement: str, **slots: str) -> str:
-    """``statement`` with each ``{slot}`` replaced; every slot it has must be given."""
-    for slot, value in slots.items():
-        marker = "{" + slot + "}"
-        if marker not in statement:
-            raise KeyError(f"no slot {marker} in the statement")
-        statement = statement.replace(marker, value)
-    if left := _SLOT.search(statement):
-        raise KeyError(f"slot {left.group()} left unfilled")
-    return statement
+        def piece(match: re.Match[str]) -> str:
+            inner = match.group(1)
+            if inner not in bodies:
+                return match.group(0)  # a literal, written in at run time
+            return expand(inner, (*within, name))
+
+        return _BRACES.sub(piece, bodies[name])
+
+    return {name: Statement(name, expand(name)) for name in bodies}

@@ -1,13 +1,24 @@
--- The queue's statements that PostgreSQL and SQLite run alike, each written once.
+-- The queue's statements and the pieces of statements that PostgreSQL and SQLite say alike, each
+-- written once.
 --
--- Loaded by name (see __init__.py). Timestamps are timestamptz on PostgreSQL and fixed-width UTC
--- text on SQLite, which compares and sorts like time. A job row comes back with the columns
--- rows.job_from reads. "Active" is the four states between a pull and the end, spelt exactly
--- as in the partial index ix_jobs_active_worker so that the planner can use it.
+-- Loaded by name (see __init__.py): a statement's {name} is the piece of that name, from this
+-- file or the dialect's own (postgres.sql, sqlite.sql), where what differs lives. Parameters are
+-- written :name; casts are CAST(... AS ...), which both dialects read. Timestamps are timestamptz
+-- on PostgreSQL and fixed-width UTC text on SQLite, which compares and sorts like time. A job
+-- row comes back with the columns rows.job_from reads. "Active" is the four states between a
+-- pull and the end, spelt exactly as in the partial index ix_jobs_active_worker so that the
+-- planner can use it.
+
+
+-- name: job_columns
+-- Not a statement: what rows.job_from reads of a job.
+id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
+    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
+    last_heartbeat_at, forwarded_at, upstream_ok_at
 
 
 -- name: fits
--- Not a statement: the predicate of a pull, filled into the claims of both dialects as {fits}.
+-- Not a statement: the predicate of a pull, in the claims of both dialects and in count_ahead.
 -- DESIGN §3's matching: a queued job of the worker's environment, or of none once it has waited
 -- :any_before, whose every requirement the worker meets. Requirements are stored with
 -- "anything" as 0 (numbers) or NULL (names), so that numbers are plain ranges an index serves.
@@ -18,8 +29,18 @@ status = 'queued'
     AND (req_gpu_archi IS NULL OR req_gpu_archi = :gpu_archi)
 
 
+-- name: fitting_for_worker
+-- Not a statement: what the claims of both dialects may pick for :worker: what fits it, in its
+-- memory class ({memory_class}, a literal: see postgres.sql's pick_in_queue_order), not tried by
+-- it before when RETRY_DIFFERENT asks so ({not_attempted}), and nothing while it is set aside.
+{fits}
+    AND req_memory <= {memory_class}
+    AND {not_attempted}
+    AND {worker_not_set_aside}
+
+
 -- name: worker_not_set_aside
--- Not a statement: filled into the picks of both dialects' claims as {not_set_aside}.
+-- Not a statement: in the picks of both dialects' claims.
 -- Invariant: a worker set aside (workers.aside_until after :now) gets no job (DESIGN §3: its pulls
 -- answer nothing until its cool-off ends). Checked inside the claim itself, not before it: a
 -- cool-off another process begins, or an operator ends, counts from the next claim on, and the
@@ -42,9 +63,7 @@ INSERT INTO jobs (
     :req_cpu_cores, :req_memory, :req_gpu_mem, :req_gpu_model, :req_gpu_archi, :spec,
     :paths_upload, 0, 0, 0, '[]', :now, :now
 )
-RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at;
+RETURNING {job_columns};
 
 
 -- name: cancel_live_jobs_of_upstream_id
@@ -66,18 +85,14 @@ RETURNING id;
 
 
 -- name: get_job
-SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at
+SELECT {job_columns}
 FROM jobs
 WHERE id = :id;
 
 
 -- name: active_jobs_of_worker
 -- The jobs a worker holds now: it may download only their input files.
-SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at
+SELECT {job_columns}
 FROM jobs
 WHERE worker = :worker AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
 ORDER BY id;
@@ -88,9 +103,7 @@ ORDER BY id;
 -- active jobs time out, and the partial index on them finds these without reading the queue.
 -- With the workers that pulled each since it last started over (attempted_by, in pull order:
 -- an operator's retry forgets them, while job_attempts keeps the whole history).
-SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at, attempted_by
+SELECT {job_columns}, attempted_by
 FROM jobs
 WHERE status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :before
@@ -98,93 +111,10 @@ ORDER BY last_heartbeat_at, id
 LIMIT :limit;
 
 
--- The two changes below are each a compare-and-set on the snapshot the core decided on:
--- (id, status, attempt), and event_seq as well when the change records an event (:record = 1),
--- which it then counts. No row back means the snapshot was stale and nothing changed: a late
--- worker update cannot touch a job that was re-queued and pulled by another worker, a late sweep
--- cannot undo a worker's update, and two events of one job commit one after the other, so the
--- later one always sees the earlier when it checks the job's line in the outbox. A cancelled job
--- never changes again. Only the columns a change can touch come back: the rest of the job (its
--- document above all) is the snapshot's, and reading it back on every keep-alive is waste;
--- upstream_ok_at comes back too, as confirm_upstream may have moved it since the snapshot. A
--- change that records an event sends a message upstream: forwarded_at becomes :now. The caller
--- records the event (SQLite: its next statement; PostgreSQL: the same statement, see change_job
--- in postgres.sql).
-
--- name: record_update
--- A worker's accepted update: the state it reports (the same one again is a keep-alive), a
--- fresh heartbeat, and its runtime_details when it sent some. An update that records no event
--- may claim the job's keep-alive ({keepalive}: keepalive_due, true or false): in this same
--- statement, so that of many processes that see a job's pings at once exactly one claims it
--- (a concurrent update waits for the row and decides on what the first one wrote).
-UPDATE jobs
-SET status = :status, last_heartbeat_at = :now, updated_at = :now,
-    runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record,
-    keepalive_claimed = {keepalive},
-    forwarded_at = CASE WHEN :record = 1 OR {keepalive} THEN :now ELSE forwarded_at END
-WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
-    AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
-RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
-    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
-
-
--- name: end_silent_attempt
--- The sweep ends the attempt of a job whose worker fell silent: with :requeue = 1 the job goes
--- back to the queue for one retry more, with :requeue = 0 (its retries are used up) it fails.
--- It must still be active and still silent: a keep-alive that won the race keeps the job.
-UPDATE jobs
-SET status = CASE WHEN :requeue = 1 THEN 'queued' ELSE 'error' END,
-    worker = CASE WHEN :requeue = 1 THEN NULL ELSE worker END,
-    num_retries = num_retries + :requeue,
-    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
-    keepalive_claimed = false,
-    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
-WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
-    AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
-    AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
-    AND last_heartbeat_at < :heartbeat_before
-RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
-    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
-
-
--- name: retry_failed
--- An operator's retry (DESIGN §3): a job that ended in error starts over, queued with no worker,
--- no retries used and no worker tried (RETRY_DIFFERENT then lets the worker it failed on take
--- it again), and :details for the upstream. Only from error: a job that moved on (cancelled,
--- already retried by someone else) is left alone. Its next pull is a new attempt.
-UPDATE jobs
-SET status = 'queued', worker = NULL, num_retries = 0, attempted_by = '[]',
-    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
-    keepalive_claimed = false,
-    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
-WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
-    AND status = 'error' AND (:record = 0 OR event_seq = :expected_event_seq)
-RETURNING id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
-    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed;
-
-
--- name: keepalive_due
--- Not a statement: whether a worker's update claims its job's keep-alive, filled into
--- record_update as {keepalive}. DESIGN §3: a keep-alive goes upstream when the update records no
--- event, nothing went upstream about the job since :keepalive_before (NULL: none is asked for),
--- and none of the job's events waits in the outbox, which it must never overtake. The probe of
--- the outbox (one index entry) runs only when the rest holds: at most once per interval and job
--- while its pings go out. {not_delivered} leaves out the events known delivered but not deleted
--- yet (PostgreSQL's :done; nothing on SQLite, which deletes them at once).
-CASE WHEN :record = 0 AND COALESCE(forwarded_at, :keepalive_before) <= :keepalive_before
-    THEN NOT EXISTS (
-        SELECT 1 FROM status_events e WHERE e.job_id = jobs.id {not_delivered}
-    )
-    ELSE false
-END
-
-
 -- name: live_job
 -- The job the upstream knows by :upstream_id now: the one not cancelled (at most one, by the
 -- unique partial index ix_jobs_live_upstream_id, which finds it).
-SELECT id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at
+SELECT {job_columns}
 FROM jobs
 WHERE upstream_id = :upstream_id AND status <> 'cancelled';
 
@@ -210,6 +140,156 @@ FROM (
                 OR (created_at = :created_at AND id < :id)))))
     LIMIT :cap
 ) AS ahead;
+
+
+-- The changes of a job below (a worker's update, the sweep's end of a silent attempt, an
+-- operator's retry) are each a compare-and-set on the snapshot the core decided on: (id, status,
+-- attempt), and event_seq as well when the change records an event (:record = 1), which it then
+-- counts. No row changed means the snapshot was stale and nothing changed: a late worker update
+-- cannot touch a job that was re-queued and pulled by another worker, a late sweep cannot undo a
+-- worker's update, and two events of one job commit one after the other, so the later one always
+-- sees the earlier when it checks the job's line in the outbox. A cancelled job never changes
+-- again. A change that records an event sends a message upstream: forwarded_at becomes :now.
+-- Each dialect runs one of them together with what follows it (note_outcome, forgive_strikes,
+-- record_event), all or nothing: PostgreSQL in one statement, SQLite in one transaction (see
+-- the dialects' record_update).
+
+-- name: changed_columns
+-- Not a statement: what a change gives back. Only the columns a change can touch: the rest of the
+-- job (its document above all) is the snapshot's, and reading it back on every keep-alive is
+-- waste; upstream_ok_at comes back too, as a delivery may have moved it since the snapshot.
+id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
+    updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed
+
+
+-- name: set_reported_status
+-- Not a statement: a worker's accepted update: the state it reports (the same one again is a
+-- keep-alive), a fresh heartbeat, and its runtime_details when it sent some. An update that
+-- records no event may claim the job's keep-alive ({keepalive_due}, true or false): in this same
+-- statement, so that of many processes that see a job's pings at once exactly one claims it
+-- (a concurrent update waits for the row and decides on what the first one wrote). It keeps
+-- the upstream's answer to the job's events it forgets (:acknowledged, see forget_acknowledged).
+UPDATE jobs
+SET status = :status, last_heartbeat_at = :now, updated_at = :now,
+    runtime_details = COALESCE(:details, runtime_details), event_seq = event_seq + :record,
+    keepalive_claimed = {keepalive_due},
+    forwarded_at = CASE WHEN :record = 1 OR {keepalive_due} THEN :now ELSE forwarded_at END,
+    upstream_ok_at = {answered_by_acknowledged}
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
+
+
+-- name: answered_by_acknowledged
+-- Not a statement: the job's upstream_ok_at once the upstream's answers to its events among
+-- :acknowledged are kept: the latest answer stays, whatever order they come in. The events are
+-- still there when this is read (forget_acknowledged deletes them after the change).
+COALESCE(
+    (SELECT max(a.created_at) FROM status_events a
+        WHERE a.job_id = jobs.id AND a.id {in_acknowledged}
+        HAVING upstream_ok_at IS NULL OR max(a.created_at) > upstream_ok_at),
+    upstream_ok_at
+)
+
+
+-- name: forget_acknowledged
+-- Not a statement: a worker's update forgets the events of its job that this process delivered
+-- and has not acknowledged yet (:acknowledged, core.sync.Acknowledgements), in its own
+-- transaction, so that its own event may head the job's line and go inline. {if_changed}: only
+-- when the change won (otherwise they stay for the next acknowledgement).
+DELETE FROM status_events
+WHERE job_id = :id AND id {in_acknowledged} {if_changed}
+
+
+-- name: keepalive_due
+-- Not a statement: whether a worker's update claims its job's keep-alive, in set_reported_status.
+-- DESIGN §3: a keep-alive goes upstream when the update records no event, nothing went upstream
+-- about the job since :keepalive_before (NULL: none is asked for), and none of the job's events
+-- waits in the outbox, which it must never overtake. The probe of the outbox (one index entry)
+-- runs only when the rest holds: at most once per interval and job while its pings go out.
+CASE WHEN :record = 0 AND COALESCE(forwarded_at, :keepalive_before) <= :keepalive_before
+    THEN NOT EXISTS (
+        SELECT 1 FROM status_events e WHERE e.job_id = jobs.id AND NOT (e.id {in_acknowledged})
+    )
+    ELSE false
+END
+
+
+-- name: end_silent_attempt_of_job
+-- Not a statement: the sweep ends the attempt of a job whose worker fell silent: with
+-- :requeue = 1 the job goes back to the queue for one retry more, with :requeue = 0 (its retries
+-- are used up) it fails. It must still be active and still silent: a keep-alive that won the
+-- race keeps the job.
+UPDATE jobs
+SET status = CASE WHEN :requeue = 1 THEN 'queued' ELSE 'error' END,
+    worker = CASE WHEN :requeue = 1 THEN NULL ELSE worker END,
+    num_retries = num_retries + :requeue,
+    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
+    keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
+    AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
+    AND last_heartbeat_at < :heartbeat_before
+
+
+-- name: start_failed_job_over
+-- Not a statement: an operator's retry (DESIGN §3): a job that ended in error starts over,
+-- queued with no worker, no retries used and no worker tried (RETRY_DIFFERENT then lets the
+-- worker it failed on take it again), and :details for the upstream. Only from error: a job that
+-- moved on (cancelled, already retried by someone else) is left alone. Its next pull is a new
+-- attempt.
+UPDATE jobs
+SET status = 'queued', worker = NULL, num_retries = 0, attempted_by = '[]',
+    runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
+    keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status = 'error' AND (:record = 0 OR event_seq = :expected_event_seq)
+
+
+-- name: note_outcome
+-- Not a statement: after a change that ended an attempt (:ended, the outcome: finished, error or
+-- timeout; NULL for one that does not), how it ended is noted on the attempt's row, once: a
+-- later note never rewrites the evidence. {if_changed}: only when the change won.
+UPDATE job_attempts SET outcome = CAST(:ended AS TEXT), ended_at = :now
+WHERE CAST(:ended AS TEXT) IS NOT NULL AND job_id = :id AND attempt = :expected_attempt
+    AND outcome IS NULL {if_changed}
+
+
+-- name: forgive_strikes
+-- Not a statement: a finished attempt clears its worker's strikes (:job_worker, the snapshot's):
+-- its next cool-off is the shortest again. Written only when there is something to forgive
+-- (finishing is the common case, and costs no write). {if_changed}: only when the change won.
+UPDATE workers SET strikes = 0
+WHERE CAST(:ended AS TEXT) = 'finished' AND name = :job_worker AND strikes > 0 {if_changed}
+
+
+-- name: new_event
+-- Not a statement: the status event of a change, from the job as the change left it (alias c),
+-- for record_event and the claims. It is leased to the request that made the change (to be sent
+-- inline) only when no older event of its job is pending (a probe of one index entry; those the
+-- change forgets, :acknowledged, are not); otherwise the dispatcher sends it after them, in
+-- order.
+INSERT INTO status_events (
+    job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
+)
+SELECT c.id, c.upstream_id, c.status, CAST(:details AS TEXT),
+    CAST(:now AS {timestamp_type}), CAST(:now AS {timestamp_type}),
+    CASE WHEN EXISTS (
+            SELECT 1 FROM status_events p WHERE p.job_id = c.id AND NOT (p.id {in_acknowledged})
+        )
+        THEN NULL ELSE CAST(:lease_until AS {timestamp_type}) END,
+    0
+
+
+-- name: record_event
+-- Not a statement: the event of a change that records one (:record = 1), from the job as the
+-- change left it ({changed_job}).
+{new_event}
+FROM {changed_job} c
+WHERE :record = 1
+
+
 
 
 -- name: record_upload
@@ -238,8 +318,8 @@ ORDER BY min(u.id);
 
 -- The fleet (WorkerRegistry): the workers seen pulling, how their attempts ended, and which are
 -- set aside. A worker's row is written by its pulls (record_seen) and by the judgement of its
--- failures (set_aside, clear_strikes), an operator (end_cool_off) and the sweep
--- (mark_cool_off_ends); the claims only read it (worker_not_set_aside).
+-- failures (set_aside, forgive_strikes), an operator (end_cool_off) and the sweep
+-- (note_cool_off_ends); the claims only read it (worker_not_set_aside).
 
 -- name: record_seen
 -- A worker pulled: its row says what it offered at that pull, and when it was seen first and
@@ -261,27 +341,28 @@ SET environment = excluded.environment, cpu_cores = excluded.cpu_cores,
 
 
 -- name: workers_with_jobs
--- Workers ({which}: seen_since or named), by name, each with the jobs it holds now (one row per
--- job, ids ascending; one row with active_job NULL for a worker that holds none). The jobs come
--- from the partial index on active jobs, probed once per worker.
+-- Not a statement: workers, each with the jobs it holds now (one row per job, ids ascending; one
+-- row with active_job NULL for a worker that holds none), for the statements below, which say
+-- which workers. The jobs come from the partial index on active jobs, probed once per worker.
 SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
     w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
     w.aside_until, w.aside_reason, j.id AS active_job
 FROM workers w
 LEFT JOIN jobs j ON j.worker = w.name
     AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
-WHERE {which}
+
+
+-- name: workers_seen_since
+-- The workers seen at :seen_since or later, by name.
+{workers_with_jobs}
+WHERE w.last_seen_at >= :seen_since
 ORDER BY w.name, j.id;
 
 
--- name: seen_since
--- Not a statement: the workers seen at :seen_since or later, for workers_with_jobs.
-w.last_seen_at >= :seen_since
-
-
--- name: named
--- Not a statement: the worker called :name, for workers_with_jobs.
-w.name = :name
+-- name: worker_named
+{workers_with_jobs}
+WHERE w.name = :name
+ORDER BY w.name, j.id;
 
 
 -- name: outcomes_of
@@ -328,14 +409,32 @@ RETURNING name;
 SELECT name FROM workers WHERE name = :name;
 
 
--- name: mark_cool_off_ends
--- The cool-offs that ended by :now and were not reported yet, marked reported and returned:
--- each end is reported once, whichever process marks it. On PostgreSQL a concurrent marking
--- waits for the row and, re-reading it, finds it marked and leaves it. A range of
--- ix_workers_cool_off_ends (whose predicate the WHERE spells out).
-UPDATE workers SET aside_end_noted = true
-WHERE aside_until <= :now AND aside_until IS NOT NULL AND NOT aside_end_noted
-RETURNING name;
+-- name: cool_off_ends_to_note
+-- Not a statement: the cool-offs that ended by :now and were not reported yet. A range of
+-- ix_workers_cool_off_ends (whose predicate this spells out).
+aside_until <= :now AND aside_until IS NOT NULL AND NOT aside_end_noted
+
+
+-- The outbox (Outbox): status events waiting to go upstream. Delivery is at least once and in
+-- order per job: only the oldest undelivered event of a job is ever leased.
+
+-- name: deliverable_events
+-- Not a statement: due events that head their job's line (no older event of the job is left) and
+-- that nobody holds, the oldest first: what lease_events takes.
+SELECT e.id FROM status_events e
+WHERE e.due_at <= :now AND (e.leased_until IS NULL OR e.leased_until <= :now)
+    AND NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = e.job_id AND p.id < e.id)
+ORDER BY e.id
+LIMIT :limit
+
+
+-- name: lease_events
+-- Lease due events that head their job's line to this process's dispatcher until :until.
+-- {skip_locked}: dispatchers in several processes take disjoint events without waiting on each
+-- other.
+UPDATE status_events SET leased_until = :until
+WHERE id IN ({deliverable_events} {skip_locked})
+RETURNING id, job_id, upstream_id, status, runtime_details, created_at, attempts;
 
 
 -- name: expedite_events
@@ -344,7 +443,14 @@ RETURNING name;
 UPDATE status_events SET due_at = :now WHERE due_at > :now;
 
 
--- Operator views (workerfacing-api jobs stats|show), read-only.
+-- name: confirm_upstream
+-- The upstream answered a message about job :id sent at :at (not with a 404): kept when it is
+-- the latest answer yet, whatever order the answers come in.
+UPDATE jobs SET upstream_ok_at = :at
+WHERE id = :id AND (upstream_ok_at IS NULL OR upstream_ok_at < :at);
+
+
+-- Operator views (stats: /metrics, the dashboard, workerfacing-api jobs stats), read-only.
 
 -- name: count_jobs_by_status
 -- An index-only pass over ix_jobs_status (small: a few states, deduplicated), never a sort of
@@ -384,7 +490,7 @@ ORDER BY id;
 -- Attempts pulled and attempts finished per minute from :since to :now (the last hour), each a
 -- range of an index on its time (ix_job_attempts_pulled_at, ix_job_attempts_ended_at), counted
 -- per minute before the two are put side by side. {pulled_minute} and {ended_minute} are the
--- dialect's minute_of for pulled_at and ended_at: the start of the minute, UTC.
+-- dialect's start of the minute, UTC.
 SELECT minute, sum(pulled) AS pulled, sum(finished) AS finished
 FROM (
     SELECT {pulled_minute} AS minute, count(*) AS pulled, 0 AS finished

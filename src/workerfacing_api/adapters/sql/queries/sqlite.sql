@@ -1,16 +1,43 @@
--- What only SQLite says. SQLite has one writer at a time: a change runs as a few short
--- statements in one BEGIN IMMEDIATE transaction, which takes the write lock up front, so a
--- claim's pick and its update see the same queue and a change commits with its event. Id lists
--- are expanding parameters (IN :ids, one placeholder per id).
+-- What only SQLite says. SQLite has one writer at a time, and a statement cannot write two tables
+-- (no data-modifying CTEs): what PostgreSQL does in one statement is a script here, several
+-- statements that sqlite.py runs in order in one BEGIN IMMEDIATE transaction, which takes the
+-- write lock up front (so a claim's pick and its update see the same queue, and a change commits
+-- with its event). In a script each statement ends with ';' at the end of its line; the rows of
+-- the one statement that returns rows are the answer. Run as a change (Database.change), a
+-- script stops after its first statement when that changed no row (a compare-and-set that
+-- lost). Id lists are JSON arrays (json_each).
+
+
+-- name: timestamp_type
+-- Not a statement: timestamps are fixed-width UTC text here.
+TEXT
+
+
+-- name: claim_jobs
+-- Claim up to :limit fitting jobs for :worker, with an attempt row each and, when events are
+-- recorded (:record = 1), its 'pulled' event. The jobs come from the first :window queued ones
+-- in hand-out order when enough of them fit ({pick_from_head}: when most jobs fit they are
+-- there, and nothing needs sorting); otherwise few fit, and {pick_fitting} finds them.
+WITH head AS MATERIALIZED ({pick_from_head})
+{take_for_worker} (
+    SELECT id FROM head WHERE (SELECT count(*) FROM head) = :limit
+    UNION ALL
+    SELECT id FROM ({pick_fitting}) WHERE (SELECT count(*) FROM head) < :limit
+);
+{after_claim}
+
+
+-- name: claim_jobs_preferring_groups
+-- The same for a worker that prefers groups (:groups): a preference reorders the queue, so there
+-- is no head to look at.
+{take_for_worker} ({pick_fitting});
+{after_claim}
 
 
 -- name: pick_from_head
--- The first fitting jobs among the first :window queued ones in hand-out order (walking
--- ix_jobs_queued_order): when most jobs fit they are there, and nothing needs sorting. Fewer than
--- :limit found while more than :window jobs are queued means few fit: then pick_fitting finds
--- them. Only for a worker that prefers no group (a preference reorders the queue: no head).
--- {not_attempted} is RETRY_DIFFERENT; {not_set_aside} (common.sql's worker_not_set_aside) gives
--- a worker set aside nothing, decided once per claim.
+-- Not a statement: the first fitting jobs among the first :window queued ones in hand-out order
+-- (walking ix_jobs_queued_order). {not_attempted} is RETRY_DIFFERENT; {worker_not_set_aside}
+-- gives a worker set aside nothing, decided once per claim.
 SELECT id
 FROM (
     SELECT * FROM jobs INDEXED BY ix_jobs_queued_order
@@ -20,27 +47,60 @@ FROM (
 ) AS jobs
 WHERE {fits}
     AND {not_attempted}
-    AND {not_set_aside}
+    AND {worker_not_set_aside}
 ORDER BY priority DESC, created_at, id
-LIMIT :limit;
+LIMIT :limit
 
 
 -- name: pick_fitting
--- The first fitting jobs in hand-out order, preferred groups (:groups, maybe none) first, found
--- through ix_jobs_queued_fit: a range of the jobs of the worker's environment that need no more
--- memory than it has, then sorted. The same {not_attempted} and {not_set_aside}.
+-- Not a statement: the first fitting jobs in hand-out order, preferred groups (:groups, maybe
+-- none) first, found through ix_jobs_queued_fit: a range of the jobs of the worker's environment
+-- that need no more memory than it has, then sorted. (The memory class in {fitting_for_worker}
+-- is PostgreSQL's hint to its planner; implied by the memory itself, it costs nothing here.)
 SELECT id FROM jobs INDEXED BY ix_jobs_queued_fit
-WHERE {fits}
-    AND {not_attempted}
-    AND {not_set_aside}
+WHERE {fitting_for_worker}
 ORDER BY {group_rank}, priority DESC, created_at, id
-LIMIT :limit;
+LIMIT :limit
+
+
+-- name: take_for_worker
+-- Not a statement: hand the jobs picked (the list that follows) to :worker for their next
+-- attempt; counted as an event when events are recorded (:record = 1), which then goes upstream
+-- (forwarded_at). The pick runs in this same write transaction, so they are still queued.
+UPDATE jobs
+SET status = 'pulled', worker = :worker, attempt = attempt + 1,
+    attempted_by = json_insert(attempted_by, '$[#]', :worker),
+    event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE status = 'queued' AND id IN
+
+
+-- name: after_claim
+-- Not a statement: the rest of both claims: the events, the answer, then the attempt rows, which
+-- come last because until they are written {claimed_job} tells the jobs this claim took.
+{new_event}
+FROM jobs c
+WHERE :record = 1 AND {claimed_job};
+SELECT c.*, e.id AS event_id, e.leased_until AS event_leased_until
+FROM (SELECT {job_columns} FROM jobs c WHERE {claimed_job}) AS c
+LEFT JOIN status_events e
+    ON :record = 1 AND e.id = (SELECT max(p.id) FROM status_events p WHERE p.job_id = c.id);
+INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
+SELECT c.id, c.attempt, c.worker, :now FROM jobs c WHERE {claimed_job};
+
+
+-- name: claimed_job
+-- Not a statement: a job this claim took (alias c): pulled by :worker, and its attempt has no row
+-- yet. Invariant: every attempt of a job gets its row (job_attempts) in the transaction that
+-- claims it, so until this claim writes theirs, these are exactly the jobs it took.
+c.worker = :worker AND c.status = 'pulled'
+    AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = c.id AND a.attempt = c.attempt)
 
 
 -- name: not_attempted
--- Not a statement: RETRY_DIFFERENT (:exclude_attempted) in the picks and in count_ahead, as
--- {not_attempted}: the job was never pulled by :worker, exact worker identity (an element of the
--- JSON array), never a substring.
+-- Not a statement: RETRY_DIFFERENT (:exclude_attempted) in the picks and in count_ahead: the job
+-- was never pulled by :worker, exact worker identity (an element of the JSON array), never a
+-- substring.
 NOT (:exclude_attempted AND EXISTS (
     SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
 ))
@@ -49,99 +109,100 @@ NOT (:exclude_attempted AND EXISTS (
 -- name: group_rank
 -- Not a statement: a job's place by the worker's preferred groups (:groups, maybe none), 0 when
 -- its group is one of them, else 1; the first key of the pull order, in pick_fitting and in
--- count_ahead as {group_rank}.
-CASE WHEN job_group IN :groups THEN 0 ELSE 1 END
+-- count_ahead.
+CASE WHEN job_group IN (SELECT value FROM json_each(:groups)) THEN 0 ELSE 1 END
 
 
--- name: take_jobs
--- Hand the picked jobs to :worker for their next attempt; counted as an event when events are
--- recorded (:record = 1), which then goes upstream (forwarded_at). The pick ran in this same
--- write transaction, so they are still queued.
-UPDATE jobs
-SET status = 'pulled', worker = :worker, attempt = attempt + 1,
-    attempted_by = json_insert(attempted_by, '$[#]', :worker),
-    event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
-    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
-WHERE id IN :ids AND status = 'queued'
-RETURNING id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at;
+-- name: record_update
+-- A worker's update (common.sql's set_reported_status) with what follows from it, in one
+-- transaction: run as a change, so that nothing follows a compare-and-set that lost.
+{set_reported_status};
+{after_change}
 
 
--- name: record_attempt
-INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
-VALUES (:job_id, :attempt, :worker, :now);
+-- name: end_silent_attempt
+{end_silent_attempt_of_job};
+{after_change}
 
 
--- name: add_event
--- The event of a change, in the change's transaction. It is leased to the request that made the
--- change (to be sent inline) only when it is the one event of its job still undelivered;
--- otherwise the dispatcher sends it after its predecessors, in order.
-INSERT INTO status_events (
-    job_id, upstream_id, status, runtime_details, created_at, due_at, leased_until, attempts
-) VALUES (
-    :job_id, :upstream_id, :status, :details, :now, :now,
-    CASE WHEN EXISTS (SELECT 1 FROM status_events WHERE job_id = :job_id)
-        THEN NULL ELSE :lease_until END,
-    0
-)
-RETURNING id, leased_until;
+-- name: retry_failed
+{start_failed_job_over};
+{after_change}
+
+
+-- name: after_change
+-- Not a statement: what follows a change that won: the attempt's outcome, the worker's strikes
+-- forgiven, the event, then the answer (the changed columns, with the event just inserted, when
+-- one was: the connection's last inserted row).
+{note_outcome};
+{forgive_strikes};
+{forget_acknowledged};
+{record_event};
+SELECT c.*, e.id AS event_id, e.leased_until AS event_leased_until
+FROM (SELECT {changed_columns} FROM jobs WHERE id = :id) AS c
+LEFT JOIN status_events e ON :record = 1 AND e.id = last_insert_rowid();
+
+
+-- name: if_changed
+-- Not a statement: nothing to add: a change's script stops when it lost.
+
+
+-- name: changed_job
+-- Not a statement: the job as the change left it, for record_event.
+(SELECT * FROM jobs WHERE id = :id)
+
+
+-- name: note_cool_off_ends
+-- The cool-offs that ended by :now and were not reported yet, read like workers_with_jobs, then
+-- marked reported, in one write transaction: no other process marks them meanwhile, so each end
+-- is returned once.
+{workers_with_jobs}
+WHERE w.name IN (SELECT name FROM workers WHERE {cool_off_ends_to_note})
+ORDER BY w.name, j.id;
+UPDATE workers SET aside_end_noted = true WHERE {cool_off_ends_to_note};
+
+
+-- name: in_acknowledged
+-- Not a statement: "is one of the events of :acknowledged" (a JSON array of ids).
+IN (SELECT value FROM json_each(:acknowledged))
 
 
 -- name: drop_events_of_jobs
 -- The undelivered events of cancelled jobs: nothing more is said upstream about them.
-DELETE FROM status_events WHERE job_id IN :ids;
+DELETE FROM status_events WHERE job_id IN (SELECT value FROM json_each(:ids));
 
 
--- name: deliverable_events
--- Due events that head their job's line (no older event of the job is left) and that nobody
--- holds: delivery is in order per job. lease_events then takes them in the same transaction.
-SELECT e.id FROM status_events e
-WHERE e.due_at <= :now AND (e.leased_until IS NULL OR e.leased_until <= :now)
-    AND NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = e.job_id AND p.id < e.id)
-ORDER BY e.id
-LIMIT :limit;
-
-
--- name: lease_events
-UPDATE status_events SET leased_until = :until
-WHERE id IN :ids
-RETURNING id, job_id, upstream_id, status, runtime_details, created_at, attempts;
+-- name: skip_locked
+-- Not a statement: the write lock, taken up front, already keeps other dispatchers out.
 
 
 -- name: complete_events
-DELETE FROM status_events WHERE id IN :ids;
+-- The upstream took these events: each job keeps the time of its latest one as the upstream's
+-- latest answer (upstream_ok_at; an older answer never replaces a newer one), then they are
+-- forgotten. Events another deliverer completed meanwhile are gone already and change nothing.
+UPDATE jobs SET upstream_ok_at = answered.at
+FROM (
+    SELECT job_id, max(created_at) AS at FROM status_events
+    WHERE id IN (SELECT value FROM json_each(:ids))
+    GROUP BY job_id
+) AS answered
+WHERE jobs.id = answered.job_id
+    AND (jobs.upstream_ok_at IS NULL OR jobs.upstream_ok_at < answered.at);
+DELETE FROM status_events WHERE id IN (SELECT value FROM json_each(:ids));
 
 
 -- name: postpone_events
 -- The upstream did not take these events: offered again at :until.
 UPDATE status_events
 SET due_at = :until, leased_until = NULL, attempts = attempts + 1, last_error = :error
-WHERE id IN :ids;
+WHERE id IN (SELECT value FROM json_each(:ids));
 
 
--- name: confirm_upstream
--- The upstream answered a message about job :id sent at :at (not with a 404): kept when it is
--- the latest answer yet, whatever order the answers come in.
-UPDATE jobs SET upstream_ok_at = :at
-WHERE id = :id AND (upstream_ok_at IS NULL OR upstream_ok_at < :at);
+-- name: pulled_minute
+-- Not a statement: the minute of pulled_at (fixed-width UTC text) as 'YYYY-MM-DD HH:MM', for
+-- common.sql's throughput; rows.minute_from reads it back.
+substr(pulled_at, 1, 16)
 
 
--- name: record_outcome
--- How attempt :attempt of job :job_id ended, noted in the transaction of the change that ended
--- it (PostgreSQL does it in change_job's own statement), once: a later note never rewrites the
--- evidence.
-UPDATE job_attempts SET outcome = :outcome, ended_at = :now
-WHERE job_id = :job_id AND attempt = :attempt AND outcome IS NULL;
-
-
--- name: clear_strikes
--- The worker finished a job: its next cool-off is the shortest again. Written only when there
--- is something to forgive (finishing is the common case, and costs no write).
-UPDATE workers SET strikes = 0 WHERE name = :name AND strikes > 0;
-
-
--- name: minute_of
--- Not a statement: the minute of timestamp {column} (fixed-width UTC text) as
--- 'YYYY-MM-DD HH:MM', for common.sql's throughput; rows.minute_from reads it back.
-substr({column}, 1, 16)
+-- name: ended_minute
+substr(ended_at, 1, 16)
