@@ -2,34 +2,37 @@
 
 ``build_container(settings)`` is the one way every front-end (``serve``, the CLI commands, an
 embedding service) gets its parts. Providers choose the adapters from the settings (``Selector``):
-the queue by the database URL, the identity verifier by whether Cognito is configured, the file
-storage by ``FILESYSTEM``, the upstream by ``USERFACING_API_URL``. Tests override a provider
-(``container.queue.override(...)``) instead of wiring parts by hand.
+the queue's database by its URL, the identity verifier by whether Cognito is configured, the file
+storage by ``FILESYSTEM``, the upstream by ``USERFACING_API_URL``, the metrics by ``METRICS``.
+Tests override a provider (``container.clock.override(...)``, ``use_in_memory_queue``) instead
+of wiring parts by hand.
 
-Nothing runs at import time, and providers are lazy: an engine, a pool or an HTTP client is
-created on first use, in the event loop that uses it. Only the values read from the
-configuration (the database URL with its secret, the shared key, the local issuer's key) are
-resolved by ``build_container``, so a bad configuration stops start-up with one line naming the
-variable.
+Nothing runs at import time, and nothing connects while the container is built. ``running``
+(``start`` and ``stop``) opens and closes what the adapters hold, in the event loop that uses
+them: the database's connections and the upstream's HTTP client (the ``Resource`` providers).
+Only the values read from the configuration (the database URL with its secret, the shared key,
+the local issuer's key) are resolved by ``build_container``, so a bad configuration stops
+start-up with one line naming the variable.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
 from dependency_injector import containers, providers
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workerfacing_api.adapters.identity import CachingVerifier, CognitoVerifier, LocalIssuer
 from workerfacing_api.adapters.identity.cognito import jwks_url_of
 from workerfacing_api.adapters.identity.local import read_or_create_secret
 from workerfacing_api.adapters.metrics import PrometheusMetrics
-from workerfacing_api.adapters.secrets import SecretResolver
+from workerfacing_api.adapters.secrets import SecretError, SecretResolver
 from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.adapters.sql import (
+    Database,
     DatabaseUrlError,
     PostgresDatabase,
     SqlDashboardReads,
@@ -39,7 +42,6 @@ from workerfacing_api.adapters.sql import (
     SqlOutbox,
     SqlUploadLedger,
     SqlWorkerRegistry,
-    create_engine,
     database_url,
     postgres_dsn,
     sqlite_path,
@@ -47,6 +49,7 @@ from workerfacing_api.adapters.sql import (
 from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
+from workerfacing_api.core.access import Access
 from workerfacing_api.core.clock import SystemClock
 from workerfacing_api.core.files import FileService
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
@@ -54,7 +57,13 @@ from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.overview import Overview
-from workerfacing_api.core.ports import FileStorage, InProcessStore, NoMetrics, UpstreamNotifier
+from workerfacing_api.core.ports import (
+    FileStorage,
+    InProcessStore,
+    NoMetrics,
+    UpstreamNotifier,
+)
+from workerfacing_api.core.probes import Probes
 from workerfacing_api.core.sync import Backoff, StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
 
@@ -85,10 +94,17 @@ def _state_secret(path: Path) -> str:
         raise ConfigError(f"LOCAL_STATE_DIR: cannot keep a secret in {path} ({exc})") from None
 
 
+def _secret(secrets: SecretResolver, value: str, name: str) -> str:
+    try:
+        return secrets.resolve(value, name=name)
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _queue_database_url(settings: Settings, secrets: SecretResolver) -> URL:
     secret = None
     if settings.queue_db_secret:
-        secret = secrets.resolve(settings.queue_db_secret, name="QUEUE_DB_SECRET")
+        secret = _secret(secrets, settings.queue_db_secret, "QUEUE_DB_SECRET")
     try:
         return database_url(settings.queue_db_url, secret)
     except DatabaseUrlError as exc:
@@ -100,7 +116,7 @@ def _internal_api_key(settings: Settings, secrets: SecretResolver) -> str:
     that every process started from the same directory agrees on it."""
     if not settings.internal_api_key_secret:
         return _state_secret(internal_key_file(settings))
-    key = secrets.resolve(settings.internal_api_key_secret, name="INTERNAL_API_KEY_SECRET")
+    key = _secret(secrets, settings.internal_api_key_secret, "INTERNAL_API_KEY_SECRET")
     # It travels in the x-api-key header both ways: a control character would break the header.
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
         raise ConfigError(
@@ -127,7 +143,7 @@ def _cognito_secret(settings: Settings, secrets: SecretResolver) -> str | None:
     so that an unreadable one stops start-up rather than a sign-in later."""
     if not settings.cognito_secret:
         return None
-    return secrets.resolve(settings.cognito_secret, name="COGNITO_SECRET")
+    return _secret(secrets, settings.cognito_secret, "COGNITO_SECRET")
 
 
 def _cognito_jwks_url(settings: Settings) -> str:
@@ -169,14 +185,27 @@ def _has_upstream(upstream: UpstreamNotifier | None) -> bool:
     return upstream is not None
 
 
-async def _short_lived_engine(url: URL) -> AsyncIterator[AsyncEngine]:
-    """One connection for a migration or an operator's look at the queue, disposed by the
-    container's ``shutdown_resources`` in the loop that used it."""
-    engine = create_engine(url, pool_size=1)
+def _metrics_kind(on: bool) -> Literal["prometheus", "none"]:
+    return "prometheus" if on else "none"
+
+
+# -- what the container opens and closes (Resource providers, see ``running``) ------------------
+
+
+async def _database_open(database: Database) -> AsyncIterator[Database]:
+    await database.open()
     try:
-        yield engine
+        yield database
     finally:
-        await engine.dispose()
+        await database.close()
+
+
+async def _upstream_open(upstream: HttpUpstream | None) -> AsyncIterator[HttpUpstream | None]:
+    try:
+        yield upstream
+    finally:
+        if upstream is not None:
+            await upstream.aclose()
 
 
 class Container(containers.DeclarativeContainer):
@@ -199,6 +228,7 @@ class Container(containers.DeclarativeContainer):
         none=providers.Object(None),
     )
     forwarding = providers.Callable(_has_upstream, upstream)
+    upstream_open = providers.Resource(_upstream_open, upstream)
 
     # The queue's database, shared by the five adapters of its ports (each written once over
     # either dialect). Connects on first use, in the event loop that uses it.
@@ -217,8 +247,7 @@ class Container(containers.DeclarativeContainer):
     registry = providers.Singleton(SqlWorkerRegistry, database)
     dashboard_reads = providers.Singleton(SqlDashboardReads, database)
     health = providers.Singleton(SqlHealth, database)
-    # Schema migrations: one connection, released after the command.
-    migration_engine = providers.Resource(_short_lived_engine, db_url)
+    database_open = providers.Resource(_database_open, database)
 
     local_issuer = providers.Singleton(_local_issuer, settings)
     cognito_secret = providers.Singleton(_cognito_secret, settings, secrets)
@@ -234,6 +263,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     identity = providers.Singleton(CachingVerifier, verifier, clock)
+    access = providers.Singleton(Access, identity, internal_api_key)
 
     storage = providers.Selector(
         settings.provided.filesystem,
@@ -251,10 +281,21 @@ class Container(containers.DeclarativeContainer):
     files = providers.Singleton(
         FileService, queue, storage, uploads, clock, settings.provided.max_upload_bytes
     )
+    metrics_kind = providers.Callable(_metrics_kind, settings.provided.metrics)
+    prometheus = providers.Singleton(PrometheusMetrics)
     metrics: providers.Selector[PrometheusMetrics | NoMetrics] = providers.Selector(
-        providers.Callable(lambda on: "prometheus" if on else "none", settings.provided.metrics),
-        prometheus=providers.Singleton(PrometheusMetrics),
-        none=providers.Singleton(NoMetrics),
+        metrics_kind, prometheus=prometheus, none=providers.Singleton(NoMetrics)
+    )
+    # The scrape's text (GET /metrics), and what the HTTP layer reports of each request.
+    metrics_report: providers.Selector[PrometheusMetrics | None] = providers.Selector(
+        metrics_kind, prometheus=prometheus, none=providers.Object(None)
+    )
+    request_observer: providers.Selector[Callable[[str, str, int, float], None] | None] = (
+        providers.Selector(
+            metrics_kind,
+            prometheus=prometheus.provided.observe_request,
+            none=providers.Object(None),
+        )
     )
     sync = providers.Singleton(
         StatusSync,
@@ -298,6 +339,15 @@ class Container(containers.DeclarativeContainer):
         clock,
         seen_window=settings.provided.worker_seen_window,
     )
+    probes = providers.Singleton(
+        Probes,
+        queue,
+        health,
+        fleet,
+        metrics_report,
+        clock,
+        seen_window=settings.provided.worker_seen_window,
+    )
 
 
 def build_container(settings: Settings) -> Container:
@@ -311,18 +361,40 @@ def build_container(settings: Settings) -> Container:
     return container
 
 
-async def close_adapters(container: Container) -> None:
-    """Release what the container opened: the upstream's connections, the database's.
+async def start(container: Container) -> None:
+    """Open what the adapters hold: the database's connections, the upstream's HTTP client
+    (each a ``Resource``), in the running event loop."""
+    pending = container.init_resources()
+    if pending is not None:  # None when every resource is overridden (tests)
+        await pending
 
-    An adapter put in by overriding a provider belongs to whoever put it there, and is left
-    alone (the in-memory queue of a test, a notifier an embedding service shares).
-    """
-    if not container.upstream.overridden:
-        upstream = container.upstream()
-        if upstream is not None:
-            await upstream.aclose()
-    if not container.database.overridden:
-        await container.database().close()
+
+async def warm_up(container: Container) -> None:
+    """What a server does before it takes requests: fetch Cognito's key set (when workers sign
+    in there) before the first worker needs it; a failure is logged, and the first request
+    tries again."""
+    verifier = container.verifier()
+    if isinstance(verifier, CognitoVerifier):
+        await verifier.warm_up()
+
+
+async def stop(container: Container) -> None:
+    """Close what ``start`` opened (what another adapter took over is closed as well: the
+    container closes what it runs with)."""
+    pending = container.shutdown_resources()
+    if pending is not None:
+        await pending
+
+
+@asynccontextmanager
+async def running(container: Container) -> AsyncIterator[Container]:
+    """``start``, then ``stop`` however the block ends: every front-end's way to use the
+    container's adapters for a while (a request loop, a CLI command)."""
+    await start(container)
+    try:
+        yield container
+    finally:
+        await stop(container)
 
 
 def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
@@ -338,20 +410,17 @@ def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
     ):
         port.override(providers.Object(queue))
     container.health.override(providers.Object(InProcessStore()))
+    container.database_open.override(providers.Object(None))
 
 
 async def migrate(container: Container) -> None:
-    """Bring the queue's schema up to date, through a short-lived engine released afterwards."""
-    from workerfacing_api.adapters.sql import upgrade
+    """Bring the queue's schema up to date; ``ConfigError`` naming ``QUEUE_DB_URL`` when the
+    database cannot be used (unreachable, refused, or at a newer release's schema)."""
+    from workerfacing_api.adapters.sql.migrate import MigrationFailed, upgrade_database
 
+    url = container.db_url()
     try:
-        await upgrade(await container.migration_engine.async_())
-    finally:
-        await release_short_lived(container)
-
-
-async def release_short_lived(container: Container) -> None:
-    """Dispose of the migration engine (if it was opened) in the loop that used it."""
-    done = container.shutdown_resources()
-    if done is not None:
-        await done
+        await upgrade_database(url)
+    except MigrationFailed as exc:
+        name = url.render_as_string()  # the password hidden
+        raise ConfigError(f"QUEUE_DB_URL: cannot use the database {name} ({exc})") from None

@@ -135,7 +135,9 @@ waits = st.sampled_from([0.0, 0.000001, 0.5, 10.0, 29.999999, 30.0, 31.0, 120.0]
 skews = st.sampled_from([0.0, 0.0, -1.0, -0.000001])
 # What became of a delivery: the events leave the outbox, wait for a retry, or stay leased (a
 # slow or crashed deliverer) until the lease runs out.
-outcomes = st.sampled_from(["delivered", "delivered", "failed", "slow"])
+# "unacknowledged": delivered, its acknowledgement kept back (core.sync.Acknowledgements) until
+# the job's next update takes it along (``acknowledge``) or a batch writes it.
+outcomes = st.sampled_from(["delivered", "delivered", "failed", "slow", "unacknowledged"])
 backoffs = st.sampled_from([0.0, 5.0, 60.0])
 picks = st.lists(st.integers(0, 1000), min_size=1, max_size=3)
 
@@ -191,6 +193,7 @@ class QueueLockstep(RuleBasedStateMachine):
         self.event_ids: tuple[dict[EventKey, int], dict[EventKey, int]] = ({}, {})
         self.event_keys: tuple[dict[int, EventKey], dict[int, EventKey]] = ({}, {})
         self.delivered: list[tuple[int, int]] = []  # each adapter's id of a completed event
+        self.unacknowledged: dict[int, list[EventKey]] = {}  # per job: delivered, still there
         self.uploads: list[tuple[int, datetime]] = []  # (job id, stored at), in storage order
 
     def run(self, coro: Awaitable[T]) -> T:
@@ -254,6 +257,7 @@ class QueueLockstep(RuleBasedStateMachine):
                     del self.event_keys[side][event_id]
 
     def drop_events_of(self, job_id: int) -> None:
+        self.unacknowledged.pop(job_id, None)
         self.forget([p.key for p in self.outbox.pop(job_id, [])])
 
     def pending(self, key: EventKey) -> Pending:
@@ -263,12 +267,15 @@ class QueueLockstep(RuleBasedStateMachine):
         """What a deliverer does with the events it sent, each adapter with its own ids."""
         if not keys or outcome == "slow":
             return
+        if outcome == "unacknowledged":
+            for key in keys:
+                waiting = self.unacknowledged.setdefault(key[0], [])
+                if key not in waiting:
+                    waiting.append(key)
+            return
         if outcome == "delivered":
             self.both(lambda q, side: q.complete_events([self.event_ids[side][k] for k in keys]))
-            for key in keys:
-                self.outbox[key[0]].remove(self.pending(key))
-                self.delivered.append((self.event_ids[MEM][key], self.event_ids[SQL][key]))
-            self.forget(keys)
+            self.completed(keys)
             return
         until = self.now + timedelta(seconds=backoff)
         self.both(
@@ -280,7 +287,24 @@ class QueueLockstep(RuleBasedStateMachine):
             pending = self.pending(key)
             pending.due_at, pending.leased_until = until, None
 
+    def completed(self, keys: Sequence[EventKey]) -> None:
+        """The events are gone from the outbox: acknowledged, one way or another."""
+        for key in keys:
+            self.outbox[key[0]].remove(self.pending(key))
+            self.delivered.append((self.event_ids[MEM][key], self.event_ids[SQL][key]))
+            if key in self.unacknowledged.get(key[0], []):
+                self.unacknowledged[key[0]].remove(key)
+        self.forget(keys)
+
     # -- rules -------------------------------------------------------------------------------
+
+    @precondition(lambda self: any(self.unacknowledged.values()))
+    @rule()
+    def acknowledge(self) -> None:
+        """A batch of acknowledgements is written (the ones a job's update did not take)."""
+        keys = [k for waiting in self.unacknowledged.values() for k in waiting]
+        self.both(lambda q, side: q.complete_events([self.event_ids[side][k] for k in keys]))
+        self.completed(keys)
 
     @initialize(
         max_retries=st.integers(0, 2),
@@ -385,6 +409,7 @@ class QueueLockstep(RuleBasedStateMachine):
         lease=st.booleans(),
         outcome=outcomes,
         keepalive=st.sampled_from(KEEPALIVE_INTERVALS),
+        acknowledge=st.booleans(),
     )
     def report(
         self,
@@ -395,9 +420,15 @@ class QueueLockstep(RuleBasedStateMachine):
         lease: bool,
         outcome: str,
         keepalive: float | None,
+        acknowledge: bool,
     ) -> None:
-        """A worker's update on its job as it is now, as the service decides it."""
-        self.update(self.current(pick), status, details, forward, lease, outcome, keepalive)
+        """A worker's update on its job as it is now, as the service decides it; with
+        ``acknowledge``, on a job that has delivered events not acknowledged yet, if any, and
+        taking their acknowledgements along."""
+        waiting = [p for p in self.snapshots if self.unacknowledged.get(p[MEM].id)]
+        pair = self.now_of(waiting[pick % len(waiting)]) if acknowledge and waiting else None
+        pair = pair or self.current(pick)
+        self.update(pair, status, details, forward, lease, outcome, keepalive, acknowledge)
 
     @precondition(lambda self: self.snapshots)
     @rule(
@@ -419,7 +450,9 @@ class QueueLockstep(RuleBasedStateMachine):
     def current(self, pick: int) -> Pair:
         """A held job as it is now (a cancelled or re-queued one answers 404 before the queue
         is asked), or else the snapshot as it was."""
-        snapshot = self.snapshots[pick % len(self.snapshots)]
+        return self.now_of(self.snapshots[pick % len(self.snapshots)])
+
+    def now_of(self, snapshot: Pair) -> Pair:
         mem_now, sql_now = self.both(lambda q, _: q.get(snapshot[MEM].id))
         if mem_now is not None and sql_now is not None and held(mem_now):
             return mem_now, sql_now
@@ -459,11 +492,15 @@ class QueueLockstep(RuleBasedStateMachine):
         lease: bool,
         outcome: str,
         keepalive: float | None = None,
+        acknowledge: bool = False,
     ) -> None:
         """A worker's update; with ``keepalive`` (seconds), one that may claim the job's
         keep-alive: once nothing went upstream about the job for that long and none of its
-        events is pending, which the test's own view of the outbox tells."""
+        events is pending, which the test's own view of the outbox tells. With
+        ``acknowledge``, it forgets its job's delivered events that were not acknowledged yet,
+        and keeps their answer, before it decides on its own event and keep-alive."""
         before = None if keepalive is None else self.now - timedelta(seconds=keepalive)
+        acked = list(self.unacknowledged.get(snapshot[MEM].id, [])) if acknowledge else []
 
         def call(q: Queue, side: int) -> Awaitable[Committed | None]:
             return q.record_update(
@@ -474,6 +511,7 @@ class QueueLockstep(RuleBasedStateMachine):
                 forward=forward,
                 lease=lease,
                 keepalive_before=before,
+                acknowledged=[self.event_ids[side][k] for k in acked],
             )
 
         job = self.run(self.mem.get(snapshot[MEM].id))
@@ -481,6 +519,7 @@ class QueueLockstep(RuleBasedStateMachine):
         assert (mem is None) == (sql is None)
         if mem is None or sql is None:
             return
+        self.completed(acked)
         self.keep((mem.job, sql.job))
         assert mem.keepalive == sql.keepalive
         due = (
@@ -735,6 +774,13 @@ class QueueLockstep(RuleBasedStateMachine):
                 assert sql.last_heartbeat_at is not None
             if sql.status in ACTIVE_STATUSES and sql.worker is not None:
                 active.setdefault(sql.worker, set()).add(sql.id)
+        # The same events wait in both outboxes, as many as the test's own view says.
+        mem_pending, sql_pending = self.both(lambda q, _: pending_events(q, self.job_ids))
+        assert [[content(e) for e in line] for line in mem_pending] == [
+            [content(e) for e in line] for line in sql_pending
+        ]
+        for job_id, line in zip(self.job_ids, sql_pending, strict=True):
+            assert len(line) == len(self.outbox.get(job_id, [])), f"job {job_id}'s events"
         held: set[int] = set()
         mem_held, sql_held = self.both(lambda q, _: active_jobs(q))
         for worker, mem_list, sql_list in zip(WORKERS, mem_held, sql_held, strict=True):
@@ -752,6 +798,10 @@ def held(job: Job) -> bool:
 
 async def every_job(queue: Queue, ids: Sequence[int]) -> list[Job | None]:
     return [await queue.get(job_id) for job_id in ids]
+
+
+async def pending_events(queue: Queue, ids: Sequence[int]) -> list[list[StatusEvent]]:
+    return [await queue.pending_events_of(job_id) for job_id in ids]
 
 
 async def active_jobs(queue: Queue) -> list[list[Job]]:

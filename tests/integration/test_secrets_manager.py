@@ -10,8 +10,7 @@ import traceback
 import pytest
 from devtools.aws_local import MotoServer
 
-from workerfacing_api.adapters.secrets import SecretResolver
-from workerfacing_api.config import ConfigError
+from workerfacing_api.adapters.secrets import SecretError, SecretResolver
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def test_an_arn_is_replaced_by_the_secret_it_names(
 
 def test_a_missing_secret_is_named_with_its_arn_never_its_value(aws: MotoServer) -> None:
     arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:wf-missing-AbCdEf"
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(SecretError) as caught:
         SecretResolver().resolve(arn, name="INTERNAL_API_KEY_SECRET")
     message = str(caught.value)
     assert message.startswith("INTERNAL_API_KEY_SECRET: cannot read the secret " + arn)
@@ -52,7 +51,7 @@ def test_a_secret_whose_document_is_bad_is_named_but_not_shown(aws: MotoServer) 
     client = aws.client("secretsmanager")
     value = '{"pass": "hunter2-do-not-log"}'
     arn = client.create_secret(Name="wf-bad-document", SecretString=value)["ARN"]
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(SecretError) as caught:
         SecretResolver().resolve(arn, name="COGNITO_SECRET")
     assert str(caught.value).startswith("COGNITO_SECRET ")
     assert "hunter2" not in "".join(traceback.format_exception(caught.value))

@@ -1,5 +1,6 @@
-"""Builders shared by the unit tests: submissions shaped like the user-facing API's, a service wired
-over the in-memory queue, and a brute-force reading of the pull rules of DESIGN §3.
+"""Builders shared by the unit tests: submissions shaped like the user-facing API's, the service
+as the container builds it over the in-memory queue, and a brute-force reading of the pull rules
+of DESIGN §3.
 
 The reference pull here is deliberately written from the design text, not from
 ``core.matching``: it is what the matching code is held to.
@@ -7,14 +8,21 @@ The reference pull here is deliberately written from the design text, not from
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
+from dependency_injector import providers
 
 from tests.bodies import job_document
+from workerfacing_api.config import Settings
+from workerfacing_api.container import build_container, use_in_memory_queue
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
@@ -105,6 +113,11 @@ class Stack:
     fleet: Fleet
 
 
+# The local issuer's key of the containers below (made by build_container, never used here).
+_STATE = Path(tempfile.mkdtemp(prefix="wf-unit-tests-"))
+atexit.register(shutil.rmtree, _STATE, True)
+
+
 def make_stack(
     policy: RetryPolicy | None = None,
     *,
@@ -114,22 +127,48 @@ def make_stack(
     inline_pause_seconds: float = 5.0,
     inline_wait: float = 0.2,
     aside: AsidePolicy | None = None,
+    ack_delay: float = 0.0,
 ) -> Stack:
+    """The service as ``serve`` builds it (the container), with the in-memory queue, a fake
+    clock and ``upstream`` (None: no user-facing API configured) put in its place, and the
+    policies given as settings. Acknowledgements are written at once unless ``ack_delay``."""
+    policy = policy or RetryPolicy()
+    aside = aside or AsidePolicy()
+    settings = Settings(
+        user_data_root_path=str(_STATE / "user_data"),
+        local_state_dir=str(_STATE),
+        queue_db_url=f"sqlite:///{_STATE / 'never-opened.db'}",
+        internal_api_key_secret="unit-tests",
+        max_retries=policy.max_retries,
+        timeout_failure=int(policy.timeout_failure),
+        retry_different=policy.retry_different,
+        aside_after_failures=aside.after_failures,
+        aside_cool_off=aside.cool_off,
+        aside_cool_off_max=aside.cool_off_max,
+        aside_window=aside.window,
+        metrics=False,
+    )
+    container = build_container(settings)
     clock = FakeClock()
     queue = InMemoryQueue(record_events=upstream is not None)
-    sync = StatusSync(
-        queue,
-        queue if upstream is not None else None,
-        upstream,
-        clock,
-        backoff=backoff,
+    use_in_memory_queue(container, queue)
+    container.clock.override(providers.Object(clock))
+    container.upstream.override(providers.Object(upstream))
+    if backoff is not None:
+        container.backoff.override(providers.Object(backoff))
+    container.sync.add_kwargs(
         inline_pause_seconds=inline_pause_seconds,
         inline_wait=inline_wait,
         jitter=lambda: jitter,
+        ack_delay=ack_delay,
     )
-    fleet = Fleet(queue, aside or AsidePolicy())
-    service = JobService(queue, clock, policy or RetryPolicy(), sync, fleet)
-    return Stack(clock=clock, queue=queue, sync=sync, service=service, fleet=fleet)
+    return Stack(
+        clock=clock,
+        queue=queue,
+        sync=container.sync(),
+        service=container.jobs(),
+        fleet=container.fleet(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from workerfacing_api.adapters.secrets import SecretResolver
+from workerfacing_api.adapters.secrets import SecretError, SecretResolver
 from workerfacing_api.config import VARIABLES, ConfigError, Settings, load_settings, settings_from
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -318,7 +318,7 @@ _SECRET = "hunter2-do-not-log"
     ],
 )
 def test_a_bad_secret_is_named_but_never_shown(value: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(SecretError) as caught:
         SecretResolver().resolve(value, name="INTERNAL_API_KEY_SECRET")
     message = str(caught.value)
     assert message.startswith("INTERNAL_API_KEY_SECRET ")

@@ -11,7 +11,7 @@ import pytest
 from workerfacing_api.adapters.sql import PostgresDatabase, SqliteDatabase
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings
-from workerfacing_api.container import build_container, close_adapters
+from workerfacing_api.container import build_container, running
 from workerfacing_api.core.errors import Unauthenticated
 
 
@@ -43,23 +43,21 @@ async def test_the_database_url_selects_the_queue(
     # Every port of the queue is on that one database.
     for port in (container.queue, container.outbox, container.uploads, container.registry):
         assert port()._db is container.database()
-    await close_adapters(container)
 
 
 async def test_the_upstream_is_used_only_when_configured(tmp_path: Path) -> None:
     alone = build_container(settings_in(tmp_path))
     assert alone.upstream() is None
     assert alone.sync().enabled is False  # no outbox to fill, no dispatcher to run
-    await close_adapters(alone)
 
     forwarding = build_container(
         settings_in(
             tmp_path, userfacing_api_url="http://127.0.0.1:1", internal_api_key_secret="key"
         )
     )
-    assert isinstance(forwarding.upstream(), HttpUpstream)
-    assert forwarding.sync().enabled is True
-    await close_adapters(forwarding)
+    async with running(forwarding):
+        assert isinstance(forwarding.upstream(), HttpUpstream)
+        assert forwarding.sync().enabled is True
 
 
 def test_local_storage_is_rooted_at_the_data_root(tmp_path: Path) -> None:

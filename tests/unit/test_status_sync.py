@@ -273,6 +273,7 @@ Op = (
     | tuple[Literal["progress"], int]
     | tuple[Literal["dispatch"], int]  # how many API processes dispatch at the same moment
     | tuple[Literal["wait"], float]
+    | tuple[Literal["acknowledge"], int]  # what was delivered is acknowledged now
 )
 op_strategy = st.one_of(
     st.tuples(st.just("pull"), st.integers(0, 2)),
@@ -302,6 +303,8 @@ async def replay_outages(upstream: FlakyUpstream, stack: Stack, ops: list[Op]) -
                 progress[job_id] += 1
         elif op[0] == "dispatch":
             await asyncio.gather(*(stack.sync.dispatch_due() for _ in range(op[1])))
+        elif op[0] == "acknowledge":
+            await stack.sync.write_acknowledgements()
         else:
             stack.clock.advance(op[1])
     upstream.script.clear()  # the upstream is back for good
@@ -340,6 +343,56 @@ def test_any_pattern_of_outages_delivers_each_change_once_and_in_order(
     upstream = FlakyUpstream(script)
     stack = make_stack(POLICY, upstream=upstream, backoff=BACKOFF, jitter=jitter)
     asyncio.run(replay_outages(upstream, stack, ops))
+
+
+# ---------------------------------------------------------------------------------------------
+# Acknowledgements in batches (core.sync.Acknowledgements) in lock-step with one at a time
+
+
+batched_op_strategy = st.one_of(op_strategy, st.tuples(st.just("acknowledge"), st.just(0)))
+
+
+async def replay_in_lock_step(
+    script: list[Delivery], ops: list[Op], jitter: float
+) -> tuple[Stack, Stack, FlakyUpstream, FlakyUpstream]:
+    """The same calls to a service that acknowledges each delivered event at once and to one
+    that batches them (written only where the service must: before a lease, a cancellation, a
+    submission, at the end, or when the test says ``acknowledge``; the timer never fires)."""
+    sides = []
+    for ack_delay in (0.0, 3600.0):
+        upstream = FlakyUpstream(script)
+        stack = make_stack(
+            POLICY, upstream=upstream, backoff=BACKOFF, jitter=jitter, ack_delay=ack_delay
+        )
+        await replay_outages(upstream, stack, ops)
+        sides.append((stack, upstream))
+    (at_once, at_once_upstream), (batched, batched_upstream) = sides
+    return at_once, batched, at_once_upstream, batched_upstream
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    script=st.lists(
+        st.sampled_from([Delivery.DELIVERED, Delivery.RETRY, Delivery.RETRY]), max_size=30
+    ),
+    ops=st.lists(batched_op_strategy, max_size=40),
+    jitter=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_batched_acknowledgements_end_where_one_at_a_time_does(
+    script: list[Delivery], ops: list[Op], jitter: float
+) -> None:
+    """Each side holds the outage invariants (in order per job, each change delivered once,
+    nothing lost: ``replay_outages``). Once both are drained, they agree: the same jobs, the
+    upstream's answers kept alike (upstream_ok_at), nothing left in either outbox or waiting
+    to be acknowledged, and the upstream heard the same changes of each job."""
+    at_once, batched, at_once_upstream, batched_upstream = asyncio.run(
+        replay_in_lock_step(script, ops, jitter)
+    )
+    assert batched.queue.pending_events() == at_once.queue.pending_events() == []
+    assert batched.sync.unacknowledged == ()
+    for job_id in (1, 2, 3):
+        assert asyncio.run(batched.queue.get(job_id)) == asyncio.run(at_once.queue.get(job_id))
+        assert batched_upstream.delivered(job_id) == at_once_upstream.delivered(job_id)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,10 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class PrometheusMetrics:
-    """Implements the core's ``Metrics`` port, plus what the HTTP layer and a scrape add."""
+    """Implements the core's ``Metrics`` and ``MetricsReport`` ports, and observes the HTTP
+    layer's requests (``observe_request``)."""
+
+    content_type = CONTENT_TYPE
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -161,7 +164,7 @@ class PrometheusMetrics:
         self,
         stats: QueueStats,
         workers: Sequence[WorkerRecord],
-        pool: tuple[int, int] | None,
+        connections: tuple[int, int] | None,
         now: datetime,
     ) -> bytes:
         """The text exposition, with the gauges set from what was just read."""
@@ -172,7 +175,7 @@ class PrometheusMetrics:
         self._outbox_age.set(stats.oldest_event_age or 0.0)
         self._workers_seen.set(len(workers))
         self._workers_aside.set(sum(1 for w in workers if w.aside(now)))
-        if pool is not None:
-            self._pool.labels("in_use").set(pool[0])
-            self._pool.labels("idle").set(pool[1])
+        if connections is not None:
+            self._pool.labels("in_use").set(connections[0])
+            self._pool.labels("idle").set(connections[1])
         return generate_latest(self.registry)

@@ -13,7 +13,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from workerfacing_api.config import ConfigError
+
+class SecretError(ValueError):
+    """A secret variable cannot be used; the message names it and says why, never its value."""
 
 
 class _Credentials(msgspec.Struct):
@@ -50,14 +52,14 @@ class SecretResolver:
             answer = client.get_secret_value(SecretId=arn)
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
-            raise ConfigError(f"{name}: cannot read the secret {arn} ({code})") from None
+            raise SecretError(f"{name}: cannot read the secret {arn} ({code})") from None
         except botocore.exceptions.BotoCoreError as exc:
-            raise ConfigError(
+            raise SecretError(
                 f"{name}: cannot read the secret {arn} ({type(exc).__name__}: {exc})"
             ) from None
         secret = answer.get("SecretString")
         if not isinstance(secret, str) or not secret.strip():
-            raise ConfigError(f"{name}: the secret {arn} holds no text (SecretString)")
+            raise SecretError(f"{name}: the secret {arn} holds no text (SecretString)")
         return secret
 
     @staticmethod
@@ -68,9 +70,9 @@ class SecretResolver:
             # Whatever the password holds is kept as written: JSON quotes it explicitly.
             return msgspec.json.decode(text, type=_Credentials).password
         except msgspec.ValidationError:
-            raise ConfigError(
+            raise SecretError(
                 f"{name} is a JSON document without a non-empty 'password' string"
             ) from None
         except (msgspec.DecodeError, RecursionError):
             # RecursionError: msgspec's answer to a document nested too deeply.
-            raise ConfigError(f"{name} starts with '{{' but is not valid JSON") from None
+            raise SecretError(f"{name} starts with '{{' but is not valid JSON") from None

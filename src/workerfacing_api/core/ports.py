@@ -383,6 +383,39 @@ class UpstreamNotifier(Protocol):
         ...
 
 
+class LinkSigner(Protocol):
+    """Signs the links this service hands out to its own ``/download`` and ``/upload``
+    endpoints (local storage), as S3 pre-signs its requests: the worker sends them back as they
+    are, without its token."""
+
+    lifetime: int  # seconds a link stays valid
+
+    def sign(
+        self, method: str, base_url: str, path: str, params: Mapping[str, str], now: float
+    ) -> str:
+        """An absolute URL to ``path`` carrying ``params``, an expiry and a signature."""
+        ...
+
+    def verify(self, method: str, path: str, params: Mapping[str, str], now: float) -> bool:
+        """True when ``params`` carry an unexpired signature of exactly this request."""
+        ...
+
+
+class MetricsReport(Protocol):
+    """The metrics of this process as text for a scraper (``GET /metrics``), with the gauges
+    read from the queue at the scrape."""
+
+    content_type: str
+
+    def render(
+        self,
+        stats: QueueStats,
+        workers: Sequence[WorkerRecord],
+        connections: tuple[int, int] | None,
+        now: datetime,
+    ) -> bytes: ...
+
+
 class Metrics(Protocol):
     """What the core counts as it works, for an operator's dashboards (``/metrics``). Cheap and
     synchronous: called on the paths of requests."""
@@ -434,7 +467,9 @@ __all__ = [
     "IdentityVerifier",
     "InProcessStore",
     "JobQueue",
+    "LinkSigner",
     "Metrics",
+    "MetricsReport",
     "NoMetrics",
     "Outbox",
     "StoreHealth",

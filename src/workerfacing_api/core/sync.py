@@ -251,6 +251,11 @@ class StatusSync:
             await self._outbox.expedite(self._clock.now())
         return progress
 
+    @property
+    def unacknowledged(self) -> tuple[int, ...]:
+        """Delivered events whose acknowledgement is not written yet."""
+        return () if self._acks is None else self._acks.pending
+
     def take_acknowledgements(self, job_id: int) -> list[int]:
         """The job's delivered events not acknowledged yet, for its next change to acknowledge
         in its own transaction (``JobQueue.record_update``'s ``acknowledged``); what the change

@@ -14,9 +14,9 @@ import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from workerfacing_api.container import Container
 
 log = logging.getLogger("workerfacing_api")
+T = TypeVar("T")
 
 
 def _fail(message: str) -> NoReturn:
@@ -64,18 +65,24 @@ def _database_name(container: Container) -> str:
 
 
 async def _migrate(container: Container) -> None:
-    """Bring the schema up to date through the container's short-lived migration engine."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
+    """Bring the schema up to date; an unusable database stops the command with one line."""
     from workerfacing_api.container import migrate
 
     try:
         await migrate(container)
-    except (OSError, OperationalError, DBAPIError, CommandError) as exc:
-        # CommandError: a schema this release's migrations do not know (a newer release's).
-        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
-        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({reason})")
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _run(container: Container, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` in a loop of its own, with the container's adapters open meanwhile."""
+    from workerfacing_api.container import running
+
+    async def main() -> T:
+        async with running(container):
+            return await work()
+
+    return asyncio.run(main())
 
 
 def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
@@ -183,20 +190,17 @@ def cmd_db(args: argparse.Namespace) -> None:
         asyncio.run(_migrate(container))
         print(f"database {_database_name(container)} is up to date")
     else:
-        revision = asyncio.run(_current(container))
+        revision = _run(container, lambda: _current(container))
         print(revision or "no schema yet (run: workerfacing-api db upgrade)")
 
 
 async def _current(container: Container) -> str | None:
-    from workerfacing_api.container import close_adapters
     from workerfacing_api.core.errors import Unavailable
 
     try:
         return await container.database().schema_revision()
     except Unavailable as exc:
         _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({exc.detail})")
-    finally:
-        await close_adapters(container)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -205,13 +209,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     _configure_logging(settings)
     interval = args.interval if args.interval is not None else settings.sweep_interval
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_sweep(container, once=args.once, interval=interval))
+        asyncio.run(_migrate(container))
+        _run(container, lambda: _sweep(container, once=args.once, interval=interval))
 
 
 async def _sweep(container: Container, *, once: bool, interval: float) -> None:
-    from workerfacing_api.container import close_adapters
-
-    await _migrate(container)
     jobs = container.jobs()
     sync = container.sync()
     try:
@@ -227,14 +229,14 @@ async def _sweep(container: Container, *, once: bool, interval: float) -> None:
                 return
             await asyncio.sleep(interval)
     finally:
-        await close_adapters(container)
+        await sync.wait_idle(10)
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
     _configure_logging(settings, "WARNING")
-    asyncio.run(_jobs(container, args))
+    _run(container, lambda: _jobs(container, args))
 
 
 def _age(seconds: float | None) -> str:
@@ -341,14 +343,6 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
             f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]}); "
             "run: workerfacing-api db upgrade"
         )
-    finally:
-        await _close(container)
-
-
-async def _close(container: Container) -> None:
-    from workerfacing_api.container import close_adapters
-
-    await close_adapters(container)
 
 
 def _time(value: datetime | None) -> str:
@@ -365,13 +359,10 @@ async def _seen_workers(container: Container) -> list[WorkerRecord]:
 async def _retry(container: Container, ids: list[int]) -> None:
     jobs = container.jobs()
     sync = container.sync()
-    try:
-        results = await jobs.retry(ids)
-        while await sync.dispatch_due() > 0:  # the upstream hears "queued" now, if it answers
-            pass
-        await sync.wait_idle(10)
-    finally:
-        await _close(container)
+    results = await jobs.retry(ids)
+    while await sync.dispatch_due() > 0:  # the upstream hears "queued" now, if it answers
+        pass
+    await sync.wait_idle(10)
     for job_id, result in results.items():
         print(f"job {job_id}: {result}")
     if any(result != "queued again" for result in results.values()):
@@ -389,8 +380,6 @@ async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) 
             explanation = await explainer.explain_queue_id(job_id)
     except JobNotFound as exc:
         _fail(exc.detail)
-    finally:
-        await _close(container)
     if as_json:
         print(msgspec.json.encode(explanation).decode())
         return
@@ -410,7 +399,7 @@ def cmd_workers(args: argparse.Namespace) -> None:
     container = _container(settings)
     _configure_logging(settings, "WARNING")
     try:
-        asyncio.run(_workers(container, args))
+        _run(container, lambda: _workers(container, args))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
@@ -436,8 +425,6 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         outcomes = {w.name: await fleet.recent_outcomes(w.name, now, 10) for w in records}
     except Unavailable as exc:
         _fail(f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]})")
-    finally:
-        await _close(container)
     if args.json:
         print(
             msgspec.json.encode([_worker_view(w, outcomes[w.name], now) for w in records]).decode()

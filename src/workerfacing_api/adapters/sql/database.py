@@ -80,6 +80,10 @@ class Database(Protocol):
         """This process's connections to the database: (in use, idle)."""
         ...
 
+    async def open(self) -> None:
+        """Get ready to serve (a pool, a connection); otherwise the first statement does."""
+        ...
+
     async def close(self) -> None: ...
 
 

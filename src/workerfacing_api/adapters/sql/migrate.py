@@ -6,9 +6,18 @@ import functools
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from workerfacing_api.adapters.sql.engine import create_engine
+
 SCRIPT_LOCATION = "workerfacing_api.adapters.sql:migrations"
+
+
+class MigrationFailed(Exception):
+    """The schema could not be brought up to date; the message says why, in one line."""
 
 
 def alembic_config() -> Config:
@@ -35,6 +44,20 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         if engine.dialect.name == "postgresql":
             await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7465721)")
         await conn.run_sync(_upgrade, revision)
+
+
+async def upgrade_database(url: URL, revision: str = "head") -> None:
+    """``upgrade`` through an engine of its own, disposed afterwards. ``MigrationFailed`` when
+    the database cannot be used: unreachable, refused, or at a schema these migrations do not
+    know (a newer release's)."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, revision)
+    except (OSError, DBAPIError, CommandError) as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).splitlines()[0]
+        raise MigrationFailed(reason) from None
+    finally:
+        await engine.dispose()
 
 
 async def current(engine: AsyncEngine) -> str | None:

@@ -161,6 +161,9 @@ class PostgresDatabase:
         self._opening = asyncio.Lock()
         self._closed = False
 
+    async def open(self) -> None:
+        await self._open_pool()  # with min_size 0: no connection before the first statement
+
     async def _open_pool(self) -> asyncpg.Pool:
         async with self._opening:
             if self._closed:

@@ -133,6 +133,10 @@ class SqliteDatabase:
             self._conn = conn
         return self._conn
 
+    async def open(self) -> None:
+        async with self._turn:
+            await self._connection()
+
     async def _operation(
         self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool
     ) -> T:

@@ -1,31 +1,38 @@
-"""The one place that assembles the HTTP service: routes, dependencies, error handlers, docs,
-and the background duties (sweeper, status dispatcher) that run beside it."""
+"""The one place that assembles the HTTP service: routes and who may call them, dependencies,
+error handlers, docs, and the background duties (sweeper, status dispatcher) that run beside it.
+
+Everything comes from the container: the handlers' dependencies are its providers
+(``litestar.di.Provide``), the guards ask its ``access``, and the app's lifespan opens and closes
+what its adapters hold (``container.running``). Nothing is kept beside it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
-from litestar.datastructures import State
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from workerfacing_api import __version__
-from workerfacing_api.adapters.identity import CognitoVerifier
-from workerfacing_api.adapters.metrics import PrometheusMetrics
-from workerfacing_api.container import Container, close_adapters
+from workerfacing_api.container import Container, start, stop, warm_up
 from workerfacing_api.entrypoints.duties import Duties
 from workerfacing_api.entrypoints.http.access import Observe, RequestLog, note_route
+from workerfacing_api.entrypoints.http.auth import internal_only, operators_only, workers_only
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
 from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
-from workerfacing_api.entrypoints.http.probes import Probes
-from workerfacing_api.entrypoints.http.routes import ROUTES, Services
+from workerfacing_api.entrypoints.http.routes import (
+    INTERNAL_ROUTES,
+    OPERATOR_ROUTES,
+    PUBLIC_ROUTES,
+    WORKER_ROUTES,
+)
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
 from workerfacing_api.entrypoints.http.ui import UI_ROUTES
 
@@ -42,6 +49,17 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _dependency(provider: Callable[[], Any]) -> Provide:
+    """The container's ``provider`` as a Litestar dependency: asked once, when a request first
+    needs it (in the server's loop), then kept; a provider overridden before the first request
+    is what every request uses."""
+
+    def provide() -> Any:
+        return provider()
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
 def create_app(
     container: Container,
     *,
@@ -53,18 +71,14 @@ def create_app(
     dispatcher run in the background while it serves. ``tune_gc`` is for a process that only
     serves this app (``serve``): an application embedded elsewhere leaves its host's garbage
     collector be. ``observe`` is told route template, method, status and seconds of every
-    request (see ``access.RequestLog``).
-
-    Every service comes from the container, read when first needed (in the server's loop), so
-    a provider overridden before the first request is what the requests use."""
+    request (by default the container's ``request_observer``: the metrics, when they are on)."""
     settings = container.settings()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        verifier = container.verifier()
-        if isinstance(verifier, CognitoVerifier):
-            await verifier.warm_up()  # the pool's keys, before the first worker needs them
-        container.health()  # learns the schema's head now, not on a request
+        await start(container)  # the database's pool, the upstream's client
+        await warm_up(container)  # Cognito's keys, before the first worker needs them
+        container.health()  # learns the schema's head now (Alembic is slow), not on a request
         if tune_gc:
             _tune_garbage_collector()
         duties = None
@@ -81,41 +95,34 @@ def create_app(
             # Deliveries still in flight finish (each is bounded); those cut short are handed
             # back at once (due for any process), so nothing is lost and nothing waits.
             await container.sync().stop(10)
-            # Shielded: should the shutdown be cancelled, closing still completes, so the queue
-            # writes down the events it delivered (else they go out again) and hands back its
-            # connections.
-            await asyncio.shield(close_adapters(container))
+            # Shielded: should the shutdown be cancelled, closing still completes, so that the
+            # connections are handed back.
+            await asyncio.shield(stop(container))
 
-    @functools.cache
-    def probes() -> Probes:
-        return Probes(
-            container.queue(),
-            container.health(),
-            container.fleet(),
-            container.metrics(),
-            container.clock(),
-            seen_window=settings.worker_seen_window,
+    dependencies = {
+        name: _dependency(getattr(container, name))
+        for name in (
+            "jobs",
+            "files",
+            "signer",
+            "access",
+            "explainer",
+            "probes",
+            "overview",
+            "settings",
         )
-
-    def services() -> Services:
-        return Services(
-            jobs=container.jobs(),
-            files=container.files(),
-            signer=container.signer(),
-            identity=container.identity(),
-            settings=settings,
-            explainer=container.explainer(),
-            probes=probes(),
-            overview=container.overview(),
-        )
-
-    dependencies = {"api": Provide(services, use_cache=True, sync_to_thread=False)}
+    }
     app = Litestar(
-        route_handlers=[*ROUTES, *UI_ROUTES],
+        route_handlers=[
+            Router("/", route_handlers=PUBLIC_ROUTES),
+            Router("/", route_handlers=WORKER_ROUTES, guards=[workers_only(container.access)]),
+            Router("/", route_handlers=INTERNAL_ROUTES, guards=[internal_only(container.access)]),
+            Router("/", route_handlers=OPERATOR_ROUTES, guards=[operators_only(container.access)]),
+            *UI_ROUTES,
+        ],
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        state=State({"internal_api_key": container.internal_api_key()}),
         openapi_config=OpenAPIConfig(
             title="DECODE OpenCloud worker-facing API",
             version=__version__,
@@ -126,8 +133,6 @@ def create_app(
         debug=False,
         middleware=[note_route],
     )
-    if observe is None:  # the process's own metrics, when they are on
-        metrics = container.metrics()
-        if isinstance(metrics, PrometheusMetrics):
-            observe = metrics.observe_request
+    if observe is None:
+        observe = container.request_observer()
     return RequestLog(FileIdPaths(app), access_log=settings.access_log, observe=observe)

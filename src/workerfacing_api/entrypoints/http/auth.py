@@ -1,25 +1,31 @@
-"""Who is calling: bearer tokens for workers, the shared key for the user-facing API, and
-signatures for the links this service hands out."""
+"""Credentials read off a request, and the guards of the routes that need them. The rules (who
+may call what) are the core's ``Access``; here is only where HTTP keeps them: the bearer token in
+``Authorization``, the shared key in ``x-api-key``.
+
+A guard is built for an app from the container's ``access`` provider (``create_app``), and asks
+it on every request, so that a provider overridden before the first request is the one used.
+"""
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from workerfacing_api.core.errors import AccessDenied, Unauthenticated
-from workerfacing_api.core.model import Identity
-from workerfacing_api.core.ports import IdentityVerifier
+from workerfacing_api.core.access import Access
+from workerfacing_api.core.errors import Unauthenticated
+from workerfacing_api.entrypoints.logs import set_worker
 
-WORKERS_GROUP = "workers"
-OPERATORS_GROUP = "operators"
+AnyConnection = ASGIConnection[Any, Any, Any, Any]
+Guard = Callable[[AnyConnection, BaseRouteHandler], Awaitable[None] | None]
+# A handler that takes its credentials itself (a signed link, say) sets this in its ``opt``.
+PUBLIC = "public"
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization")
+def bearer_token(connection: AnyConnection) -> str | None:
+    header = connection.headers.get("authorization")
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -28,45 +34,44 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
     return token.strip()
 
 
-async def authenticate_worker(
-    request: Request[Any, Any, Any], verifier: IdentityVerifier
-) -> Identity:
-    """The calling worker: 401 without a valid token, 403 outside the ``workers`` group."""
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-    identity = await verifier.verify(token)
-    if WORKERS_GROUP not in identity.groups:
-        raise AccessDenied(f"user {identity.username!r} is not in group {WORKERS_GROUP!r}")
-    return identity
+def api_key(connection: AnyConnection) -> str | None:
+    return connection.headers.get("x-api-key")
 
 
-def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of the user-facing API's endpoints: runs before the body is even read."""
-    expected: str = connection.app.state.internal_api_key
-    given = connection.headers.get("x-api-key")
-    if not given:
-        raise Unauthenticated("missing x-api-key header")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthenticated("wrong x-api-key")
+async def worker_of(connection: AnyConnection, access: Access) -> str:
+    """The calling worker's name (401 without a valid token, 403 outside ``workers``); every
+    later log line of the request names it."""
+    identity = await access.worker(bearer_token(connection))
+    set_worker(identity.username)
+    return identity.username
 
 
-async def authenticate_operator(
-    request: Request[Any, Any, Any], verifier: IdentityVerifier, internal_api_key: str
-) -> None:
-    """An operator's reads (``/metrics``): the shared key in ``x-api-key``, or a bearer token
-    of group ``operators``. 401 without either, 403 for an identity outside the group."""
-    given = request.headers.get("x-api-key")
-    if given:
-        if not hmac.compare_digest(given.encode(), internal_api_key.encode()):
-            raise Unauthenticated("wrong x-api-key")
-        return
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthenticated(
-            "send the internal key in x-api-key, or 'Authorization: Bearer <token>' of an "
-            f"identity in group {OPERATORS_GROUP!r}"
-        )
-    identity = await verifier.verify(token)
-    if OPERATORS_GROUP not in identity.groups:
-        raise AccessDenied(f"user {identity.username!r} is not in group {OPERATORS_GROUP!r}")
+def workers_only(access: Callable[[], Access]) -> Guard:
+    """Workers' routes: the handler reads who calls from ``request.user`` (the identity)."""
+
+    async def guard(connection: AnyConnection, handler: BaseRouteHandler) -> None:
+        if handler.opt.get(PUBLIC):
+            return
+        identity = await access().worker(bearer_token(connection))
+        set_worker(identity.username)
+        connection.scope["user"] = identity
+
+    return guard
+
+
+def internal_only(access: Callable[[], Access]) -> Guard:
+    """The user-facing API's routes: runs before the body is even read."""
+
+    def guard(connection: AnyConnection, _handler: BaseRouteHandler) -> None:
+        access().internal(api_key(connection))
+
+    return guard
+
+
+def operators_only(access: Callable[[], Access]) -> Guard:
+    """Operators' reads (``/metrics``): the internal key, or a token of group ``operators``."""
+
+    async def guard(connection: AnyConnection, _handler: BaseRouteHandler) -> None:
+        await access().operator(bearer_token(connection), api_key(connection))
+
+    return guard

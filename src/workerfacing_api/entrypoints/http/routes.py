@@ -1,24 +1,27 @@
 """The HTTP endpoints (DESIGN §4): thin handlers that decode input, call one core service and
-encode its answer. Paths, parameter names and shapes are those the DECODE clients use."""
+encode its answer. Paths, parameter names and shapes are those the DECODE clients use.
+
+The handlers take the core services they use as Litestar dependencies of those names, which
+``app.create_app`` registers from the container (``jobs``, ``files``, ``signer``, ``access``,
+``explainer``, ``probes``, ``settings``). The routes come in groups by who may call them, each
+guarded as a whole there (``auth``): workers, the user-facing API, operators, anyone.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import HttpMethod, Request, Response, get, post, put, route
 from litestar.datastructures import ResponseHeader
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, SkipValidation
 from litestar.response import File
 
-from workerfacing_api.adapters.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from workerfacing_api.adapters.signing import UrlSigner
 from workerfacing_api.config import Settings
+from workerfacing_api.core.access import Access
 from workerfacing_api.core.errors import (
     InvalidRequest,
     JobNotFound,
@@ -42,15 +45,10 @@ from workerfacing_api.core.model import (
     SubmittedJob,
     WorkerProfile,
 )
-from workerfacing_api.core.overview import Overview
-from workerfacing_api.core.ports import IdentityVerifier
+from workerfacing_api.core.ports import LinkSigner
+from workerfacing_api.core.probes import Probes
 from workerfacing_api.core.waiting import Explanation, WaitExplainer
-from workerfacing_api.entrypoints.http.auth import (
-    authenticate_operator,
-    authenticate_worker,
-    bearer_token,
-    require_api_key,
-)
+from workerfacing_api.entrypoints.http.auth import PUBLIC, bearer_token, worker_of
 from workerfacing_api.entrypoints.http.errors import (
     invalid_encoding_of_submission,
     invalid_submission,
@@ -58,7 +56,6 @@ from workerfacing_api.entrypoints.http.errors import (
 )
 from workerfacing_api.entrypoints.http.multipart import MultipartFile, until_hang_up
 from workerfacing_api.entrypoints.http.openapi import exact
-from workerfacing_api.entrypoints.http.probes import Probes
 from workerfacing_api.entrypoints.http.routing import FILE_ID_KEY, ORIGINAL_PATH_KEY
 from workerfacing_api.entrypoints.logs import set_worker
 
@@ -94,34 +91,16 @@ class Stored(msgspec.Struct):
     bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Services:
-    """What the handlers use, injected as one dependency (``api``). One dependency, and the
-    ``worker`` one built on it, keep Litestar resolving them in sequence: dependencies on the
-    same level are resolved concurrently in a task group, which costs more than the handler."""
-
-    jobs: JobService
-    files: FileService
-    signer: UrlSigner
-    identity: IdentityVerifier
-    settings: Settings
-    explainer: WaitExplainer
-    probes: Probes
-    overview: Overview  # the operators' dashboard (entrypoints/http/ui.py)
-
-
 # Injected values are trusted: Litestar need not check their types on every request.
-Api = SkipValidation[NamedDependency[Services]]
-Worker = SkipValidation[NamedDependency[Identity]]
+Jobs = SkipValidation[JobService]
+Files = SkipValidation[FileService]
+Signer = SkipValidation[LinkSigner]
+Gate = SkipValidation[Access]
 
 
-async def provide_worker(request: AnyRequest, api: Api) -> Identity:
-    identity = await authenticate_worker(request, api.identity)
-    set_worker(identity.username)  # every later line of this request names its worker
-    return identity
-
-
-WORKER = {"worker": Provide(provide_worker)}
+def caller(request: AnyRequest) -> Identity:
+    """The worker a guarded route serves (``auth.workers_only`` put it there)."""
+    return cast("Identity", request.user)
 
 
 # Query numbers stop at 2**53: the OpenAPI document writes bounds as floats, and above 2**53 a
@@ -178,8 +157,7 @@ async def welcome() -> Welcome:
 
 
 @get("/access_info", operation_id="access_info", summary="How workers authenticate")
-async def access_info(api: Api) -> AccessInfo:
-    settings = api.settings
+async def access_info(settings: SkipValidation[Settings]) -> AccessInfo:
     local = None
     if settings.embedded_default:
         local = LocalIssuerInfo(
@@ -200,7 +178,6 @@ async def access_info(api: Api) -> AccessInfo:
     "/jobs",
     operation_id="pull_jobs",
     summary="Pull jobs that fit this worker",
-    dependencies=WORKER,
     responses={
         **errors(401, 403, 422, 503),
         200: ResponseSpec(
@@ -210,8 +187,8 @@ async def access_info(api: Api) -> AccessInfo:
     },
 )
 async def pull_jobs(
-    worker: Worker,
-    api: Api,
+    request: AnyRequest,
+    jobs: Jobs,
     memory: NonNegativeInt,
     cpu_cores: NonNegativeInt = 1,
     gpu_mem: NonNegativeInt = 0,
@@ -244,6 +221,7 @@ async def pull_jobs(
     ] = 1,
     older_than: Annotated[float, QueryParameter(ge=0, le=10**9)] = 0.0,
 ) -> Response[bytes]:
+    worker = caller(request)
     profile = WorkerProfile(
         worker=worker.username,
         environment=worker.environment,
@@ -255,7 +233,7 @@ async def pull_jobs(
         groups=groups,
         older_than=older_than,
     )
-    handed = await api.jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
+    handed = await jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
     body = msgspec.json.encode({str(job.id): msgspec.Raw(job.spec) for job in handed})
     return Response(body, media_type=JSON)
 
@@ -264,14 +242,13 @@ async def pull_jobs(
     "/jobs/{job_id:int}/status",
     operation_id="get_job_status",
     summary="A job's status",
-    dependencies=WORKER,
     responses={
         200: ResponseSpec(data_container=JobStatus, description="The status"),
         **errors(401, 403, 404, 503),
     },
 )
-async def get_job_status(worker: Worker, api: Api, job_id: FromPath[int]) -> Response[bytes]:
-    status = await api.jobs.status_of(job_id)
+async def get_job_status(jobs: Jobs, job_id: FromPath[int]) -> Response[bytes]:
+    status = await jobs.status_of(job_id)
     return Response(msgspec.json.encode(status.value), media_type=JSON)
 
 
@@ -279,13 +256,12 @@ async def get_job_status(worker: Worker, api: Api, job_id: FromPath[int]) -> Res
     "/jobs/{job_id:int}/status",
     operation_id="put_job_status",
     summary="Report status or keep-alive",
-    dependencies=WORKER,
     status_code=204,
     responses=errors(401, 403, 404, 409, 422, 503),
 )
 async def put_job_status(
-    worker: Worker,
-    api: Api,
+    request: AnyRequest,
+    jobs: Jobs,
     job_id: FromPath[int],
     status: Annotated[
         str,
@@ -296,7 +272,7 @@ async def put_job_status(
     ],
     runtime_details: MaybeText = None,
 ) -> None:
-    await api.jobs.update_status(job_id, worker.username, status, runtime_details)
+    await jobs.update_status(job_id, caller(request).username, status, runtime_details)
 
 
 @route(
@@ -305,6 +281,7 @@ async def put_job_status(
     operation_id="job_status_options",
     include_in_schema=False,
     status_code=204,
+    opt={PUBLIC: True},
 )
 async def job_status_options() -> Response[None]:
     """Litestar's own OPTIONS answer for this path names only the first handler's method;
@@ -316,19 +293,18 @@ async def job_status_options() -> Response[None]:
     "/jobs/{job_id:int}/files/url",
     operation_id="get_upload_url",
     summary="A request that uploads one result file",
-    dependencies=WORKER,
     status_code=201,
     responses=errors(401, 403, 404, 422, 503),
 )
 async def get_upload_url(
     request: AnyRequest,
-    worker: Worker,
-    api: Api,
+    files: Files,
+    signer: Signer,
     job_id: FromPath[int],
     file_type: FileTypeParam,
     base_path: BasePath = "",
 ) -> PresignedRequest:
-    grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
+    grant = await files.grant_upload(job_id, caller(request).username, file_type, base_path)
     if grant.presigned is not None:
         return grant.presigned
     params = {
@@ -338,7 +314,7 @@ async def get_upload_url(
         "attempt": str(grant.attempt),
     }
     path = f"/jobs/{grant.job_id}/files/upload"
-    url = api.signer.sign("POST", str(request.base_url), path, params, time.time())
+    url = signer.sign("POST", str(request.base_url), path, params, time.time())
     return PresignedRequest(method="post", url=url)
 
 
@@ -352,33 +328,35 @@ async def get_upload_url(
 )
 async def upload_file(
     request: AnyRequest,
-    api: Api,
+    files: Files,
+    signer: Signer,
+    access: Gate,
     job_id: FromPath[int],
     file_type: FileTypeParam,
     base_path: BasePath = "",
 ) -> Stored:
     params = dict(request.query_params)
     if bearer_token(request) is None and "signature" in params:
-        if not api.signer.verify("POST", request.url.path, params, time.time()):
+        if not signer.verify("POST", request.url.path, params, time.time()):
             raise Unauthenticated("upload link is invalid or expired; ask for a new one")
         set_worker(params.get("worker", ""))  # the worker the verified link names
-        grant = await api.files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
+        grant = await files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
         if str(grant.attempt) != params.get("attempt"):
             # The job was re-queued and handed on since: no longer this worker's (the DECODE
             # worker stops on a 404).
             raise JobNotFound(f"job {job_id} is no longer yours in the attempt of this link")
     else:
-        worker = await authenticate_worker(request, api.identity)
-        grant = await api.files.grant_upload(job_id, worker.username, file_type, base_path)
+        worker = await worker_of(request, access)
+        grant = await files.grant_upload(job_id, worker, file_type, base_path)
     announced = request.headers.get("content-length")
     # Refuse at once what cannot fit; the 1 MiB allows for the multipart framing.
-    if announced and announced.isdigit() and int(announced) > api.files.max_upload_bytes + 2**20:
+    if announced and announced.isdigit() and int(announced) > files.max_upload_bytes + 2**20:
         raise PayloadTooLarge(
-            f"upload exceeds the limit of {api.files.max_upload_bytes} bytes (MAX_UPLOAD_BYTES)"
+            f"upload exceeds the limit of {files.max_upload_bytes} bytes (MAX_UPLOAD_BYTES)"
         )
     upload = MultipartFile(request.headers.get("content-type", ""), until_hang_up(request.stream()))
     filename = await upload.open()
-    size = await api.files.store_upload(grant, filename, upload.chunks())
+    size = await files.store_upload(grant, filename, upload.chunks())
     return Stored(file=filename, bytes=size)
 
 
@@ -397,17 +375,15 @@ def _file_id(request: AnyRequest) -> str:
     summary="A request that downloads one input file",
     description="`file_id` is a value of the job's `files_down`, unencoded: `s3://bucket/key` "
     "or an absolute path (so the path holds `//`).",
-    dependencies=WORKER,
     responses=errors(401, 403, 404, 422, 503),
 )
-async def get_download_url(request: AnyRequest, worker: Worker, api: Api) -> PresignedRequest:
-    grant = await api.files.grant_download(worker.username, _file_id(request))
+async def get_download_url(request: AnyRequest, files: Files, signer: Signer) -> PresignedRequest:
+    worker = caller(request)
+    grant = await files.grant_download(worker.username, _file_id(request))
     if grant.presigned is not None:
         return grant.presigned
     path = f"/files/{grant.file_id}/download"
-    url = api.signer.sign(
-        "GET", str(request.base_url), path, {"worker": worker.username}, time.time()
-    )
+    url = signer.sign("GET", str(request.base_url), path, {"worker": worker.username}, time.time())
     return PresignedRequest(method="get", url=url)
 
 
@@ -418,21 +394,19 @@ async def get_download_url(request: AnyRequest, worker: Worker, api: Api) -> Pre
     response_headers=[ResponseHeader(name="content-disposition", documentation_only=True)],
     responses=errors(400, 401, 403, 404, 422, 503),
 )
-async def download_file(request: AnyRequest, api: Api) -> File:
+async def download_file(request: AnyRequest, files: Files, signer: Signer, access: Gate) -> File:
     file_id = _file_id(request)
     params = dict(request.query_params)
     if bearer_token(request) is None and "signature" in params:
         path = cast("dict[str, Any]", request.scope).get(ORIGINAL_PATH_KEY, request.url.path)
-        if not api.signer.verify("GET", path, params, time.time()):
+        if not signer.verify("GET", path, params, time.time()):
             raise Unauthenticated("download link is invalid or expired; ask for a new one")
         # Like the bearer path: only while one of the signer's jobs still names the file.
         set_worker(params.get("worker", ""))
-        grant = await api.files.grant_download(params.get("worker", ""), file_id)
-        local = api.files.local_file(grant.file_id)
+        grant = await files.grant_download(params.get("worker", ""), file_id)
     else:
-        worker = await authenticate_worker(request, api.identity)
-        grant = await api.files.grant_download(worker.username, file_id)
-        local = api.files.local_file(grant.file_id)
+        grant = await files.grant_download(await worker_of(request, access), file_id)
+    local = files.local_file(grant.file_id)
     return File(path=local, filename=local.name)
 
 
@@ -441,7 +415,6 @@ async def download_file(request: AnyRequest, api: Api) -> File:
     operation_id="submit_job",
     summary="Queue a job (user-facing API only; header x-api-key)",
     status_code=201,
-    guards=[require_api_key],
     # The user-facing API reads 422 as "invalid job", also for a body that is not JSON at all.
     exception_handlers={
         ClientException: invalid_submission,
@@ -454,7 +427,7 @@ async def download_file(request: AnyRequest, api: Api) -> File:
     },
 )
 async def submit_job(
-    request: AnyRequest, api: Api, data: JSONBody[SubmittedJob]
+    request: AnyRequest, jobs: Jobs, data: JSONBody[SubmittedJob]
 ) -> Response[bytes]:
     # Litestar's conversion of ``data`` is lenient ("7" would pass as 7) and drops what the
     # worker must receive byte for byte; the submission is decoded strictly from the body.
@@ -462,7 +435,7 @@ async def submit_job(
         submission = Submission.from_json(await request.body())
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid job submission: {exc}") from None
-    job = await api.jobs.submit(submission)
+    job = await jobs.submit(submission)
     echo = {
         "job": msgspec.Raw(job.spec),
         "environment": data.environment,
@@ -491,19 +464,18 @@ def _meta_job_id(text: str) -> int:
     "/_jobs/{job_id:str}/explain",
     operation_id="explain_job",
     summary="Why a job waits (user-facing API; header x-api-key; job_id is meta.job_id)",
-    guards=[require_api_key],
     responses={
         200: ResponseSpec(data_container=Explanation, description="Its state and why it waits"),
         **errors(401, 404, 503),
     },
 )
 async def explain_job(
-    api: Api,
+    explainer: SkipValidation[WaitExplainer],
     job_id: Annotated[
         str, PathParameter(description="meta.job_id, as the user-facing API knows it")
     ],
 ) -> Response[bytes]:
-    explanation = await api.explainer.explain_upstream(_meta_job_id(job_id))
+    explanation = await explainer.explain_upstream(_meta_job_id(job_id))
     return Response(msgspec.json.encode(explanation), media_type=JSON)
 
 
@@ -531,8 +503,8 @@ async def health_live() -> Health:
         503: ResponseSpec(data_container=Problem, description="Not ready; the detail says why"),
     },
 )
-async def health_ready(api: Api) -> Response[bytes]:
-    reason = await api.probes.not_ready()
+async def health_ready(probes: SkipValidation[Probes]) -> Response[bytes]:
+    reason = await probes.not_ready()
     if reason is not None:
         return Response(
             msgspec.json.encode(Problem(detail=reason)),
@@ -556,11 +528,9 @@ async def health_ready(api: Api) -> Response[bytes]:
         404: ResponseSpec(data_container=Problem, description="Metrics are off (METRICS=0)"),
     },
 )
-async def metrics(request: AnyRequest, api: Api) -> Response[bytes]:
-    await authenticate_operator(request, api.identity, request.app.state.internal_api_key)
-    if api.probes.metrics is None:
-        raise JobNotFound("metrics are off here (METRICS=0)")
-    return Response(await api.probes.scrape(), media_type=METRICS_CONTENT_TYPE)
+async def metrics(probes: SkipValidation[Probes]) -> Response[bytes]:
+    text, content_type = await probes.scrape()
+    return Response(text, media_type=content_type)
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
@@ -570,21 +540,23 @@ def openapi_json(request: AnyRequest) -> Response[bytes]:
     return Response(msgspec.json.encode(schema), media_type=JSON)
 
 
-ROUTES = [
+# Who may call them (app.create_app guards each group as a whole).
+PUBLIC_ROUTES = [
     welcome,
     openapi_json,
     access_info,
+    upload_file,  # a signed link or a worker's token, checked by the handler
+    download_file,
+    health_live,
+    health_ready,
+]
+WORKER_ROUTES = [
     pull_jobs,
     job_status_options,  # before the GET and PUT of its path: see its docstring
     get_job_status,
     put_job_status,
     get_upload_url,
-    upload_file,
     get_download_url,
-    download_file,
-    submit_job,
-    explain_job,
-    health_live,
-    health_ready,
-    metrics,
 ]
+INTERNAL_ROUTES = [submit_job, explain_job]
+OPERATOR_ROUTES = [metrics]

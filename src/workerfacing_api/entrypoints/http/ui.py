@@ -3,7 +3,7 @@ JSON reads the page refreshes itself from (``core.overview``).
 
 Sign-in fits a browser: the sign-in page posts a token once (a form body, never a URL), and the
 service answers with its own session cookie, an HMAC-SHA256 over the user name and an expiry,
-keyed by a key derived from the internal API key (as the signed links are), so every API
+keyed by a key derived from the internal API key (``Access.derived_key``), so every API
 process accepts every other's sessions and nothing is stored. The cookie is HttpOnly,
 SameSite=Strict and limited to ``/ui``: scripts cannot read it, other sites cannot send it.
 The data endpoints also take what ``/metrics`` takes (an operator's bearer token, or the internal
@@ -25,9 +25,10 @@ import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import Cookie
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
+from litestar.params import FromPath, SkipValidation
 from litestar.response import Redirect
 
+from workerfacing_api.core.access import OPERATORS_GROUP, Access, in_group
 from workerfacing_api.core.errors import (
     AccessDenied,
     DomainError,
@@ -36,10 +37,10 @@ from workerfacing_api.core.errors import (
     Unauthenticated,
 )
 from workerfacing_api.core.model import Environment, HardwareSpecs
-from workerfacing_api.core.overview import JobPage, QueueOverview
+from workerfacing_api.core.overview import JobPage, Overview, QueueOverview
 from workerfacing_api.core.waiting import Explanation
-from workerfacing_api.entrypoints.http.auth import OPERATORS_GROUP, authenticate_operator
-from workerfacing_api.entrypoints.http.routes import JSON, AnyRequest, Api, Problem, errors
+from workerfacing_api.entrypoints.http.auth import api_key, bearer_token
+from workerfacing_api.entrypoints.http.routes import JSON, AnyRequest, Gate, Problem, errors
 
 ASSETS = Path(__file__).with_name("ui")
 COOKIE = "wf_session"
@@ -65,10 +66,6 @@ class _Session(msgspec.Struct):
     exp: int  # seconds since the epoch
 
 
-def _key(internal_api_key: str) -> bytes:
-    return hmac.new(internal_api_key.encode(), _KEY_LABEL, hashlib.sha256).digest()
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -77,17 +74,18 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def seal(user: str, expires: int, internal_api_key: str) -> str:
+def seal(user: str, expires: int, access: Access) -> str:
     """The cookie's value: the session, then its MAC."""
     body = _b64(msgspec.json.encode(_Session(user=user, exp=expires)))
-    mac = hmac.new(_key(internal_api_key), body.encode(), hashlib.sha256).hexdigest()
+    mac = hmac.new(access.derived_key(_KEY_LABEL), body.encode(), hashlib.sha256).hexdigest()
     return f"{body}.{mac}"
 
 
-def unseal(value: str, internal_api_key: str, now: float) -> str | None:
+def unseal(value: str, access: Access, now: float) -> str | None:
     """The user a cookie value proves, or None (forged, altered, expired or garbled)."""
     body, _, mac = value.rpartition(".")
-    expected = hmac.new(_key(internal_api_key), body.encode(), hashlib.sha256).hexdigest()
+    key = access.derived_key(_KEY_LABEL)
+    expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
     if not body or not hmac.compare_digest(mac.encode(), expected.encode()):
         return None
     try:
@@ -107,24 +105,24 @@ def _token_expiry(token: str) -> int | None:
     return int(exp) if isinstance(exp, int | float) else None
 
 
-def _session_user(request: AnyRequest) -> str | None:
+def _session_user(request: AnyRequest, access: Access) -> str | None:
     value = request.cookies.get(COOKIE)
     if not value:
         return None
-    return unseal(value, request.app.state.internal_api_key, time.time())
+    return unseal(value, access, time.time())
 
 
-async def _require_operator(request: AnyRequest, api: Api) -> None:
-    """The data endpoints' guard: a session, an operator's bearer token or the internal key
+async def _require_operator(request: AnyRequest, access: Access) -> None:
+    """The data endpoints' check: a session, an operator's bearer token or the internal key
     (as ``/metrics``). 401 without any, 403 for an identity outside ``operators``."""
-    if _session_user(request) is not None:
+    if _session_user(request, access) is not None:
         return
     if not request.headers.get("authorization") and not request.headers.get("x-api-key"):
         raise Unauthenticated(
             "not signed in: sign in at /ui/login, or send 'Authorization: Bearer <token>' of "
             f"an identity in group {OPERATORS_GROUP!r}"
         )
-    await authenticate_operator(request, api.identity, request.app.state.internal_api_key)
+    await access.operator(bearer_token(request), api_key(request))
 
 
 def _secure(request: AnyRequest) -> bool:
@@ -159,8 +157,8 @@ def _asset(name: str) -> Response[bytes]:
 
 
 @get("/ui", include_in_schema=False, sync_to_thread=False)
-def dashboard(request: AnyRequest) -> Response[bytes] | Redirect:
-    if _session_user(request) is None:
+def dashboard(request: AnyRequest, access: Gate) -> Response[bytes] | Redirect:
+    if _session_user(request, access) is None:
         return Redirect(path="/ui/login", status_code=303)
     return _asset("index.html")
 
@@ -188,15 +186,13 @@ def _refusal(request: AnyRequest, error: DomainError) -> Response[Any]:
 
 
 @post("/ui/session", include_in_schema=False, status_code=303)
-async def sign_in(request: AnyRequest, api: Api) -> Response[Any]:
+async def sign_in(request: AnyRequest, access: Gate) -> Response[Any]:
     form = await request.form()
     token = str(form.get("token") or "").strip()
     try:
         if not token:
             raise Unauthenticated("paste a token into the form to sign in")
-        identity = await api.identity.verify(token)
-        if OPERATORS_GROUP not in identity.groups:
-            raise AccessDenied(f"user {identity.username!r} is not in group {OPERATORS_GROUP!r}")
+        identity = in_group(await access.identity(token), OPERATORS_GROUP)
     except (Unauthenticated, AccessDenied) as exc:
         return _refusal(request, exc)
     now = int(time.time())
@@ -204,7 +200,7 @@ async def sign_in(request: AnyRequest, api: Api) -> Response[Any]:
     token_expires = _token_expiry(token)
     if token_expires is not None:
         expires = min(expires, token_expires)
-    value = seal(identity.username, expires, request.app.state.internal_api_key)
+    value = seal(identity.username, expires, access)
     return Redirect(
         path="/ui", status_code=303, cookies=[_cookie(request, value, max(expires - now, 0))]
     )
@@ -451,9 +447,11 @@ def _data_errors(*codes: int) -> dict[int, ResponseSpec]:
         **_data_errors(401, 403, 503),
     },
 )
-async def overview(request: AnyRequest, api: Api) -> Response[bytes]:
-    await _require_operator(request, api)
-    body = _overview_body(await api.overview.overview())
+async def overview(
+    request: AnyRequest, access: Gate, overview: SkipValidation[Overview]
+) -> Response[bytes]:
+    await _require_operator(request, access)
+    body = _overview_body(await overview.overview())
     return Response(msgspec.json.encode(body), media_type=JSON, headers=_NO_CACHE)
 
 
@@ -467,9 +465,11 @@ async def overview(request: AnyRequest, api: Api) -> Response[bytes]:
         **_data_errors(401, 403, 404, 503),
     },
 )
-async def job_page(request: AnyRequest, api: Api, job_id: FromPath[int]) -> Response[bytes]:
-    await _require_operator(request, api)
-    page = await api.overview.job_page(job_id)
+async def job_page(
+    request: AnyRequest, access: Gate, overview: SkipValidation[Overview], job_id: FromPath[int]
+) -> Response[bytes]:
+    await _require_operator(request, access)
+    page = await overview.job_page(job_id)
     if page is None:
         raise JobNotFound(f"job {job_id} does not exist")
     return Response(msgspec.json.encode(_job_page_body(page)), media_type=JSON, headers=_NO_CACHE)

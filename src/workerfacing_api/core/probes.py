@@ -1,5 +1,5 @@
-"""What a load balancer and a Prometheus server ask (DESIGN §7): is the process up, can it serve
-(its store answers, schema at the code's revision), and the metrics text.
+"""What a load balancer and a Prometheus server ask (DESIGN §7): can this process serve (its
+store answers, with the schema of the code), and its metrics as text.
 
 Readiness is cheap enough to be asked every second: one tiny statement. A scrape reads the queue
 (counts by state, the oldest queued job, the outbox, the workers seen) and costs a few
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from workerfacing_api.adapters.metrics import PrometheusMetrics
+from workerfacing_api.core.errors import JobNotFound
 from workerfacing_api.core.fleet import Fleet
-from workerfacing_api.core.ports import Clock, JobQueue, Metrics, StoreHealth
+from workerfacing_api.core.ports import Clock, JobQueue, MetricsReport, StoreHealth
 
 
 class Probes:
@@ -21,7 +21,7 @@ class Probes:
         queue: JobQueue,
         health: StoreHealth,
         fleet: Fleet,
-        metrics: Metrics,
+        report: MetricsReport | None,
         clock: Clock,
         *,
         seen_window: float,
@@ -29,22 +29,20 @@ class Probes:
         self._queue = queue
         self._health = health
         self._fleet = fleet
-        self._metrics = metrics if isinstance(metrics, PrometheusMetrics) else None
+        self._report = report
         self._clock = clock
         self._seen_window = timedelta(seconds=seen_window)
 
-    @property
-    def metrics(self) -> PrometheusMetrics | None:
-        """The process's metrics, or None when they are off (``METRICS=0``)."""
-        return self._metrics
-
     async def not_ready(self) -> str | None:
-        """Why the process cannot serve now, or None when it can."""
+        """Why the process cannot serve now, in words; None when it can."""
         return await self._health.not_ready()
 
-    async def scrape(self) -> bytes:
-        assert self._metrics is not None
+    async def scrape(self) -> tuple[bytes, str]:
+        """The metrics text and its content type; ``JobNotFound`` when metrics are off."""
+        if self._report is None:
+            raise JobNotFound("metrics are off here (METRICS=0)")
         now = self._clock.now()
         stats = await self._queue.stats(now)
         workers = await self._fleet.workers(now - self._seen_window)
-        return self._metrics.render(stats, workers, self._health.connections(), now)
+        text = self._report.render(stats, workers, self._health.connections(), now)
+        return text, self._report.content_type
