@@ -13,6 +13,7 @@ lands and every backend agrees on what was stored (the in-memory model does the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -85,6 +86,38 @@ class Database(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+Literals = tuple[tuple[str, int], ...]  # a statement's literals, in a hashable form
+
+
+class Statements(ABC):
+    """``fetch_one``, ``fetch_all``, ``execute`` and ``change`` of a ``Database`` or a
+    ``Session``, over the one method a dialect writes: ``_rows``."""
+
+    @abstractmethod
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
+    ) -> list[Row]:
+        """The rows of the named statement; with ``change``, none when it changed nothing."""
+
+    async def fetch_all(
+        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
+    ) -> list[Row]:
+        return await self._rows(name, tuple(sorted((literals or {}).items())), params, change=False)
+
+    async def fetch_one(
+        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
+    ) -> Row | None:
+        rows = await self.fetch_all(name, literals=literals, **params)
+        return rows[0] if rows else None
+
+    async def execute(self, name: str, /, **params: Any) -> None:
+        await self._rows(name, (), params, change=False)
+
+    async def change(self, name: str, /, **params: Any) -> Row | None:
+        rows = await self._rows(name, (), params, change=True)
+        return rows[0] if rows else None
 
 
 def text_safe(value: Any) -> Any:

@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from workerfacing_api.adapters.sql import queries
-from workerfacing_api.adapters.sql.database import Conflict, Row, Session, text_safe
+from workerfacing_api.adapters.sql.database import (
+    Conflict,
+    Literals,
+    Row,
+    Session,
+    Statements,
+    text_safe,
+)
 from workerfacing_api.core.errors import Unavailable
 
 T = TypeVar("T")
@@ -53,7 +60,7 @@ _PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)")
 
 
 @functools.cache
-def numbered(name: str, literals: tuple[tuple[str, int], ...]) -> tuple[str, tuple[str, ...]]:
+def numbered(name: str, literals: Literals) -> tuple[str, tuple[str, ...]]:
     """The statement for asyncpg: literals written in, parameters numbered ($1…) once each."""
     sql = queries.load("postgres")[name].text(dict(literals))
     if re.search(r";\s*\n", sql):
@@ -106,28 +113,25 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
     round trip per operation) would find nothing to undo."""
 
 
-class _Session:
+class _Session(Statements):
     """Statements on one connection, inside a transaction."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def fetch_all(self, name: str, /, **params: Any) -> list[Row]:
-        sql, names = numbered(name, ())
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
+    ) -> list[Row]:
+        sql, names = numbered(name, literals)
         rows: list[Row] = await self._conn.fetch(sql, *_arguments(names, params))
         return rows
 
-    async def fetch_one(self, name: str, /, **params: Any) -> Row | None:
-        rows = await self.fetch_all(name, **params)
-        return rows[0] if rows else None
 
-    async def execute(self, name: str, /, **params: Any) -> None:
-        await self.fetch_all(name, **params)
-
-
-class PostgresDatabase:
-    """Implements ``database.Database`` on a pool of asyncpg connections, opened on first use
-    in the event loop that uses it (asyncpg binds a pool to its loop)."""
+class PostgresDatabase(Statements):
+    """Implements ``database.Database`` on a pool of asyncpg connections, made by ``open`` (or
+    the first statement) in the event loop that uses it (asyncpg binds a pool to its loop). A
+    change is one statement: a compare-and-set that lost returns no row, its CTEs wrote
+    nothing."""
 
     dialect = "postgres"
 
@@ -210,26 +214,13 @@ class PostgresDatabase:
             except _LOST as exc:
                 raise _unavailable(exc) from exc
 
-    async def fetch_all(
-        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
     ) -> list[Row]:
-        sql, names = numbered(name, tuple(sorted((literals or {}).items())))
+        sql, names = numbered(name, literals)
         args = _arguments(names, params)
         rows: list[Row] = await self._run(lambda conn: conn.fetch(sql, *args))
         return rows
-
-    async def fetch_one(
-        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
-    ) -> Row | None:
-        rows = await self.fetch_all(name, literals=literals, **params)
-        return rows[0] if rows else None
-
-    async def execute(self, name: str, /, **params: Any) -> None:
-        await self.fetch_all(name, **params)
-
-    async def change(self, name: str, /, **params: Any) -> Row | None:
-        # One statement: a compare-and-set that lost returns no row, and its CTEs wrote nothing.
-        return await self.fetch_one(name, **params)
 
     async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
         async def in_transaction(conn: asyncpg.Connection) -> T:

@@ -25,7 +25,14 @@ import aiosqlite
 import msgspec
 
 from workerfacing_api.adapters.sql import queries
-from workerfacing_api.adapters.sql.database import Conflict, Row, Session, text_safe
+from workerfacing_api.adapters.sql.database import (
+    Conflict,
+    Literals,
+    Row,
+    Session,
+    Statements,
+    text_safe,
+)
 from workerfacing_api.core.errors import Unavailable
 
 T = TypeVar("T")
@@ -52,7 +59,7 @@ def _value(value: Any) -> Any:
 
 
 @functools.cache
-def _script(name: str, literals: tuple[tuple[str, int], ...]) -> tuple[tuple[str, ...], bool]:
+def _script(name: str, literals: Literals) -> tuple[tuple[str, ...], bool]:
     """The statements of ``name`` in order, and whether they only read."""
     sql = queries.load("sqlite")[name].text(dict(literals))
     statements = tuple(s.strip() for s in re.split(r";[ \t]*\n", sql) if s.strip())
@@ -64,37 +71,33 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
     return Unavailable(f"the queue's SQLite database is unavailable ({exc})")
 
 
-class _Session:
+class _Session(Statements):
     """Statements inside the transaction of ``SqliteDatabase.transaction``."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def fetch_all(self, name: str, /, **params: Any) -> list[Row]:
-        return await _run(self._conn, name, (), params, stop_unless_changed=False)
-
-    async def fetch_one(self, name: str, /, **params: Any) -> Row | None:
-        rows = await self.fetch_all(name, **params)
-        return rows[0] if rows else None
-
-    async def execute(self, name: str, /, **params: Any) -> None:
-        await self.fetch_all(name, **params)
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
+    ) -> list[Row]:
+        return await _run(self._conn, name, literals, params, change=change)
 
 
 async def _run(
     conn: aiosqlite.Connection,
     name: str,
-    literals: tuple[tuple[str, int], ...],
+    literals: Literals,
     params: Mapping[str, Any],
     *,
-    stop_unless_changed: bool,
+    change: bool,
 ) -> list[Row]:
-    """Run the statements of ``name``; the rows of the one that returns rows are the answer."""
+    """Run the statements of ``name``; the rows of the one that returns rows are the answer.
+    A change stops after its first statement when that changed no row."""
     statements, _ = _script(name, literals)
     values = {k: _value(v) for k, v in params.items()}
     answer: list[Row] = []
     for index, sql in enumerate(statements):
-        if index == 0 and stop_unless_changed:
+        if index == 0 and change:
             cursor = await conn.execute(sql, values)
             if cursor.rowcount == 0:
                 return []  # the compare-and-set lost: nothing follows
@@ -105,7 +108,7 @@ async def _run(
     return answer
 
 
-class SqliteDatabase:
+class SqliteDatabase(Statements):
     """Implements ``database.Database`` on one SQLite file (or ``:memory:``)."""
 
     dialect = "sqlite"
@@ -158,38 +161,13 @@ class SqliteDatabase:
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from exc
 
-    async def _statement(
-        self,
-        name: str,
-        literals: Mapping[str, int] | None,
-        params: Mapping[str, Any],
-        *,
-        stop_unless_changed: bool = False,
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
     ) -> list[Row]:
-        fixed = tuple(sorted((literals or {}).items()))
-        _, read_only = _script(name, fixed)
+        _, read_only = _script(name, literals)
         return await self._operation(
-            lambda conn: _run(conn, name, fixed, params, stop_unless_changed=stop_unless_changed),
-            write=not read_only,
+            lambda conn: _run(conn, name, literals, params, change=change), write=not read_only
         )
-
-    async def fetch_all(
-        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
-    ) -> list[Row]:
-        return await self._statement(name, literals, params)
-
-    async def fetch_one(
-        self, name: str, /, *, literals: Mapping[str, int] | None = None, **params: Any
-    ) -> Row | None:
-        rows = await self._statement(name, literals, params)
-        return rows[0] if rows else None
-
-    async def execute(self, name: str, /, **params: Any) -> None:
-        await self._statement(name, None, params)
-
-    async def change(self, name: str, /, **params: Any) -> Row | None:
-        rows = await self._statement(name, None, params, stop_unless_changed=True)
-        return rows[0] if rows else None
 
     async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
         return await self._operation(lambda conn: work(_Session(conn)), write=True)
