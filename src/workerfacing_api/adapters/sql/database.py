@@ -120,6 +120,22 @@ class Statements(ABC):
         return rows[0] if rows else None
 
 
+RunStatement = Callable[[str, Literals, Mapping[str, Any], bool], Awaitable[list[Row]]]
+
+
+class OnConnection(Statements):
+    """The ``Session`` of a transaction: statements run by ``run`` (name, literals, parameters,
+    change) on the transaction's connection."""
+
+    def __init__(self, run: RunStatement) -> None:
+        self._run = run
+
+    async def _rows(
+        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
+    ) -> list[Row]:
+        return await self._run(name, literals, params, change)
+
+
 def text_safe(value: Any) -> Any:
     """``value`` with its text storable: a string, or each string of a list."""
     if isinstance(value, str):

@@ -23,15 +23,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from workerfacing_api.adapters.sql import queries
-from workerfacing_api.adapters.sql.database import (
-    Conflict,
-    Literals,
-    Row,
-    Session,
-    Statements,
-    text_safe,
-)
+from workerfacing_api.adapters.sql import database, queries
+from workerfacing_api.adapters.sql.database import Conflict, Literals, OnConnection, Row, Session
 from workerfacing_api.core.errors import Unavailable
 
 T = TypeVar("T")
@@ -76,7 +69,7 @@ def numbered(name: str, literals: Literals) -> tuple[str, tuple[str, ...]]:
 
 
 def _arguments(names: tuple[str, ...], params: Mapping[str, Any]) -> list[Any]:
-    return [text_safe(params[name]) for name in names]
+    return [database.text_safe(params[name]) for name in names]
 
 
 # The connection is gone: the server ended it (restart, failover, pg_terminate_backend, idle
@@ -113,21 +106,16 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
     round trip per operation) would find nothing to undo."""
 
 
-class _Session(Statements):
-    """Statements on one connection, inside a transaction."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def _rows(
-        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
-    ) -> list[Row]:
-        sql, names = numbered(name, literals)
-        rows: list[Row] = await self._conn.fetch(sql, *_arguments(names, params))
-        return rows
+async def _fetch(
+    conn: asyncpg.Connection, name: str, literals: Literals, params: Mapping[str, Any], _: bool
+) -> list[Row]:
+    """One statement on ``conn`` (a change is one statement too: see the class)."""
+    sql, names = numbered(name, literals)
+    rows: list[Row] = await conn.fetch(sql, *_arguments(names, params))
+    return rows
 
 
-class PostgresDatabase(Statements):
+class PostgresDatabase(database.Statements):
     """Implements ``database.Database`` on a pool of asyncpg connections, made by ``open`` (or
     the first statement) in the event loop that uses it (asyncpg binds a pool to its loop). A
     change is one statement: a compare-and-set that lost returns no row, its CTEs wrote
@@ -217,15 +205,12 @@ class PostgresDatabase(Statements):
     async def _rows(
         self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
     ) -> list[Row]:
-        sql, names = numbered(name, literals)
-        args = _arguments(names, params)
-        rows: list[Row] = await self._run(lambda conn: conn.fetch(sql, *args))
-        return rows
+        return await self._run(lambda conn: _fetch(conn, name, literals, params, change))
 
     async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
         async def in_transaction(conn: asyncpg.Connection) -> T:
             async with conn.transaction():
-                return await work(_Session(conn))
+                return await work(OnConnection(functools.partial(_fetch, conn)))
 
         return await self._run(in_transaction)
 

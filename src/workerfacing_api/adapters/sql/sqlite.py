@@ -28,6 +28,7 @@ from workerfacing_api.adapters.sql import queries
 from workerfacing_api.adapters.sql.database import (
     Conflict,
     Literals,
+    OnConnection,
     Row,
     Session,
     Statements,
@@ -71,24 +72,11 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
     return Unavailable(f"the queue's SQLite database is unavailable ({exc})")
 
 
-class _Session(Statements):
-    """Statements inside the transaction of ``SqliteDatabase.transaction``."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def _rows(
-        self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
-    ) -> list[Row]:
-        return await _run(self._conn, name, literals, params, change=change)
-
-
 async def _run(
     conn: aiosqlite.Connection,
     name: str,
     literals: Literals,
     params: Mapping[str, Any],
-    *,
     change: bool,
 ) -> list[Row]:
     """Run the statements of ``name``; the rows of the one that returns rows are the answer.
@@ -166,11 +154,13 @@ class SqliteDatabase(Statements):
     ) -> list[Row]:
         _, read_only = _script(name, literals)
         return await self._operation(
-            lambda conn: _run(conn, name, literals, params, change=change), write=not read_only
+            lambda conn: _run(conn, name, literals, params, change), write=not read_only
         )
 
     async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
-        return await self._operation(lambda conn: work(_Session(conn)), write=True)
+        return await self._operation(
+            lambda conn: work(OnConnection(functools.partial(_run, conn))), write=True
+        )
 
     async def schema_revision(self) -> str | None:
         try:

@@ -63,6 +63,14 @@ class Statement:
 
 
 @functools.cache
+def whole(dialect: str) -> tuple[str, ...]:
+    """The names of ``dialect`` that are statements: those no other name puts in as a piece."""
+    bodies = _read("common.sql") | _read(f"{dialect}.sql")
+    pieces = {m for body in bodies.values() for m in _BRACES.findall(body)}
+    return tuple(sorted(bodies.keys() - pieces))
+
+
+@functools.cache
 def load(dialect: str) -> dict[str, Statement]:
     """Every statement of ``dialect`` by name, with its pieces put in (a name defined both in
     ``common.sql`` and in the dialect's file is an error: it is written once)."""

@@ -100,11 +100,12 @@ ORDER BY id;
 
 -- name: find_expired
 -- Active jobs whose worker has said nothing since :before, the longest silence first. Only
--- active jobs time out, and the partial index on them finds these without reading the queue.
+-- active jobs time out, and the partial index on them finds these without reading the queue
+-- ({through_active_jobs}: how the dialect is told so, if it must be).
 -- With the workers that pulled each since it last started over (attempted_by, in pull order:
 -- an operator's retry forgets them, while job_attempts keeps the whole history).
 SELECT {job_columns}, attempted_by
-FROM jobs
+FROM jobs {through_active_jobs}
 WHERE status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND last_heartbeat_at < :before
 ORDER BY last_heartbeat_at, id

@@ -156,6 +156,10 @@ ORDER BY w.name, j.id;
 DELETE FROM status_events WHERE job_id = ANY(CAST(:ids AS bigint[]));
 
 
+-- name: through_active_jobs
+-- Not a statement: PostgreSQL's planner finds the partial index of active jobs by itself.
+
+
 -- name: skip_locked
 -- Not a statement: in lease_events, so that dispatchers in several processes take disjoint
 -- events without waiting on each other.

@@ -44,7 +44,7 @@ FROM (
     WHERE status = 'queued'
     ORDER BY priority DESC, created_at, id
     LIMIT :window
-) AS jobs
+) AS head_of_queue
 WHERE {fits}
     AND {not_attempted}
     AND {worker_not_set_aside}
@@ -92,8 +92,12 @@ SELECT c.id, c.attempt, c.worker, :now FROM jobs c WHERE {claimed_job};
 -- name: claimed_job
 -- Not a statement: a job this claim took (alias c): pulled by :worker, and its attempt has no row
 -- yet. Invariant: every attempt of a job gets its row (job_attempts) in the transaction that
--- claims it, so until this claim writes theirs, these are exactly the jobs it took.
-c.worker = :worker AND c.status = 'pulled'
+-- claims it, so until this claim writes theirs, these are exactly the jobs it took. The status
+-- list is the condition of the partial index ix_jobs_active_worker, spelt as there: SQLite uses
+-- a partial index only for a query that states its condition (else: a scan of every job).
+c.worker = :worker
+    AND c.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
+    AND c.status = 'pulled'
     AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = c.id AND a.attempt = c.attempt)
 
 
@@ -102,7 +106,7 @@ c.worker = :worker AND c.status = 'pulled'
 -- was never pulled by :worker, exact worker identity (an element of the JSON array), never a
 -- substring.
 NOT (:exclude_attempted AND EXISTS (
-    SELECT 1 FROM json_each(jobs.attempted_by) WHERE json_each.value = :worker
+    SELECT 1 FROM json_each(attempted_by) WHERE json_each.value = :worker
 ))
 
 
@@ -170,6 +174,12 @@ IN (SELECT value FROM json_each(:acknowledged))
 -- name: drop_events_of_jobs
 -- The undelivered events of cancelled jobs: nothing more is said upstream about them.
 DELETE FROM status_events WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+
+-- name: through_active_jobs
+-- Not a statement: find_expired reads the active jobs through their partial index; SQLite's
+-- planner, weighing the whole table's statistics, would rather scan every job.
+INDEXED BY ix_jobs_active_worker
 
 
 -- name: skip_locked
