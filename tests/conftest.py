@@ -1,4 +1,5 @@
-"""Shared fixtures: throwaway databases (SQLite files, a fresh PostgreSQL database per run).
+"""Shared fixtures: the service as the container builds it, with the outside world faked
+(``assembled``), and throwaway databases (SQLite files, a fresh PostgreSQL database per run).
 
 PostgreSQL tests need a server: ``TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). Without one they skip, saying how to enable
@@ -12,16 +13,65 @@ import os
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from dependency_injector import providers
 from sqlalchemy.engine import URL, make_url
+
+from tests.unit.helpers import RecordingUpstream
+from workerfacing_api.config import Settings
+from workerfacing_api.container import Container, build_container, use_in_memory_queue
+from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.memory import InMemoryQueue
 
 T = TypeVar("T")
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+API_KEY = "shared-secret"
+
+
+@dataclass
+class Assembled:
+    """The service as ``serve`` builds it (the container), with its outside world faked: the
+    in-memory queue, a fake clock and a recording user-facing API in place of theirs."""
+
+    container: Container
+    queue: InMemoryQueue
+    clock: FakeClock
+    upstream: RecordingUpstream
+    data_root: Path  # USER_DATA_ROOT_PATH
+
+
+@pytest.fixture
+def assembled(tmp_path: Path) -> Assembled:
+    """A container configured like a deployment with an upstream (settings in code, a local
+    issuer in a throwaway folder), its providers overridden with fakes. Add overrides of your
+    own before the first use of a service."""
+    settings = Settings(
+        user_data_root_path=str(tmp_path / "user_data"),
+        local_state_dir=str(tmp_path / "state"),
+        queue_db_url=f"sqlite:///{tmp_path / 'state' / 'queue.db'}",  # never opened
+        userfacing_api_url="http://userfacing.invalid",
+        internal_api_key_secret=API_KEY,
+        timeout_failure=300,
+        max_retries=3,
+    )
+    container = build_container(settings)
+    queue = InMemoryQueue(record_events=True)
+    clock = FakeClock(datetime.now(UTC))
+    upstream = RecordingUpstream()
+    use_in_memory_queue(container, queue)
+    container.clock.override(providers.Object(clock))
+    container.upstream.override(providers.Object(upstream))
+    return Assembled(container, queue, clock, upstream, tmp_path / "user_data")
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:

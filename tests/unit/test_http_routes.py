@@ -16,21 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
-from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
 from tests.bodies import job_document
+from tests.conftest import API_KEY, Assembled
 from tests.unit.helpers import RecordingUpstream
-from workerfacing_api.config import Settings
-from workerfacing_api.container import Container, build_container, use_in_memory_queue
+from workerfacing_api.container import Container
 from workerfacing_api.core.clock import FakeClock
-from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Delivery
 from workerfacing_api.entrypoints.http import create_app
 from workerfacing_api.entrypoints.http.access import RequestLog
 
-API_KEY = "shared-secret"
-TIMEOUT_FAILURE = 300
+TIMEOUT_FAILURE = 300  # the assembled service's
 # What the DECODE worker sends with every pull: enough for any job of these tests.
 BIG_WORKER = {"limit": 1, "cpu_cores": 8, "memory": 64_000}
 
@@ -89,27 +86,17 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    database = tmp_path / "state" / "queue.db"
-    settings = Settings(
-        user_data_root_path=str(tmp_path / "user_data"),
-        local_state_dir=str(tmp_path / "state"),
-        queue_db_url=f"sqlite:///{database}",
-        userfacing_api_url="http://userfacing.invalid",
-        internal_api_key_secret=API_KEY,
-        timeout_failure=TIMEOUT_FAILURE,
-        max_retries=3,
-    )
-    container = build_container(settings)
-    clock = FakeClock(datetime.now(UTC))
-    upstream = RecordingUpstream()
-    use_in_memory_queue(container, InMemoryQueue(record_events=True))
-    container.clock.override(providers.Object(clock))
-    container.upstream.override(providers.Object(upstream))
-    app = create_app(container, run_duties=False)
+async def api(assembled: Assembled, tmp_path: Path) -> AsyncIterator[Api]:
+    app = create_app(assembled.container, run_duties=False)
     async with AsyncTestClient(app=app) as client:
-        yield Api(client, container, clock, upstream, tmp_path / "user_data" / "alice")
-    assert not database.exists(), "the overridden queue was bypassed"
+        yield Api(
+            client,
+            assembled.container,
+            assembled.clock,
+            assembled.upstream,
+            assembled.data_root / "alice",
+        )
+    assert not (tmp_path / "state" / "queue.db").exists(), "the overridden queue was bypassed"
 
 
 async def test_submission_needs_the_shared_key_and_is_echoed(api: Api) -> None:
