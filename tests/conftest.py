@@ -1,5 +1,6 @@
-"""Shared fixtures: the service as the container builds it, with the outside world faked
-(``assembled``), and throwaway databases (SQLite files, a fresh PostgreSQL database per run).
+"""Shared fixtures: the service as the container builds it, with the outside world faked, and
+its app in this process (``assembled``, ``api``: see tests/inprocess.py), and throwaway
+databases (SQLite files, a fresh PostgreSQL database per run).
 
 PostgreSQL tests need a server: ``TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). Without one they skip, saying how to enable
@@ -11,23 +12,16 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from dependency_injector import providers
 from sqlalchemy.engine import URL, make_url
 
-from tests.unit.helpers import RecordingUpstream
-from workerfacing_api.config import Settings
-from workerfacing_api.container import Container, build_container, use_in_memory_queue
-from workerfacing_api.core.clock import FakeClock
-from workerfacing_api.core.memory import InMemoryQueue
+from tests.inprocess import Api, Assembled, assemble, serving
 
 T = TypeVar("T")
 
@@ -35,43 +29,18 @@ ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-API_KEY = "shared-secret"
-
-
-@dataclass
-class Assembled:
-    """The service as ``serve`` builds it (the container), with its outside world faked: the
-    in-memory queue, a fake clock and a recording user-facing API in place of theirs."""
-
-    container: Container
-    queue: InMemoryQueue
-    clock: FakeClock
-    upstream: RecordingUpstream
-    data_root: Path  # USER_DATA_ROOT_PATH
+@pytest.fixture
+def assembled(tmp_path: Path) -> Assembled:
+    """The service's container with its outside world faked (``tests.inprocess.assemble``)."""
+    return assemble(tmp_path)
 
 
 @pytest.fixture
-def assembled(tmp_path: Path) -> Assembled:
-    """A container configured like a deployment with an upstream (settings in code, a local
-    issuer in a throwaway folder), its providers overridden with fakes. Add overrides of your
-    own before the first use of a service."""
-    settings = Settings(
-        user_data_root_path=str(tmp_path / "user_data"),
-        local_state_dir=str(tmp_path / "state"),
-        queue_db_url=f"sqlite:///{tmp_path / 'state' / 'queue.db'}",  # never opened
-        userfacing_api_url="http://userfacing.invalid",
-        internal_api_key_secret=API_KEY,
-        timeout_failure=300,
-        max_retries=3,
-    )
-    container = build_container(settings)
-    queue = InMemoryQueue(record_events=True)
-    clock = FakeClock(datetime.now(UTC))
-    upstream = RecordingUpstream()
-    use_in_memory_queue(container, queue)
-    container.clock.override(providers.Object(clock))
-    container.upstream.override(providers.Object(upstream))
-    return Assembled(container, queue, clock, upstream, tmp_path / "user_data")
+async def api(assembled: Assembled, tmp_path: Path) -> AsyncIterator[Api]:
+    """The app of ``assembled``, in this process, and the calls a DECODE client makes."""
+    async with serving(assembled) as api:
+        yield api
+    assert not (tmp_path / "state" / "queue.db").exists(), "the overridden queue was bypassed"
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
@@ -134,12 +103,21 @@ async def _migrate(url: str) -> None:
         await engine.dispose()
 
 
+# Fixtures that start real processes on 127.0.0.1 (tests/integration/conftest.py): a test using
+# one is end to end (``e2e``), whatever module it is in.
+_PROCESSES = {"server", "server_factory", "upstream", "cluster", "moto"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        uses_pg = "postgres_url" in getattr(item, "fixturenames", ())
-        if uses_pg or (callspec is not None and "postgres" in callspec.id.split("-")):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "postgres_url" in fixtures or (
+            callspec is not None and "postgres" in callspec.id.split("-")
+        ):
             item.add_marker(pytest.mark.postgres)
+        if fixtures & _PROCESSES:
+            item.add_marker(pytest.mark.e2e)
 
 
 _POSTGRES_OUTCOMES: dict[str, int] = {}

@@ -170,7 +170,7 @@ def start_server(
         if time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"serve did not answer within 30 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # not a wait: polls a real process (e2e machinery)
     api_key = (
         full_env.get("INTERNAL_API_KEY_SECRET") or (state / "internal-api-key").read_text().strip()
     )
@@ -256,7 +256,7 @@ class Upstream:
             except requests.ConnectionError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(self.log_path.read_text()) from None
-                time.sleep(0.05)
+                time.sleep(0.05)  # not a wait: polls a real process (e2e machinery)
 
     def stop(self) -> None:
         """Gone from the network: connections are refused until ``start``."""
@@ -281,7 +281,7 @@ class Upstream:
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"upstream did not see it in {seconds} s: {self.events()}")
-            time.sleep(0.05)
+            time.sleep(0.05)  # not a wait: polls a real process (e2e machinery)
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ import requests
 from tests.integration.conftest import Server, as_json, start_server, stop_server
 from workerfacing_api.adapters.identity import LocalIssuer
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 STATE_DIR = ".workerfacing-api"
 ISSUER = "workerfacing-api-local"
 

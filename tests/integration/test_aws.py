@@ -25,6 +25,9 @@ from moto.utilities.utils import load_resource
 from tests.bodies import job_document
 from tests.integration.conftest import Server, as_json, start_server, stop_server
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 URL_EXPIRY = 900
 

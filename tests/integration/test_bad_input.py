@@ -22,6 +22,9 @@ import requests
 
 from tests.integration.conftest import Server, as_json, start_server, stop_server
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 HOLDER = "holder-1"  # the worker that pulled the module's job
 INTRUDER = "intruder-1"  # a valid worker that holds nothing
 HUGE = "99999999999999999999999"  # beyond any database integer

@@ -17,6 +17,9 @@ import requests
 
 from tests.integration.conftest import Server
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

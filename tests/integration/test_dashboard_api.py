@@ -13,6 +13,9 @@ import requests
 
 from tests.integration.conftest import Server, as_json
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 
 def operator_session(server: Server, name: str = "olga") -> requests.Session:
     """A browser's session after signing in through the form."""

@@ -20,6 +20,9 @@ import requests
 from tests.integration.conftest import Server, as_json, start_server, stop_server
 from workerfacing_api.adapters.signing import UrlSigner
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 
 @dataclass
 class Lane(Server):

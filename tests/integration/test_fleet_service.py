@@ -10,10 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 
 from tests.integration.conftest import Server, Upstream, as_json, upstream_env
 from tests.integration.test_cli import cli
+
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
 
 # The worker's own query (DESIGN §4): limit, cores, memory in MiB, GPU name and memory.
 GPU_BOX: dict[str, str | int] = {

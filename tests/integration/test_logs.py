@@ -39,6 +39,9 @@ from workerfacing_api.entrypoints.logs import (
     set_worker,
 )
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 JSON_LOGS = {"LOG_FORMAT": "json", "ACCESS_LOG": "1"}
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 

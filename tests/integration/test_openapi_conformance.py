@@ -15,6 +15,9 @@ import requests
 
 from tests.integration.conftest import Server, as_json
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 SEED = "20261201"
 EXAMPLES = os.environ.get("SCHEMATHESIS_EXAMPLES", "60")
 

@@ -26,6 +26,9 @@ from tests.integration.conftest import (
     upstream_env,
 )
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 # -- health ------------------------------------------------------------------------------------
 
 

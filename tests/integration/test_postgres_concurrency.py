@@ -38,6 +38,9 @@ from tests.integration.conftest import Server, start_server, stop_server
 from workerfacing_api.adapters.identity import LocalIssuer
 from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 T = TypeVar("T")
 
 API_KEY = "concurrency-test-key"

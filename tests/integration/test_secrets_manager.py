@@ -12,6 +12,9 @@ from devtools.aws_local import MotoServer
 
 from workerfacing_api.adapters.secrets import SecretError, SecretResolver
 
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:

@@ -143,7 +143,7 @@ class ScriptedApi:
         pieces = (answer,) if isinstance(answer, bytes) else answer
         for index, piece in enumerate(pieces):
             if index:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # not a wait: the pieces arrive apart
             writer.write(piece)
             await writer.drain()
         head = pieces[0].lower()

@@ -9,9 +9,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import requests
 
 from tests.integration.conftest import Server, Upstream, upstream_env
+
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
 
 
 def meta_id(server: Server, queue_id: str) -> int:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.integration.conftest import Server
+
+# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
 
 
 def test_job_runs_end_to_end_like_the_decode_worker(server: Server, tmp_path: Path) -> None:

@@ -8,95 +8,12 @@ no database file (the test checks that none is ever created).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
-import pytest
-from litestar.testing import AsyncTestClient
-
-from tests.bodies import job_document
-from tests.conftest import API_KEY, Assembled
-from tests.unit.helpers import RecordingUpstream
-from workerfacing_api.container import Container
-from workerfacing_api.core.clock import FakeClock
+from tests.inprocess import API_KEY, BIG_WORKER, Api
 from workerfacing_api.core.model import Delivery
-from workerfacing_api.entrypoints.http import create_app
-from workerfacing_api.entrypoints.http.access import RequestLog
 
 TIMEOUT_FAILURE = 300  # the assembled service's
-# What the DECODE worker sends with every pull: enough for any job of these tests.
-BIG_WORKER = {"limit": 1, "cpu_cores": 8, "memory": 64_000}
-
-
-@dataclass
-class Api:
-    """The app under test, its container, and the fakes standing in for the outside world."""
-
-    client: AsyncTestClient[RequestLog]
-    container: Container
-    clock: FakeClock
-    upstream: RecordingUpstream
-    user_root: Path  # alice's folder under USER_DATA_ROOT_PATH
-
-    def auth(self, worker: str = "w1", groups: tuple[str, ...] = ("workers",)) -> dict[str, str]:
-        # Tokens carry real timestamps: their expiry is checked against the wall clock.
-        issuer = self.container.local_issuer()
-        token = issuer.mint(worker, list(groups), timedelta(hours=1), datetime.now(UTC))
-        return {"Authorization": f"Bearer {token}"}
-
-    def job_body(self, job_id: int, **fields: Any) -> dict[str, Any]:
-        """A submission with its two input files present on disk."""
-        body = job_document(job_id, root=str(self.user_root), **fields)
-        for path in body["job"]["handler"]["files_down"].values():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_bytes(f"input of job {job_id}: {Path(path).name}".encode())
-        return body
-
-    async def submit(self, job_id: int, **fields: Any) -> dict[str, Any]:
-        response = await self.client.post(
-            "/_jobs", json=self.job_body(job_id, **fields), headers={"x-api-key": API_KEY}
-        )
-        assert response.status_code == 201, response.text
-        echo: dict[str, Any] = response.json()
-        return echo
-
-    async def pull(self, worker: str = "w1", **params: Any) -> dict[str, Any]:
-        response = await self.client.get(
-            "/jobs", params={**BIG_WORKER, **params}, headers=self.auth(worker)
-        )
-        assert response.status_code == 200, response.text
-        jobs: dict[str, Any] = response.json()
-        return jobs
-
-    async def put_status(
-        self, queue_id: str, status: str, worker: str = "w1", **params: str
-    ) -> httpx.Response:
-        return await self.client.put(
-            f"/jobs/{queue_id}/status",
-            params={"status": status, **params},
-            headers=self.auth(worker),
-        )
-
-    async def get_status(self, queue_id: str, worker: str = "w1") -> httpx.Response:
-        return await self.client.get(f"/jobs/{queue_id}/status", headers=self.auth(worker))
-
-
-@pytest.fixture
-async def api(assembled: Assembled, tmp_path: Path) -> AsyncIterator[Api]:
-    app = create_app(assembled.container, run_duties=False)
-    async with AsyncTestClient(app=app) as client:
-        yield Api(
-            client,
-            assembled.container,
-            assembled.clock,
-            assembled.upstream,
-            assembled.data_root / "alice",
-        )
-    assert not (tmp_path / "state" / "queue.db").exists(), "the overridden queue was bypassed"
 
 
 async def test_submission_needs_the_shared_key_and_is_echoed(api: Api) -> None:

@@ -31,6 +31,7 @@ from workerfacing_api.core.errors import (
     StatusConflict,
     Unavailable,
 )
+from workerfacing_api.core.fleet import AsidePolicy
 from workerfacing_api.core.jobs import MAX_PULL_LIMIT
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import Environment, Job, JobStatus, SweepReport, WorkerProfile
@@ -105,7 +106,11 @@ class QueueMachine(RuleBasedStateMachine):
         self.policy = RetryPolicy(
             max_retries=max_retries, timeout_failure=30.0, retry_different=retry_different
         )
-        self.stack = make_stack(self.policy)
+        # The rules this machine models: the job lifecycle and the pull (reference_pull). A
+        # worker set aside for its failures is the fleet's rule, modelled and tested in
+        # test_fleet_contract.py: the service here never sets one aside (after_failures=0), so
+        # that the model covers every rule the service applies.
+        self.stack = make_stack(self.policy, aside=AsidePolicy(after_failures=0))
         for fields, upstream_id in jobs:
             self.submit(fields, upstream_id)
 

@@ -476,31 +476,33 @@ async def test_keep_alives_are_not_forwarded_after_the_final_state_nor_without_a
     await plain.service.update_status(job.id, "w1", "running", None)
 
 
-class SlowUpstream(RecordingUpstream):
-    """Answers each call after ``delay`` seconds of real time."""
+class HeldUpstream(RecordingUpstream):
+    """An upstream slower than any wait: it answers only once the test lets it (``gate``)."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.delay = delay
+        self.gate = asyncio.Event()
         self.started = 0
 
     async def notify(self, event: Message, within: float) -> Delivery:
         self.started += 1
-        await asyncio.sleep(self.delay)
+        await self.gate.wait()
         return await super().notify(event, within)
 
 
 async def test_a_slow_upstream_does_not_hold_the_worker_and_nothing_is_sent_twice() -> None:
-    upstream = SlowUpstream(0.5)
-    stack = make_stack(POLICY, upstream=upstream, backoff=BACKOFF, inline_wait=0.05)
+    upstream = HeldUpstream()
+    stack = make_stack(POLICY, upstream=upstream, backoff=BACKOFF, inline_wait=0.01)
     job = await stack.service.submit(make_submission(1))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    # Every call returns while the upstream has not answered anything: the worker is held at
+    # most the short inline wait, never for the upstream's answer.
     await stack.service.pull(worker_profile("w1"), 1)
     await stack.service.update_status(job.id, "w1", "running", None)
     await stack.service.update_status(job.id, "w1", "finished", None)
-    assert loop.time() - started < 0.4  # the worker waited at most the short bound per call
+    assert upstream.calls == []
+    assert upstream.started == 1  # the later changes wait for the first to be answered
 
+    upstream.gate.set()  # the upstream answers at last
     await stack.sync.wait_idle(5)
     await drain(stack)
     await stack.sync.wait_idle(5)
