@@ -42,8 +42,10 @@ class Assembled:
 
 def assemble(tmp: Path, **settings: Any) -> Assembled:
     """A container configured like a deployment with an upstream (``settings`` change it), its
-    providers overridden with fakes; acknowledgements are written at once (their batching is
-    tested on its own). Add overrides of your own before the first use of a service."""
+    providers overridden with fakes. A request waits for its delivery as long as it takes (the
+    recording upstream answers at once), so what it tells the upstream is there when it
+    returns, however loaded the machine; acknowledgements are written at once (their batching
+    is tested on its own). Add overrides of your own before the first use of a service."""
     fields: dict[str, Any] = {
         "user_data_root_path": str(tmp / "user_data"),
         "local_state_dir": str(tmp / "state"),
@@ -60,7 +62,7 @@ def assemble(tmp: Path, **settings: Any) -> Assembled:
     use_in_memory_queue(container, queue)
     container.clock.override(providers.Object(clock))
     container.upstream.override(providers.Object(upstream))
-    container.sync.add_kwargs(ack_delay=0.0)
+    container.sync.add_kwargs(ack_delay=0.0, inline_wait=30.0, delivery_timeout=25.0)
     return Assembled(container, queue, clock, upstream, tmp / "user_data")
 
 

@@ -226,6 +226,10 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         upstream = RecordingUpstream()
         container.clock.override(providers.Object(FakeClock(datetime.now(UTC))))
         container.upstream.override(providers.Object(upstream))
+        # Each request waits for its delivery (the recording upstream answers at once) and
+        # acknowledges it at once: what it stored and told is there when it returns, however
+        # loaded the machine.
+        container.sync.add_kwargs(ack_delay=0.0, inline_wait=30.0, delivery_timeout=25.0)
         app = create_app(container, run_duties=False)
         root = tmp_path / "user_data" / "alice"
         async with AsyncTestClient(app=app) as client:
