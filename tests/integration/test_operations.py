@@ -172,7 +172,9 @@ class Load:
         self.answers: Counter[int] = Counter()
         self.refused = 0  # no connection: the process had stopped listening
         # Reset by the kernel: connections still in the listening socket's backlog when the
-        # process closes it. The service never saw them (checked against its log by id).
+        # process closes it; or closed without an answer by the server as it shut down, the
+        # request not read yet (uvicorn closes the connections that have no request under
+        # way). The service never saw them (checked against its log by id).
         self.reset: dict[str, str] = {}  # request id -> the request
         self.broken: list[str] = []  # anything else that is not an answer: must not happen
         self.stop = threading.Event()
@@ -208,7 +210,7 @@ class Load:
             if "refused" in str(exc).lower():
                 self.refused += 1
                 time.sleep(0.05)
-            elif "reset by peer" in str(exc).lower():
+            elif any(m in str(exc).lower() for m in ("reset by peer", "without response")):
                 self.reset[request_id] = f"{method} {path}"
                 time.sleep(0.05)
             else:
