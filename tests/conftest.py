@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from tests.inprocess import Api, Assembled, assemble, serving
+from tests.inprocess import TABLES, Api, Assembled, Stored, assemble, serving
 
 T = TypeVar("T")
 
@@ -41,6 +41,32 @@ async def api(assembled: Assembled, tmp_path: Path) -> AsyncIterator[Api]:
     async with serving(assembled) as api:
         yield api
     assert not (tmp_path / "state" / "queue.db").exists(), "the overridden queue was bypassed"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    """``api`` over the real SQL adapters, once on a fresh SQLite file and once on this
+    session's PostgreSQL database emptied first; ``api.stored`` reads its tables."""
+    from workerfacing_api.container import migrate
+
+    kind: str = request.param
+    sqlite_path = tmp_path / "state" / "queue.db"
+    pg: asyncpg.Connection | None = None
+    if kind == "postgres":
+        url: str = request.getfixturevalue("postgres_url")  # migrated once per session
+        pg = await asyncpg.connect(url)
+        await pg.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    else:
+        url = f"sqlite:///{sqlite_path}"
+    try:
+        assembled = assemble(tmp_path, database=url)
+        if kind == "sqlite":
+            await migrate(assembled.container)
+        async with serving(assembled, Stored(kind, sqlite_path, pg)) as api:
+            yield api
+    finally:
+        if pg is not None:
+            await pg.close()
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:

@@ -1,16 +1,19 @@
 """The service in this process, as ``serve`` builds it (the container), its outside world faked:
-the in-memory queue, a fake clock and a recording user-facing API. Litestar's test client drives
-the app over ASGI: no server process, no socket, and time moves only when a test says so."""
+the in-memory queue (or a real database), a fake clock and a recording user-facing API.
+Litestar's test client drives the app over ASGI: no server process, no socket, and time moves
+only when a test says so."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from dependency_injector import providers
 from litestar.testing import AsyncTestClient
@@ -34,32 +37,36 @@ class Assembled:
     """The service's container with its outside world faked."""
 
     container: Container
-    queue: InMemoryQueue
+    queue: InMemoryQueue | None  # None: the queue is the database of QUEUE_DB_URL
     clock: FakeClock
     upstream: RecordingUpstream
     data_root: Path  # USER_DATA_ROOT_PATH
 
 
-def assemble(tmp: Path, **settings: Any) -> Assembled:
+def assemble(tmp: Path, *, database: str | None = None, **settings: Any) -> Assembled:
     """A container configured like a deployment with an upstream (``settings`` change it), its
-    providers overridden with fakes. A request waits for its delivery as long as it takes (the
-    recording upstream answers at once), so what it tells the upstream is there when it
-    returns, however loaded the machine; acknowledgements are written at once (their batching
-    is tested on its own). Add overrides of your own before the first use of a service."""
+    providers overridden with fakes: the in-memory queue, or with ``database`` (a QUEUE_DB_URL,
+    migrated by the caller) the real SQL adapters over it. A request waits for its delivery as
+    long as it takes (the recording upstream answers at once), so what it tells the upstream is
+    there when it returns, however loaded the machine; acknowledgements are written at once
+    (their batching is tested on its own). Add overrides of your own before the first use of a
+    service."""
     fields: dict[str, Any] = {
         "user_data_root_path": str(tmp / "user_data"),
         "local_state_dir": str(tmp / "state"),
-        "queue_db_url": f"sqlite:///{tmp / 'state' / 'queue.db'}",  # never opened
+        # Never opened unless ``database`` says so.
+        "queue_db_url": database or f"sqlite:///{tmp / 'state' / 'queue.db'}",
         "userfacing_api_url": "http://userfacing.invalid",
         "internal_api_key_secret": API_KEY,
         "timeout_failure": 300,
         "max_retries": 3,
     }
     container = build_container(Settings(**(fields | settings)))
-    queue = InMemoryQueue(record_events=True)
+    queue = None if database else InMemoryQueue(record_events=True)
     clock = FakeClock(datetime.now(UTC))
     upstream = RecordingUpstream()
-    use_in_memory_queue(container, queue)
+    if queue is not None:
+        use_in_memory_queue(container, queue)
     container.clock.override(providers.Object(clock))
     container.upstream.override(providers.Object(upstream))
     container.sync.add_kwargs(ack_delay=0.0, inline_wait=30.0, delivery_timeout=25.0)
@@ -75,8 +82,9 @@ class Api:
     container: Container
     clock: FakeClock
     upstream: RecordingUpstream
-    queue: InMemoryQueue
+    queue: InMemoryQueue | None
     user_root: Path  # alice's folder under USER_DATA_ROOT_PATH
+    stored: Stored | None = None  # the tables, when the queue is a real database
 
     def auth(self, worker: str = "w1", groups: tuple[str, ...] = ("workers",)) -> dict[str, str]:
         # Tokens carry real timestamps: their expiry is checked against the wall clock.
@@ -142,7 +150,7 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(assembled: Assembled) -> AsyncIterator[Api]:
+async def serving(assembled: Assembled, stored: Stored | None = None) -> AsyncIterator[Api]:
     """The app of ``assembled`` (no background duties: a test sweeps and dispatches itself)."""
     app = create_app(assembled.container, run_duties=False)
     async with AsyncTestClient(app=app) as client:
@@ -153,4 +161,29 @@ async def serving(assembled: Assembled) -> AsyncIterator[Api]:
             assembled.upstream,
             assembled.queue,
             assembled.data_root / "alice",
+            stored,
         )
+
+
+# Every table of the queue, in the order they are compared.
+TABLES = ("jobs", "job_attempts", "status_events", "job_uploads", "workers")
+
+
+class Stored:
+    """The queue's tables read behind the service's back: a real SQLite file, or a PostgreSQL
+    database over one connection of the test's own."""
+
+    def __init__(self, kind: str, sqlite_path: Path, pg: asyncpg.Connection | None) -> None:
+        self.kind = kind
+        self._sqlite_path = sqlite_path
+        self._pg = pg
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self._pg is not None:
+            return [tuple(r) for r in await self._pg.fetch(sql)]
+        with closing(sqlite3.connect(self._sqlite_path)) as conn:
+            return list(conn.execute(sql))
+
+    async def everything(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table: what a refused request must leave as it was."""
+        return {table: await self.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in TABLES}
