@@ -1,63 +1,71 @@
 """Who may call what (DESIGN §4): workers need a valid bearer token in group ``workers`` and are
 known by the token's user name; the user-facing API needs the shared ``x-api-key``; the welcome,
-``/access_info`` and the docs are open. Tokens printed by ``workerfacing-api token`` work."""
+``/access_info`` and the docs are open.
+
+The app is built as ``serve`` builds it, from the container, and driven in this process
+(tests/inprocess.py): over a real SQLite file and a real PostgreSQL database (``db_api``) where
+a test reads what is stored, over the in-memory queue (``api``) otherwise. Tokens are the
+container's local issuer's, or forged with its own key. That the ``token`` command and a running
+``serve`` agree on that key is tests/integration/test_auth_cli.py's, end to end.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
-import requests
 
-from tests.integration.conftest import Server, as_json, start_server, stop_server
+from tests.inprocess import API_KEY, Api
 from workerfacing_api.adapters.identity import LocalIssuer
-
-# Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
-pytestmark = pytest.mark.e2e
-
-STATE_DIR = ".workerfacing-api"
-ISSUER = "workerfacing-api-local"
+from workerfacing_api.adapters.identity.local import ISSUER
 
 
 @dataclass(frozen=True)
 class Site:
-    server: Server
+    api: Api
     held: str  # queue id of a job pulled by "alice"
     held_file: str  # one of its files_down
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    server = start_server(tmp_path_factory.mktemp("auth"))
-    try:
-        server.submit()
-        ((held, job),) = server.pull("alice").items()
-        # A queued job that fits the pulls below: a pull wrongly let through claims it, and the
-        # database comparison notices.
-        server.submit()
-        held_file = job["handler"]["files_down"]["data/calib.mat"]
-        yield Site(server=server, held=held, held_file=held_file)
-    finally:
-        stop_server(server)
+@pytest.fixture
+async def site(db_api: Api) -> Site:
+    """alice holds a job, and another one is queued that fits the pulls below: a pull wrongly
+    let through claims it, and the comparison of the tables notices."""
+    await db_api.submit(1)
+    ((held, job),) = (await db_api.pull("alice")).items()
+    await db_api.submit(2)
+    held_file = job["handler"]["files_down"]["data/calib.mat"]
+    assert len((await tables(db_api))["jobs"]) == 2  # what a wrong pass would change is there
+    return Site(api=db_api, held=held, held_file=held_file)
 
 
-def key_of(server: Server) -> str:
-    return (server.root / STATE_DIR / "identity.key").read_text().strip()
+async def tables(api: Api) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the queue, to show that a request changed nothing."""
+    assert api.stored is not None
+    return await api.stored.everything()
 
 
-def signed(server: Server, claims: dict[str, Any]) -> str:
+def row_count(snapshot: dict[str, list[tuple[Any, ...]]]) -> int:
+    return sum(len(rows) for rows in snapshot.values())
+
+
+def key_of(api: Api) -> str:
+    """The service's own signing key: the local issuer's file in the in-process state dir."""
+    key_file = api.container.local_issuer().key_file
+    assert key_file.is_file(), key_file
+    return key_file.read_text().strip()
+
+
+def signed(api: Api, claims: dict[str, Any]) -> str:
     """A token with exactly ``claims``, signed with the service's own key."""
-    return jwt.encode(claims, key_of(server), algorithm="HS256")
+    return jwt.encode(claims, key_of(api), algorithm="HS256")
 
 
 def access_claims(username: str, groups: list[str], **extra: Any) -> dict[str, Any]:
@@ -79,16 +87,20 @@ def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def bad_credentials(kind: str, server: Server, tmp: Path) -> dict[str, str]:
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def bad_credentials(kind: str, api: Api, tmp: Path) -> dict[str, str]:
     """Authorization headers that must be refused with 401."""
-    valid = server.token("alice")
+    valid = api.auth("alice")["Authorization"].removeprefix("Bearer ")
     if kind == "none":
         return {}
     if kind == "other-key":
         other = LocalIssuer(tmp / "other-identity.key")
         token = other.mint("alice", ["workers"], timedelta(hours=1), datetime.now(UTC))
     elif kind == "expired":
-        issuer = LocalIssuer(server.root / STATE_DIR / "identity.key")
+        issuer = api.container.local_issuer()
         then = datetime.now(UTC) - timedelta(hours=2)
         token = issuer.mint("alice", ["workers"], timedelta(hours=1), then)
     elif kind == "tampered":  # alice's real signature over a payload that adds a group
@@ -97,15 +109,15 @@ def bad_credentials(kind: str, server: Server, tmp: Path) -> dict[str, str]:
     elif kind == "alg-none":
         token = jwt.encode(access_claims("alice", ["workers"]), "", algorithm="none")
     elif kind == "other-issuer":
-        token = signed(server, access_claims("alice", ["workers"], iss="someone-else"))
+        token = signed(api, access_claims("alice", ["workers"], iss="someone-else"))
     elif kind == "no-expiry":
         claims = access_claims("alice", ["workers"])
         del claims["exp"]
-        token = signed(server, claims)
+        token = signed(api, claims)
     elif kind == "no-user":
         claims = access_claims("alice", ["workers"])
         del claims["username"]
-        token = signed(server, claims)
+        token = signed(api, claims)
     elif kind == "garbage":
         token = "not-a-token"
     else:
@@ -115,7 +127,7 @@ def bad_credentials(kind: str, server: Server, tmp: Path) -> dict[str, str]:
             "bearer-alone": {"Authorization": "Bearer"},
             "token-alone": {"Authorization": valid},
         }[kind]
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(token)
 
 
 BAD_CREDENTIALS = [
@@ -145,56 +157,70 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
-def call(site: Site, endpoint: str, headers: dict[str, str]) -> requests.Response:
+async def call(site: Site, endpoint: str, headers: dict[str, str]) -> httpx.Response:
     method, path, params = ENDPOINTS[endpoint]
     files = {"file": ("auth.txt", b"written")} if endpoint == "upload" else None
-    return requests.request(
+    return await site.api.client.request(
         method,
-        site.server.url + path.format(held=site.held, file=site.held_file),
+        path.format(held=site.held, file=site.held_file),
         params=params,
         headers=headers,
         files=files,
-        timeout=10,
     )
 
 
+def data_root(api: Api) -> Path:
+    return api.user_root.parent  # USER_DATA_ROOT_PATH
+
+
 def uploaded(site: Site) -> list[Path]:
-    return list(site.server.data_root.rglob("auth.txt"))
+    return list(data_root(site.api).rglob("auth.txt"))
 
 
-@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
-@pytest.mark.parametrize("kind", BAD_CREDENTIALS)
-def test_worker_endpoints_refuse_missing_or_invalid_tokens(
-    site: Site, endpoint: str, kind: str, tmp_path: Path
+def as_json(response: httpx.Response) -> Any:
+    assert response.headers.get("content-type", "").startswith("application/json"), response.text
+    return json.loads(response.content)
+
+
+async def test_worker_endpoints_refuse_missing_or_invalid_tokens(
+    site: Site, subtests: pytest.Subtests, tmp_path: Path
 ) -> None:
-    headers = bad_credentials(kind, site.server, tmp_path)
-    before = site.server.db_snapshot()
-    response = call(site, endpoint, headers)
-    assert response.status_code == 401, response.text
-    assert response.headers.get("WWW-Authenticate", "").lower().startswith("bearer")
-    assert as_json(response)["detail"]
-    assert site.server.db_snapshot() == before
-    assert uploaded(site) == []
+    """Each kind of bad credentials on each endpoint, a subtest each, against one app."""
+    for kind in BAD_CREDENTIALS:
+        for endpoint in ENDPOINTS:
+            with subtests.test(kind=kind, endpoint=endpoint):
+                headers = bad_credentials(kind, site.api, tmp_path)
+                before = await tables(site.api)
+                response = await call(site, endpoint, headers)
+                assert response.status_code == 401, response.text
+                assert response.headers.get("WWW-Authenticate", "").lower().startswith("bearer")
+                assert as_json(response)["detail"]
+                assert await tables(site.api) == before
+                assert uploaded(site) == []
 
 
-@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
-@pytest.mark.parametrize(
-    "groups",
-    [(), ("cloud",), ("Workers",), ("worker", "admins")],
-    ids=["no-groups", "cloud-only", "capitalised", "near-miss"],
-)
-def test_worker_endpoints_need_group_workers(
-    site: Site, endpoint: str, groups: tuple[str, ...]
-) -> None:
-    before = site.server.db_snapshot()
-    response = call(site, endpoint, site.server.auth("alice", groups))
-    assert response.status_code == 403, response.text
-    assert "workers" in as_json(response)["detail"]
-    assert site.server.db_snapshot() == before
-    assert uploaded(site) == []
+GROUPS = {
+    "no-groups": (),
+    "cloud-only": ("cloud",),
+    "capitalised": ("Workers",),
+    "near-miss": ("worker", "admins"),
+}
 
 
-def test_the_holder_passes_where_others_are_refused(site: Site) -> None:
+async def test_worker_endpoints_need_group_workers(site: Site, subtests: pytest.Subtests) -> None:
+    """Each set of groups without ``workers`` on each endpoint, a subtest each, against one app."""
+    for name, groups in GROUPS.items():
+        for endpoint in ENDPOINTS:
+            with subtests.test(groups=name, endpoint=endpoint):
+                before = await tables(site.api)
+                response = await call(site, endpoint, site.api.auth("alice", groups))
+                assert response.status_code == 403, response.text
+                assert "workers" in as_json(response)["detail"]
+                assert await tables(site.api) == before
+                assert uploaded(site) == []
+
+
+async def test_the_holder_passes_where_others_are_refused(site: Site) -> None:
     """The control of the refusals above: with alice's own token every endpoint answers."""
     expected = {
         "pull": 200,
@@ -206,87 +232,77 @@ def test_the_holder_passes_where_others_are_refused(site: Site) -> None:
         "download": 200,
     }
     for endpoint, status in expected.items():
-        response = call(site, endpoint, site.server.auth("alice"))
+        response = await call(site, endpoint, site.api.auth("alice"))
         assert response.status_code == status, (endpoint, response.text)
     assert [p.read_bytes() for p in uploaded(site)] == [b"written"]
-    for path in uploaded(site):
-        path.unlink()
-    site.server.submit()  # the pull took the queued job: queue another for the refusals
 
 
-def test_identity_is_the_tokens_user_name(site: Site) -> None:
-    server = site.server
-    url = f"{server.url}/jobs/{site.held}"
+async def test_identity_is_the_tokens_user_name(site: Site) -> None:
+    api = site.api
+    client = api.client
+    url = f"/jobs/{site.held}"
 
-    def put(headers: dict[str, str]) -> int:
-        r = requests.put(f"{url}/status", params={"status": "running"}, headers=headers, timeout=10)
+    async def put(headers: dict[str, str]) -> int:
+        r = await client.put(f"{url}/status", params={"status": "running"}, headers=headers)
         return r.status_code
 
-    bob = server.auth("bob")
-    before = server.db_snapshot()
-    assert put(bob) == 404
-    upload_url = requests.post(f"{url}/files/url", params={"type": "log"}, headers=bob, timeout=10)
+    bob = api.auth("bob")
+    before = await tables(api)
+    assert await put(bob) == 404
+    upload_url = await client.post(f"{url}/files/url", params={"type": "log"}, headers=bob)
     assert upload_url.status_code == 404, upload_url.text
-    upload = requests.post(
+    upload = await client.post(
         f"{url}/files/upload",
         params={"type": "log"},
         headers=bob,
         files={"file": ("bob.txt", b"bob")},
-        timeout=10,
     )
     assert upload.status_code == 404, upload.text
     for action in ("url", "download"):
-        r = requests.get(f"{server.url}/files/{site.held_file}/{action}", headers=bob, timeout=10)
+        r = await client.get(f"/files/{site.held_file}/{action}", headers=bob)
         assert r.status_code == 404, r.text  # not his: the worker is told to stop
     # The user name, not the subject: a token about alice issued to bob is bob's.
-    bob_about_alice = signed(server, access_claims("bob", ["workers"], sub="alice"))
-    assert put({"Authorization": f"Bearer {bob_about_alice}"}) == 404
-    assert server.db_snapshot() == before
-    assert list(server.data_root.rglob("bob.txt")) == []
+    bob_about_alice = signed(api, access_claims("bob", ["workers"], sub="alice"))
+    assert await put(bearer(bob_about_alice)) == 404
+    assert await tables(api) == before
+    assert list(data_root(api).rglob("bob.txt")) == []
 
     # An ID token names its user in cognito:username; it is alice as much as her access token.
     id_claims = access_claims("ignored", ["workers"], token_use="id")
     del id_claims["username"]
     id_claims["cognito:username"] = "alice"
-    assert put({"Authorization": f"Bearer {signed(server, id_claims)}"}) == 204
-    assert put(server.auth("alice")) == 204
-
-
-def post_job(server: Server, headers: dict[str, str]) -> requests.Response:
-    body = server.job_body()
-    return requests.post(f"{server.url}/_jobs", json=body, headers=headers, timeout=10)
+    assert await put(bearer(signed(api, id_claims))) == 204
+    assert await put(api.auth("alice")) == 204
 
 
 @pytest.mark.parametrize(
     "kind", ["missing", "empty", "wrong", "other-case", "bearer-token-instead", "as-query"]
 )
-def test_submission_needs_the_api_key(site: Site, kind: str) -> None:
-    server = site.server
+async def test_submission_needs_the_api_key(db_api: Api, kind: str) -> None:
     headers = {
         "missing": {},
         "empty": {"x-api-key": ""},
         "wrong": {"x-api-key": "not-the-key"},
-        "other-case": {"x-api-key": server.api_key.upper()},
-        "bearer-token-instead": server.auth("alice"),
+        "other-case": {"x-api-key": API_KEY.upper()},
+        "bearer-token-instead": db_api.auth("alice"),
         "as-query": {},
     }[kind]
-    body = server.job_body()
-    params = {"x-api-key": server.api_key} if kind == "as-query" else None
-    before = server.db_snapshot()
-    response = requests.post(
-        f"{server.url}/_jobs", json=body, headers=headers, params=params, timeout=10
-    )
+    body = db_api.job_body(1)
+    params = {"x-api-key": API_KEY} if kind == "as-query" else None
+    before = await tables(db_api)
+    response = await db_api.client.post("/_jobs", json=body, headers=headers, params=params)
     assert response.status_code == 401, response.text
     assert "x-api-key" in as_json(response)["detail"]
-    assert server.db_snapshot() == before
+    assert await tables(db_api) == before
 
 
-def test_submission_with_the_api_key_is_stored(site: Site) -> None:
+async def test_submission_with_the_api_key_is_stored(db_api: Api) -> None:
     """The control of the refusals above."""
-    before = len(site.server.db_snapshot())
-    response = post_job(site.server, {"x-api-key": site.server.api_key})
+    before = row_count(await tables(db_api))
+    body = db_api.job_body(1)
+    response = await db_api.client.post("/_jobs", json=body, headers={"x-api-key": API_KEY})
     assert response.status_code == 201, response.text
-    assert len(site.server.db_snapshot()) == before + 1
+    assert row_count(await tables(db_api)) == before + 1
 
 
 @pytest.mark.parametrize(
@@ -294,22 +310,22 @@ def test_submission_with_the_api_key_is_stored(site: Site) -> None:
     [{}, {"Authorization": "Bearer garbage"}, {"x-api-key": "wrong"}],
     ids=["anonymous", "bad-token", "bad-key"],
 )
-def test_welcome_and_access_info_need_no_credentials(site: Site, headers: dict[str, str]) -> None:
-    server = site.server
-    welcome = requests.get(f"{server.url}/", headers=headers, timeout=10)
+async def test_welcome_and_access_info_need_no_credentials(
+    api: Api, headers: dict[str, str]
+) -> None:
+    welcome = await api.client.get("/", headers=headers)
     assert welcome.status_code == 200, welcome.text
     assert as_json(welcome)["message"]
-    info = requests.get(f"{server.url}/access_info", headers=headers, timeout=10)
+    info = await api.client.get("/access_info", headers=headers)
     assert info.status_code == 200, info.text
     assert as_json(info)["cognito"] == {"user_pool_id": None, "client_id": None, "region": None}
 
 
-def test_docs_are_served_and_list_every_endpoint(site: Site) -> None:
-    server = site.server
-    page = requests.get(f"{server.url}/docs", timeout=10)
+async def test_docs_are_served_and_list_every_endpoint(api: Api) -> None:
+    page = await api.client.get("/docs")
     assert page.status_code == 200, page.text
     assert page.headers["content-type"].startswith("text/html")
-    spec = requests.get(f"{server.url}/docs/openapi.json", timeout=10)
+    spec = await api.client.get("/docs/openapi.json")
     assert spec.status_code == 200, spec.text
     assert "json" in spec.headers["content-type"]
     paths = spec.json()["paths"]
@@ -337,67 +353,27 @@ def test_docs_are_served_and_list_every_endpoint(site: Site) -> None:
     )
 
 
-# --- tokens from the command line --------------------------------------------------------------
+# --- a token's groups choose the jobs ----------------------------------------------------------
 
 
-def cli_token(server: Server, username: str, groups: str, state: Path | None = None) -> str:
-    """Run ``workerfacing-api token`` beside the server, as its hint tells an operator to."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))}
-    env["LOCAL_STATE_DIR"] = str(state or server.root / STATE_DIR)
-    env["USER_DATA_ROOT_PATH"] = str(server.data_root)
-    command = [sys.executable, "-m", "workerfacing_api.entrypoints.cli", "token"]
-    result = subprocess.run(
-        [*command, "--username", username, "--groups", groups],
-        cwd=server.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    (token,) = result.stdout.split()
-    return token
-
-
-def pull_with(server: Server, token: str, **params: Any) -> requests.Response:
+async def pull_with(api: Api, headers: dict[str, str], **params: Any) -> httpx.Response:
     query = {"limit": 10, "cpu_cores": 8, "memory": 64000, **params}
-    return requests.get(
-        f"{server.url}/jobs",
-        params=query,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
+    return await api.client.get("/jobs", params=query, headers=headers)
 
 
-def test_cli_token_is_accepted_by_the_running_server(server: Server, tmp_path: Path) -> None:
-    submitted = server.submit()
-    token = cli_token(server, "cli-worker", "workers")
-    pulled = pull_with(server, token)
-    assert pulled.status_code == 200, pulled.text
-    ((job_id, job),) = as_json(pulled).items()
-    assert job == submitted["job"]
-    # The identity is the CLI's --username: the job is now cli-worker's, and only theirs.
-    assert server.put_status(job_id, "running", "cli-worker").status_code == 204
-    assert server.put_status(job_id, "running", "someone-else").status_code == 404
-    # A token minted with another state directory is signed with another key.
-    stranger = cli_token(server, "cli-worker", "workers", state=tmp_path / "elsewhere")
-    refused = pull_with(server, stranger)
-    assert refused.status_code == 401, refused.text
+async def test_a_token_in_group_cloud_pulls_cloud_jobs(db_api: Api) -> None:
+    """What a cloud worker's token gets (the CLI's token for it: test_auth_cli.py)."""
+    local = await db_api.submit(1, environment="local")
+    cloud = await db_api.submit(2, environment="cloud")
+    anywhere = await db_api.submit(3, environment=None)
+    cloud_token = db_api.auth("cloud-worker", ("workers", "cloud"))
 
-
-def test_cli_token_in_group_cloud_pulls_cloud_jobs(server: Server) -> None:
-    local = server.submit(server.job_body(environment="local"))
-    cloud = server.submit(server.job_body(environment="cloud"))
-    anywhere = server.submit(server.job_body(environment=None))
-    cloud_token = cli_token(server, "cloud-worker", "workers,cloud")
-
-    first = pull_with(server, cloud_token, older_than=3600)
+    first = await pull_with(db_api, cloud_token, older_than=3600)
     assert first.status_code == 200, first.text
     assert list(as_json(first).values()) == [cloud["job"]]  # the new "any" job is too young
-    second = pull_with(server, cloud_token, older_than=0)
+    second = await pull_with(db_api, cloud_token, older_than=0)
     assert list(as_json(second).values()) == [anywhere["job"]]
-    assert as_json(pull_with(server, cloud_token, older_than=0)) == {}  # never the local job
+    assert as_json(await pull_with(db_api, cloud_token, older_than=0)) == {}  # never local
 
-    local_token = cli_token(server, "local-worker", "workers")
-    assert list(as_json(pull_with(server, local_token)).values()) == [local["job"]]
+    local_token = db_api.auth("local-worker", ("workers",))
+    assert list(as_json(await pull_with(db_api, local_token)).values()) == [local["job"]]

@@ -1,0 +1,159 @@
+"""Bad input that only the real server and its socket decide (the rest of bad input runs in this
+process: test_bad_input.py): a raw path with ``..`` segments, which an HTTP client library
+resolves before sending; a query string beyond the HTTP parser's limit, answered by uvicorn
+before the app sees it; a client hanging up in the middle of an upload.
+
+One ``serve`` serves the whole module; every check compares the database and the file tree just
+before and just after its own request, so the order of the tests does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import Server, as_json, start_server, stop_server
+
+# Real processes on 127.0.0.1 (serve): docs/TESTING.md.
+pytestmark = pytest.mark.e2e
+
+HOLDER = "holder-1"  # the worker that pulled the module's job
+STATE_DIR = ".workerfacing-api"
+
+
+@dataclass(frozen=True)
+class Queue:
+    server: Server
+    held: str  # queue id of a job pulled by HOLDER
+    stray: Path  # a file in the data root that no job names
+
+
+@pytest.fixture(scope="module")
+def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Queue]:
+    server = start_server(tmp_path_factory.mktemp("bad-input-wire"))
+    try:
+        server.submit()
+        ((held, _),) = server.pull(HOLDER).items()
+        stray = server.data_root / "alice" / "data" / "stray.mat"
+        stray.write_bytes(b"an input of no job")
+        yield Queue(server=server, held=held, stray=stray)
+    finally:
+        stop_server(server)
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    """Every file under the service's directory with its content (the database and the log of
+    the service aside), symlinks not followed: what a rejected request must leave untouched."""
+    found: dict[str, bytes] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d != STATE_DIR]
+        for name in names:
+            path = Path(folder, name)
+            if path == root / "serve.log":
+                continue
+            content = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+            found[str(path.relative_to(root))] = content
+    return found
+
+
+def assert_refused(
+    server: Server, send: Callable[[], requests.Response], status: int, names: str
+) -> str:
+    """Send a request that must be refused with ``status`` and a detail mentioning ``names``;
+    the database and the files must be unchanged. Returns the detail."""
+    rows, files = server.db_snapshot(), files_of(server.root)
+    assert rows, "nothing in the database to compare"
+    response = send()
+    assert response.status_code == status, response.text
+    body = as_json(response)
+    assert isinstance(body, dict), body
+    assert set(body) == {"detail"}, body
+    detail = body["detail"]
+    assert isinstance(detail, str), detail
+    assert names.lower() in detail.lower(), detail
+    assert server.db_snapshot() == rows, "a refused request changed the database"
+    assert files_of(server.root) == files, "a refused request changed the files"
+    return detail
+
+
+def send_raw(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """Send ``url`` exactly as written: ``requests`` itself would resolve ``..`` segments."""
+    with requests.Session() as session:
+        prepared = session.prepare_request(
+            requests.Request(method, "http://placeholder/", **kwargs)
+        )
+        prepared.url = url
+        return session.send(prepared, timeout=10)
+
+
+@pytest.mark.parametrize("action", ["url", "download"])
+@pytest.mark.parametrize(
+    ("file_id", "status", "names"),
+    [
+        pytest.param("{root}/../serve.log", 403, "outside the data root", id="parent-of-root"),
+        pytest.param(
+            "{root}/alice/data/../data/stray.mat", 404, "not an input", id="dots-to-unnamed-file"
+        ),
+    ],
+)
+def test_file_endpoints_refuse_a_raw_path_with_dot_segments(
+    queue: Queue, action: str, file_id: str, status: int, names: str
+) -> None:
+    server = queue.server
+    assert queue.stray.exists()
+    target = file_id.format(root=server.data_root)
+    url = f"{server.url}/files/{target}/{action}"
+
+    def send() -> requests.Response:
+        return send_raw("GET", url, headers=server.auth(HOLDER))
+
+    detail = assert_refused(server, send, status, names)
+    # The path reached the service as written: resolved, it would be refused all the same.
+    assert repr(target) in detail, detail
+
+
+def test_a_query_string_too_long_for_the_http_parser_gets_json(queue: Queue) -> None:
+    server = queue.server
+    answer = requests.get(
+        f"{server.url}/jobs",
+        params={"memory": "1", "padding": "x" * 70_000},
+        headers=server.auth(HOLDER),
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert "64 KiB" in answer.json()["detail"]
+
+
+def test_a_client_hanging_up_during_an_upload_is_no_error_and_leaves_nothing(
+    queue: Queue,
+) -> None:
+    server = queue.server
+    files = files_of(server.data_root)
+    logged = server.log_path.read_text()
+    head = (
+        f"POST /jobs/{queue.held}/files/upload?type=output HTTP/1.1\r\n"
+        f"host: 127.0.0.1\r\nauthorization: {server.auth(HOLDER)['Authorization']}\r\n"
+        "content-type: multipart/form-data; boundary=x\r\ncontent-length: 10000000\r\n\r\n"
+        '--x\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+    ).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(head + b"\x00" * 200_000)
+        time.sleep(0.5)  # the upload is under way, then the worker is killed
+    deadline = time.monotonic() + 10
+    while "hung up" not in server.log_path.read_text()[len(logged) :]:
+        assert time.monotonic() < deadline, server.log_path.read_text()[len(logged) :]
+        time.sleep(0.05)
+    added = server.log_path.read_text()[len(logged) :]
+    assert "ERROR" not in added, added
+    assert "Traceback" not in added, added
+    assert files_of(server.data_root) == files  # no partial file left behind
