@@ -91,7 +91,7 @@ async def open_queue(
             async with engine.begin() as conn:
                 await conn.execute(
                     text(
-                        "TRUNCATE jobs, job_attempts, status_events, job_uploads, workers "
+                        "TRUNCATE jobs, job_attempts, status_events, job_uploads, nodes "
                         "RESTART IDENTITY CASCADE"
                     )
                 )

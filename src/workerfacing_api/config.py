@@ -9,6 +9,7 @@ the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -62,6 +63,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aside_cool_off: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 600.0
     aside_cool_off_max: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 86_400.0
     aside_window: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 3_600.0
+    # Active jobs one worker node may hold at once: a pull answers only what fits under it.
+    max_jobs_per_node: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 8
+    # Addresses or networks of proxies in front of the service, comma-separated: only from these
+    # are X-Forwarded-For (the client's address, a part of its node) and X-Forwarded-Proto
+    # believed. None by default.
+    trusted_proxies: str = ""
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
     url_expiry: Annotated[int, msgspec.Meta(ge=1, le=_WEEK)] = 600
@@ -116,6 +123,9 @@ VARIABLES: dict[str, str] = {
     "ASIDE_COOL_OFF": "seconds of a worker's first cool-off (default 600; doubles on repeat)",
     "ASIDE_COOL_OFF_MAX": "longest cool-off in seconds (default 86400)",
     "ASIDE_WINDOW": "seconds back that attempts' outcomes count as evidence (default 3600)",
+    "MAX_JOBS_PER_NODE": "active jobs one worker node may hold at once (default 8)",
+    "TRUSTED_PROXIES": "proxies whose `X-Forwarded-For`/`-Proto` are believed: addresses or "
+    "networks, comma-separated (default none)",
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",
@@ -199,7 +209,20 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
+def trusted_proxies(s: Settings) -> list[str]:
+    """TRUSTED_PROXIES as a list of addresses and networks (empty: none)."""
+    return [p.strip() for p in s.trusted_proxies.split(",") if p.strip()]
+
+
 def _check_consistency(s: Settings) -> None:
+    for proxy in trusted_proxies(s):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES={s.trusted_proxies!r}: {proxy!r} is not an IP address or "
+                "network (e.g. 10.0.0.5 or 10.0.0.0/16)"
+            ) from None
     if s.aside_cool_off_max < s.aside_cool_off:
         raise ConfigError(
             f"ASIDE_COOL_OFF_MAX={s.aside_cool_off_max:g} must not be less than "

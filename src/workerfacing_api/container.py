@@ -318,7 +318,16 @@ class Container(containers.DeclarativeContainer):
     )
     # The claims consult the registry in their own statement (a worker set aside gets no job).
     fleet = providers.Singleton(Fleet, registry, aside, metrics=metrics)
-    jobs = providers.Singleton(JobService, queue, clock, policy, sync, fleet, metrics=metrics)
+    jobs = providers.Singleton(
+        JobService,
+        queue,
+        clock,
+        policy,
+        sync,
+        fleet,
+        max_jobs_per_node=settings.provided.max_jobs_per_node,
+        metrics=metrics,
+    )
     explainer = providers.Singleton(
         WaitExplainer,
         queue,

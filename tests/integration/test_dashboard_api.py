@@ -229,7 +229,7 @@ def test_the_overview_follows_the_queue(server: Server) -> None:
         "the largest has 24 000"
     )
     (gpu,) = after["workers"]
-    assert (gpu["name"], gpu["gpu_mem"], gpu["active_jobs"], gpu["set_aside"]) == (
+    assert (gpu["account"], gpu["gpu_mem"], gpu["active_jobs"], gpu["set_aside"]) == (
         "gpu-1",
         24000,
         [],

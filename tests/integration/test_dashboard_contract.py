@@ -38,7 +38,7 @@ async def _leave_no_jobs_behind(request: pytest.FixtureRequest) -> AsyncIterator
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(
-                "TRUNCATE jobs, job_attempts, status_events, job_uploads, workers "
+                "TRUNCATE jobs, job_attempts, status_events, job_uploads, nodes "
                 "RESTART IDENTITY CASCADE"
             )
         finally:
@@ -46,7 +46,10 @@ async def _leave_no_jobs_behind(request: pytest.FixtureRequest) -> AsyncIterator
 
 
 async def claim(q: Queue, w: WorkerProfile, now: float, limit: int = 1) -> list[int]:
-    return [c.job.id for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=False)]
+    return [
+        c.job.id
+        for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=False, max_held=100)
+    ]
 
 
 async def end(queue: Queue, job_id: int, outcome: Outcome, seconds: float) -> None:
@@ -210,7 +213,7 @@ async def test_the_overview_shows_the_last_hour_and_what_waits_for_hardware() ->
     assert view.throughput[-1].minute == at(3600)
     assert view.throughput[0].minute == at(3600) - timedelta(minutes=59)
     assert [t.pulled for t in view.throughput[-2:]] == [1, 0]
-    assert [w.name for w in view.workers] == ["gpu-1"]
+    assert [w.account for w in view.workers] == ["gpu-1"]
     assert view.workers[0].active_jobs == (small.id,)
     waiting = [
         (u.waiting.gpu_mem, u.waiting.environment, u.reason) for u in view.waiting_without_worker

@@ -10,9 +10,11 @@ a fake clock and a recording upstream, as the service runs them.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from tests.queues import Queue, at, submission, worker
@@ -20,7 +22,7 @@ from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.errors import JobNotFound
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
-from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.jobs import DEFAULT_MAX_JOBS_PER_NODE, JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import (
     Environment,
@@ -32,25 +34,46 @@ from workerfacing_api.core.sync import StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
 
 
+def node(name: str, **kw: object) -> str:
+    """The node id of ``worker(name, **kw)``: a worker of that account, on no known address."""
+    return worker(name, **kw).node
+
+
 async def claim(q: Queue, w: WorkerProfile, now: float, limit: int = 1) -> list[int]:
-    return [c.job.id for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True)]
+    return [
+        c.job.id
+        for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True, max_held=100)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # The ports.
 
 
-async def test_the_registry_keeps_one_row_per_worker_with_its_latest_offer(queue: Queue) -> None:
-    await queue.record_seen(worker("w1", memory=8000), at(0))
+async def test_the_registry_keeps_one_row_per_node_with_its_latest_pull(queue: Queue) -> None:
+    """A node is the account, its address, its hardware and its instance id: the same fetcher
+    pulling again is one row; another address, other hardware or an instance id is another."""
+    gpu0 = worker("lab", address="10.0.0.5")
+    await queue.record_seen(gpu0, at(0))
     await queue.record_seen(worker("w2"), at(5))
-    await queue.record_seen(worker("w1", memory=32000, gpu_model=None), at(10))
+    await queue.record_seen(msgspec.structs.replace(gpu0, groups=("fast",)), at(10))
     rows = await queue.workers(None)
-    assert [w.name for w in rows] == ["w1", "w2"]
-    w1 = rows[0]
-    assert (w1.first_seen_at, w1.last_seen_at) == (at(0), at(10))
-    assert (w1.profile.memory, w1.profile.gpu_model) == (32000, None)
-    assert (w1.strikes, w1.aside_until, w1.active_jobs) == (0, None, ())
-    assert [w.name for w in await queue.workers(at(6))] == ["w1"]
+    assert [w.node for w in rows] == [gpu0.node, node("w2")]
+    lab = rows[0]
+    assert (lab.account, lab.profile.address, lab.profile.instance) == ("lab", "10.0.0.5", None)
+    assert (lab.first_seen_at, lab.last_seen_at, lab.profile.groups) == (at(0), at(10), ("fast",))
+    assert (lab.strikes, lab.aside_until, lab.active_jobs) == (0, None, ())
+    assert [w.account for w in await queue.workers(at(6))] == ["lab"]
+    others = [
+        worker("lab", address="10.0.0.6"),
+        worker("lab", address="10.0.0.5", memory=32000),
+        worker("lab", address="10.0.0.5", instance="gpu1"),
+    ]
+    for n, other in enumerate(others):
+        await queue.record_seen(other, at(20 + n))
+    assert len({gpu0.node} | {o.node for o in others}) == 4
+    lab_nodes = [w for w in await queue.workers(None) if w.account == "lab"]
+    assert sorted(w.node for w in lab_nodes) == sorted([gpu0.node] + [o.node for o in others])
     assert await queue.worker("nobody") is None
 
 
@@ -59,7 +82,7 @@ async def test_the_registry_lists_the_jobs_a_worker_holds(queue: Queue) -> None:
     second, _ = await queue.add(submission(2), at(0))
     await queue.record_seen(worker("w1"), at(1))
     assert await claim(queue, worker("w1"), 1, limit=2) == [first.id, second.id]
-    record = await queue.worker("w1")
+    record = await queue.worker(node("w1"))
     assert record is not None
     assert record.active_jobs == (first.id, second.id)
 
@@ -67,11 +90,11 @@ async def test_the_registry_lists_the_jobs_a_worker_holds(queue: Queue) -> None:
 async def test_a_worker_set_aside_gets_nothing_until_its_cool_off_ends(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
     await queue.record_seen(worker("w1"), at(0))
-    assert await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
+    assert await queue.set_aside(node("w1"), at(600), "broken", at(0), strikes=0)
     assert await claim(queue, worker("w1"), 10) == []
     assert await claim(queue, worker("w1"), 599) == []
     assert await claim(queue, worker("w1"), 600) == [job.id]
-    record = await queue.worker("w1")
+    record = await queue.worker(node("w1"))
     assert record is not None
     assert (record.strikes, record.aside_at, record.aside_until) == (1, at(0), at(600))
     assert record.aside_reason == "broken"
@@ -90,18 +113,18 @@ async def test_setting_aside_is_a_compare_and_set(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
     await queue.record_seen(worker("w1"), at(0))
     assert await claim(queue, worker("w1"), 0) == [job.id]
-    assert not await queue.set_aside("w1", at(600), "stale", at(0), strikes=1)
-    assert await queue.set_aside("w1", at(600), "first", at(0), strikes=0)
+    assert not await queue.set_aside(node("w1"), at(600), "stale", at(0), strikes=1)
+    assert await queue.set_aside(node("w1"), at(600), "first", at(0), strikes=0)
     # Already set aside: a second process deciding at the same moment loses.
-    assert not await queue.set_aside("w1", at(900), "again", at(1), strikes=1)
-    assert await queue.set_aside("w1", at(1800), "repeat", at(700), strikes=1)
-    record = await queue.worker("w1")
+    assert not await queue.set_aside(node("w1"), at(900), "again", at(1), strikes=1)
+    assert await queue.set_aside(node("w1"), at(1800), "repeat", at(700), strikes=1)
+    record = await queue.worker(node("w1"))
     assert record is not None
     assert (record.strikes, record.aside_until) == (2, at(1800))
-    assert not await queue.set_aside("nobody", at(600), "x", at(0), strikes=0)
+    assert not await queue.set_aside(node("nobody"), at(600), "x", at(0), strikes=0)
     # Finishing a job forgives the strikes (the next cool-off is the shortest again).
     await end(queue, job.id, Outcome.FINISHED, 800)
-    record = await queue.worker("w1")
+    record = await queue.worker(node("w1"))
     assert record is not None
     assert (record.strikes, record.aside_until) == (0, at(1800))
 
@@ -109,10 +132,10 @@ async def test_setting_aside_is_a_compare_and_set(queue: Queue) -> None:
 async def test_release_ends_a_cool_off_at_once(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
     await queue.record_seen(worker("w1"), at(0))
-    assert await queue.release("nobody", at(1)) is None
-    assert await queue.release("w1", at(1)) is False
-    await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
-    assert await queue.release("w1", at(10)) is True
+    assert await queue.release(node("nobody"), at(1)) is None
+    assert await queue.release(node("w1"), at(1)) is False
+    await queue.set_aside(node("w1"), at(600), "broken", at(0), strikes=0)
+    assert await queue.release(node("w1"), at(10)) is True
     assert await claim(queue, worker("w1"), 10) == [job.id]
     # The release was the end of that cool-off: it is not reported again as ending.
     assert await queue.note_cool_off_ends(at(700)) == []
@@ -121,15 +144,15 @@ async def test_release_ends_a_cool_off_at_once(queue: Queue) -> None:
 async def test_each_end_of_a_cool_off_is_reported_once(queue: Queue) -> None:
     await queue.record_seen(worker("w1"), at(0))
     await queue.record_seen(worker("w2"), at(0))
-    await queue.set_aside("w1", at(600), "broken", at(0), strikes=0)
-    await queue.set_aside("w2", at(900), "broken", at(0), strikes=0)
+    await queue.set_aside(node("w1"), at(600), "broken", at(0), strikes=0)
+    await queue.set_aside(node("w2"), at(900), "broken", at(0), strikes=0)
     assert await queue.note_cool_off_ends(at(599)) == []
-    assert [w.name for w in await queue.note_cool_off_ends(at(600))] == ["w1"]
+    assert [w.account for w in await queue.note_cool_off_ends(at(600))] == ["w1"]
     assert await queue.note_cool_off_ends(at(601)) == []
     ended = await queue.note_cool_off_ends(at(1000))
-    assert [(w.name, w.aside_reason) for w in ended] == [("w2", "broken")]
-    await queue.set_aside("w1", at(2000), "again", at(1000), strikes=1)
-    assert [w.name for w in await queue.note_cool_off_ends(at(2000))] == ["w1"]
+    assert [(w.account, w.aside_reason) for w in ended] == [("w2", "broken")]
+    await queue.set_aside(node("w1"), at(2000), "again", at(1000), strikes=1)
+    assert [w.account for w in await queue.note_cool_off_ends(at(2000))] == ["w1"]
 
 
 async def test_outcomes_are_kept_per_attempt_and_read_latest_first(queue: Queue) -> None:
@@ -146,19 +169,27 @@ async def test_outcomes_are_kept_per_attempt_and_read_latest_first(queue: Queue)
     assert finished is not None  # repeating the final state notes nothing more
     await queue.record_update(finished, JobStatus.FINISHED, "logs", at(55), forward=True)
     await end(queue, ids[3], Outcome.FINISHED, 60)
-    mine = await queue.outcomes_of("w1", at(0), 10)
+    mine = await queue.outcomes_of(node("w1"), at(0), 10)
     assert [(o.job_id, o.outcome) for o in mine] == [
         (ids[2], Outcome.FINISHED),
         (ids[1], Outcome.TIMEOUT),
         (ids[0], Outcome.ERROR),
     ]
     assert (mine[2].pulled_at, mine[2].ended_at, mine[2].attempt) == (at(10), at(30), 1)
-    assert [o.job_id for o in await queue.outcomes_of("w1", at(30), 10)] == [ids[2], ids[1]]
-    assert [o.job_id for o in await queue.outcomes_of("w1", at(0), 1)] == [ids[2]]
-    others = await queue.outcome_counts(at(0), excluding="w2")
-    assert (others.finished, others.failed) == (1, 2)
-    others = await queue.outcome_counts(at(35), excluding="w1")
-    assert (others.finished, others.failed) == (1, 0)
+    assert [o.job_id for o in await queue.outcomes_of(node("w1"), at(30), 10)] == [ids[2], ids[1]]
+    assert [o.job_id for o in await queue.outcomes_of(node("w1"), at(0), 1)] == [ids[2]]
+    # One vote per node: w1 finished 1 and failed 2 (failing); w2 finished its one (healthy).
+    others = await queue.baseline(at(0), at(60), excluding=node("w2"))
+    assert (others.healthy, others.failing) == (0, 1)
+    others = await queue.baseline(at(0), at(60), excluding=node("w1"))
+    assert (others.healthy, others.failing) == (1, 0)
+    others = await queue.baseline(at(45), at(60), excluding=node("w2"))
+    assert (others.healthy, others.failing) == (1, 0)  # only its finish is recent
+    # A node set aside has no vote.
+    await queue.record_seen(worker("w1"), at(60))
+    assert await queue.set_aside(node("w1"), at(600), "broken", at(60), strikes=0)
+    others = await queue.baseline(at(0), at(61), excluding=node("w2"))
+    assert (others.healthy, others.failing) == (0, 0)
 
 
 async def test_live_job_is_the_one_not_cancelled(queue: Queue) -> None:
@@ -221,7 +252,9 @@ async def test_retry_failed_starts_a_failed_job_over(queue: Queue) -> None:
     assert await queue.retry_failed(failed.job, "again", at(5)) is None
     # It starts over: the worker it failed on may take it again, as attempt 2, and the
     # workers tried before the retry are forgotten (a time-out names only the new ones).
-    (claimed,) = await queue.claim_jobs(worker("w1"), 1, at(6), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(
+        worker("w1"), 1, at(6), exclude_attempted=True, max_held=100
+    )
     assert (claimed.job.id, claimed.job.attempt) == (job.id, 2)
     (expired,) = await queue.find_expired(at(1000), 10)
     assert expired.workers_tried == ("w1",)
@@ -280,7 +313,7 @@ async def test_a_worker_failing_what_others_finish_is_set_aside(service: Service
     # Set aside: its pulls get nothing, while the healthy worker keeps getting jobs.
     assert await s.jobs.pull(worker("bad"), 1) == []
     assert await s.run("good", "finished", seconds=60)
-    record = await s.queue.worker("bad")
+    record = await s.queue.worker(node("bad"))
     assert record is not None
     assert record.aside(s.clock.now())
     assert record.aside_reason is not None
@@ -289,18 +322,18 @@ async def test_a_worker_failing_what_others_finish_is_set_aside(service: Service
     # After the cool-off it gets work again; failing again, it is set aside for twice as long.
     assert record.aside_until is not None
     s.clock.set(record.aside_until)
-    assert [w.name for w in await s.fleet.note_cool_off_ends(s.clock.now())] == ["bad"]
+    assert [w.account for w in await s.fleet.note_cool_off_ends(s.clock.now())] == ["bad"]
     for _ in range(3):
         assert await s.run("bad", "error", seconds=2)
-    again = await s.queue.worker("bad")
+    again = await s.queue.worker(node("bad"))
     assert again is not None
     assert again.strikes == 2
     assert again.aside_until == again.aside_at + timedelta(seconds=1200)  # type: ignore[operator]
     assert await s.jobs.pull(worker("bad"), 1) == []
     # Released by an operator, it gets jobs at once; finishing one, its strikes are forgiven.
-    assert await s.fleet.release("bad", s.clock.now()) is True
+    assert await s.fleet.release("bad", s.clock.now()) == {node("bad"): True}  # the account
     assert await s.run("bad", "finished", seconds=60)
-    forgiven = await s.queue.worker("bad")
+    forgiven = await s.queue.worker(node("bad"))
     assert forgiven is not None
     assert forgiven.strikes == 0
 
@@ -314,7 +347,7 @@ async def test_time_outs_count_against_the_worker(service: Service) -> None:
         s.clock.advance(301)
         await s.jobs.sweep()
     assert await s.jobs.pull(worker("hangs"), 1) == []
-    record = await s.queue.worker("hangs")
+    record = await s.queue.worker(node("hangs"))
     assert record is not None
     assert "timed out" in (record.aside_reason or "")
 
@@ -329,7 +362,7 @@ async def test_jobs_that_fail_on_every_worker_set_no_worker_aside(service: Servi
             if await s.run(name, "error", seconds=2):
                 failed += 1
     for name in names:
-        record = await s.queue.worker(name)
+        record = await s.queue.worker(node(name))
         assert record is not None
         assert record.strikes == 0
         assert not record.aside(s.clock.now())
@@ -342,7 +375,7 @@ async def test_a_worker_that_fails_alone_in_the_fleet_is_not_set_aside(service: 
     await submit(s, 5)
     for _ in range(5):
         assert await s.run("only", "error", seconds=2)
-    record = await s.queue.worker("only")
+    record = await s.queue.worker(node("only"))
     assert record is not None
     assert record.strikes == 0
 
@@ -387,7 +420,7 @@ async def test_explain_when_every_fitting_worker_is_busy(service: Service) -> No
     assert await s.jobs.pull(worker("w2"), 1)
     why = await s.explainer.explain_upstream(3)
     assert (why.workers_fitting, why.fitting_busy, why.fitting_idle, why.ahead) == (2, 2, 0, 0)
-    assert why.reason == "all 2 fitting worker(s) are busy; it is next in line"
+    assert why.reason == "all 2 fitting worker node(s) are busy; it is next in line"
 
 
 async def test_explain_when_a_fitting_worker_is_idle(service: Service) -> None:
@@ -397,7 +430,7 @@ async def test_explain_when_a_fitting_worker_is_idle(service: Service) -> None:
     await s.jobs.update_status(1, "w1", "finished", None)
     why = await s.explainer.explain_upstream(3)
     assert (why.fitting_idle, why.ahead) == (1, 1)
-    assert why.reason.startswith("1 fitting worker(s) idle; 1 job(s) come before it")
+    assert why.reason.startswith("1 fitting worker node(s) idle; 1 job(s) come before it")
     why = await s.explainer.explain_upstream(2)
     assert why.ahead == 0
     assert "it is next in line" in why.reason
@@ -421,10 +454,10 @@ async def test_explain_when_fitting_workers_are_set_aside(service: Service) -> N
     await submit(s, 1, hardware={"memory": 1000})
     await s.jobs.pull(worker("w9", memory=8), 1)  # seen, but too small for the job
     await s.queue.record_seen(worker("w1"), s.clock.now())
-    await s.queue.set_aside("w1", at(600), "broken", s.clock.now(), strikes=0)
+    await s.queue.set_aside(node("w1"), at(600), "broken", s.clock.now(), strikes=0)
     why = await s.explainer.explain_upstream(1)
     assert (why.workers_fitting, why.fitting_set_aside) == (1, 1)
-    assert why.reason.startswith("all 1 fitting worker(s) seen in the last 15 minutes are set")
+    assert why.reason.startswith("all 1 fitting worker node(s) seen in the last 15 minutes are set")
 
 
 async def test_explain_a_job_that_is_not_queued_and_an_unknown_one(service: Service) -> None:
@@ -433,6 +466,137 @@ async def test_explain_a_job_that_is_not_queued_and_an_unknown_one(service: Serv
     await s.jobs.pull(worker("w1"), 1)
     why = await s.explainer.explain_upstream(3)
     assert (why.status, why.worker) == ("pulled", "w1")
-    assert why.reason == "the job is not waiting: it is pulled on worker w1"
+    assert why.reason == f"the job is not waiting: it is pulled on worker w1 (node {node('w1')})"
     with pytest.raises(JobNotFound, match=r"meta\.job_id 4"):
         await s.explainer.explain_upstream(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes: an account's machines judged apart (DESIGN §3).
+
+
+def lab(n: int, **kw: object) -> dict[str, object]:
+    """Machine ``n`` of a lab or cloud account: its own address."""
+    return {"address": f"10.0.0.{n}", **kw}
+
+
+async def test_one_broken_node_of_ten_is_set_aside_and_the_nine_keep_working(
+    service: Service,
+) -> None:
+    """The cloud: one account, ten instances on their own addresses, one with a broken GPU."""
+    s = service
+    await submit(s, 120)
+    for n in range(1, 10):  # the healthy nodes have finished jobs lately
+        assert await s.run("cloud", "finished", seconds=60, **lab(n))
+    broken_failed = 0
+    for _ in range(10):  # the broken node keeps pulling, and the others keep working
+        if await s.run("cloud", "error", seconds=1, **lab(10)):
+            broken_failed += 1
+        for n in range(1, 10):
+            assert await s.run("cloud", "finished", seconds=5, **lab(n)), n
+    # 450 s: within its first cool-off (600 s), at most ASIDE_AFTER_FAILURES failures.
+    assert broken_failed == 3
+    broken = await s.queue.worker(worker("cloud", **lab(10)).node)
+    assert broken is not None
+    assert broken.aside(s.clock.now())
+    assert broken.aside_reason is not None
+    assert "9 other node(s) finished more jobs than they failed" in broken.aside_reason
+    for n in range(1, 10):
+        healthy = await s.queue.worker(worker("cloud", **lab(n)).node)
+        assert healthy is not None
+        assert not healthy.aside(s.clock.now())
+        assert healthy.strikes == 0
+    # After its cool-off it gets work again, and fails at most 3 more before the next one.
+    assert broken.aside_until is not None
+    s.clock.set(broken.aside_until)
+    failed_again = 0
+    for _ in range(6):
+        if await s.run("cloud", "error", seconds=1, **lab(10)):
+            failed_again += 1
+        assert await s.run("cloud", "finished", seconds=30, **lab(1))
+    assert failed_again == 3
+
+
+async def test_identical_fetchers_are_one_node_and_an_instance_id_tells_them_apart(
+    service: Service,
+) -> None:
+    """One machine, four GPUs, one fetcher each, one account; GPU 3 is broken."""
+    s = service
+    await submit(s, 80)
+    for _ in range(2):
+        assert await s.run("other-lab", "finished", seconds=60, **lab(99))
+    # Without an instance id the four look alike: one node, set aside together.
+    for _ in range(3):
+        assert await s.run("lab", "error", seconds=1, **lab(5))
+    shared = await s.queue.worker(worker("lab", **lab(5)).node)
+    assert shared is not None
+    assert shared.aside(s.clock.now())
+    assert shared.aside_reason is not None
+    assert (
+        "every fetcher of account lab at 10.0.0.5 offering this hardware is this one node"
+        in shared.aside_reason
+    )
+    assert "X-Worker-Instance" in shared.aside_reason
+    assert await s.jobs.pull(worker("lab", **lab(5)), 1) == []  # GPU 0, healthy, idles too
+    # With instance ids, each GPU is a node: only the broken one is set aside.
+    assert await s.fleet.release("lab", s.clock.now()) == {shared.node: True}
+    for _ in range(3):
+        assert await s.run("lab", "error", seconds=1, **lab(5, instance="gpu3"))
+        for gpu in ("gpu0", "gpu1", "gpu2"):
+            assert await s.run("lab", "finished", seconds=20, **lab(5, instance=gpu))
+    gpu3 = await s.queue.worker(worker("lab", **lab(5, instance="gpu3")).node)
+    assert gpu3 is not None
+    assert gpu3.aside(s.clock.now())
+    assert gpu3.aside_reason is not None
+    assert "X-Worker-Instance" not in gpu3.aside_reason
+    for gpu in ("gpu0", "gpu1", "gpu2"):
+        assert await s.jobs.pull(worker("lab", **lab(5, instance=gpu)), 1), gpu
+
+
+async def test_concurrent_pulls_of_one_node_hold_at_most_max_jobs_per_node(
+    service: Service,
+) -> None:
+    s = service
+    await submit(s, 150)
+    runaway = worker("lab", **lab(7))
+    pulls = await asyncio.gather(*(s.jobs.pull(runaway, 100) for _ in range(3)))
+    assert sum(len(p) for p in pulls) == DEFAULT_MAX_JOBS_PER_NODE
+    record = await s.queue.worker(runaway.node)
+    assert record is not None
+    assert len(record.active_jobs) == DEFAULT_MAX_JOBS_PER_NODE
+    assert await s.jobs.pull(runaway, 100) == []
+    # Another machine of the account is another node, with a cap of its own.
+    assert len(await s.jobs.pull(worker("lab", **lab(8)), 100)) == DEFAULT_MAX_JOBS_PER_NODE
+
+
+async def test_a_mass_failure_of_one_node_does_not_switch_the_rule_off_for_the_rest(
+    service: Service,
+) -> None:
+    """A node failed 150 jobs (pulled in one burst before the cap, say) and was set aside; then
+    another node fails 3 in a row while the rest finish: it is set aside too."""
+    s = service
+    await submit(s, 170)
+    for n in (2, 3):
+        assert await s.run("lab", "finished", seconds=60, **lab(n))
+    burst = worker("runaway", **lab(1))
+    await s.queue.record_seen(burst, s.clock.now())
+    claimed = await s.queue.claim_jobs(
+        burst, 100, s.clock.now(), exclude_attempted=True, max_held=1000
+    )
+    claimed += await s.queue.claim_jobs(
+        burst, 50, s.clock.now(), exclude_attempted=True, max_held=1000
+    )
+    assert len(claimed) == 150
+    s.clock.advance(1)
+    for c in claimed:
+        await s.jobs.update_status(c.job.id, "runaway", "error", None)
+    runaway = await s.queue.worker(burst.node)
+    assert runaway is not None
+    assert runaway.aside(s.clock.now())
+    for n in (2, 3):
+        assert await s.run("lab", "finished", seconds=60, **lab(n))
+    for _ in range(3):
+        assert await s.run("flaky", "error", seconds=2, **lab(4))
+    flaky = await s.queue.worker(worker("flaky", **lab(4)).node)
+    assert flaky is not None
+    assert flaky.aside(s.clock.now())

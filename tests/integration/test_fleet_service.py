@@ -111,14 +111,14 @@ def test_a_broken_gpu_node_is_set_aside_and_the_worker_keeps_polling(
     assert bad.poll_once() is None
     assert bad.poll_once() is None
     assert good.poll_once() is not None  # the healthy worker keeps getting jobs
-    listing = {w["name"]: w for w in operator(server, "workers", "--json")}
+    listing = {w["account"]: w for w in operator(server, "workers", "--json")}
     assert listing["broken-box"]["set_aside"] is True
     assert "last 3 attempts failed" in listing["broken-box"]["aside_reason"]
     assert listing["broken-box"]["recent"] == "error 3"
     assert listing["good-box"]["set_aside"] is False
     assert listing["good-box"]["gpu_model"] == "RTX"
     assert listing["good-box"]["gpu_mem"] == 24000
-    assert "broken-box (until" in operator(server, "jobs", "stats")
+    assert "of broken-box (until" in operator(server, "jobs", "stats")
     assert "set aside" in server.log_path.read_text()
     # After the cool-off the worker gets work again, at one of its ordinary polls.
     bad.poll_until_a_job(seconds=20)
@@ -126,7 +126,7 @@ def test_a_broken_gpu_node_is_set_aside_and_the_worker_keeps_polling(
     bad.poll_until_a_job(seconds=10)
     bad.poll_until_a_job(seconds=10)
     assert bad.poll_once() is None
-    listing = {w["name"]: w for w in operator(server, "workers", "--json")}
+    listing = {w["account"]: w for w in operator(server, "workers", "--json")}
     assert listing["broken-box"]["strikes"] == 2
     assert "released" in operator(server, "workers", "release", "broken-box")
     assert bad.poll_once() is not None
@@ -139,11 +139,15 @@ def test_workers_lists_what_the_pulls_told(server: Server) -> None:
     server.submit()
     server.pull("box-b")
     text = operator(server, "workers")
-    assert "box-a  local" in text
+    assert "account box-a: 1 node(s)" in text
+    assert "127.0.0.1, no instance id  local" in text
     assert "A100 (ampere, 40000 MiB)" in text
     assert "jobs now: none" in text
     listing = operator(server, "workers", "--json")
-    assert [w["name"] for w in listing] == ["box-a", "box-b"]
+    assert [(w["account"], w["address"]) for w in listing] == [
+        ("box-a", "127.0.0.1"),
+        ("box-b", "127.0.0.1"),
+    ]
     assert len(listing[1]["active_jobs"]) == 1
     released = cli(
         "workers",
@@ -216,3 +220,47 @@ def test_explain_says_why_a_job_waits(server: Server) -> None:
     assert explain(2**63).status_code == 404
     assert explain("abc").status_code == 404
     assert as_json(explain("501.0"))["job_id"] == 501  # as the submission took 501.0
+
+
+class Instance(DecodeLikeWorker):
+    """A cloud worker of the shared account on its own address (127.0.0.N): the real fetcher
+    sends no instance id, so the service tells the instances apart by their address."""
+
+    def __init__(self, server: Server, number: int, *, broken: bool) -> None:
+        super().__init__(server, "cloud-workers", broken=broken)
+        adapter = requests.adapters.HTTPAdapter()
+        adapter.init_poolmanager(1, 1, source_address=(f"127.0.0.{number}", 0))
+        self.session.mount("http://", adapter)
+
+
+def test_one_broken_instance_of_a_shared_account_never_idles_the_others(
+    server_factory: Callable[..., Server],
+) -> None:
+    """The cloud-like scenario, black-box: one account, ten instances on 127.0.0.2 … 127.0.0.11,
+    the last one broken. Only it is set aside; the nine keep getting jobs."""
+    server = server_factory()
+    for _ in range(40):
+        server.submit()
+    healthy = [Instance(server, n, broken=False) for n in range(2, 11)]
+    broken = Instance(server, 11, broken=True)
+    for instance in healthy:
+        assert instance.poll_once() is not None
+    for _ in range(3):
+        assert broken.poll_once() is not None
+    assert broken.poll_once() is None  # set aside
+    for instance in healthy:  # the same account, other nodes: still working
+        assert instance.poll_once() is not None
+    listing = operator(server, "workers", "--json")
+    assert {w["account"] for w in listing} == {"cloud-workers"}
+    by_address = {w["address"]: w for w in listing}
+    assert sorted(by_address) == sorted(f"127.0.0.{n}" for n in range(2, 12))
+    assert by_address["127.0.0.11"]["set_aside"] is True
+    assert "X-Worker-Instance" in by_address["127.0.0.11"]["aside_reason"]
+    assert not any(by_address[f"127.0.0.{n}"]["set_aside"] for n in range(2, 11))
+    # X-Forwarded-For from an untrusted peer (TRUSTED_PROXIES is empty) changes nothing.
+    spoof = Instance(server, 11, broken=False)
+    spoof.session.headers["X-Forwarded-For"] = "127.0.0.2"
+    assert spoof.poll_once() is None
+    # The instance id tells apart what the address cannot.
+    spoof.session.headers["X-Worker-Instance"] = "gpu-1"
+    assert spoof.poll_once() is not None

@@ -103,7 +103,7 @@ STORED = {
     "req_gpu_archi, spec, paths_upload, worker, attempt, num_retries, event_seq, runtime_details, "
     "updated_at, last_heartbeat_at, forwarded_at",
     "job_attempts": "job_id, attempt, worker, pulled_at, outcome, ended_at",
-    "workers": "name, environment, gpu_model, gpu_archi, groups, last_seen_at, strikes",
+    "nodes": "account, environment, gpu_model, gpu_archi, groups, last_seen_at, strikes",
     "job_uploads": "job_id, attempt, file_id",
 }
 
@@ -207,7 +207,7 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         url = request.getfixturevalue("postgres_url")  # migrated once per session
         pg = await asyncpg.connect(url)
         await pg.execute(
-            "TRUNCATE jobs, job_attempts, status_events, job_uploads, workers "
+            "TRUNCATE jobs, job_attempts, status_events, job_uploads, nodes "
             "RESTART IDENTITY CASCADE"
         )
     else:
@@ -320,7 +320,9 @@ async def test_free_text_of_the_job_document_reaches_the_worker_as_sent(api: Api
             response = await api.post_job(body)
             assert response.status_code == 201, (place, case, response.text)
             assert response.json() == body, (place, case)
-            assert list((await api.pull()).values()) == [body["job"]], (place, case)
+            # A worker each: one node holds at most MAX_JOBS_PER_NODE jobs.
+            pulled = await api.pull(f"w-{job_id}")
+            assert list(pulled.values()) == [body["job"]], (place, case)
 
 
 async def test_json_naming_half_a_character_is_refused(api: Api) -> None:
@@ -355,7 +357,7 @@ async def test_a_pulls_name_is_refused_or_stored_as_sent(api: Api, param: str) -
             continue
         response = await api.get_jobs(f"w-{case}", **offer)
         assert response.status_code == 200, (case, response.text)
-        stored = await api.db.value(f"SELECT {column} FROM workers WHERE name = 'w-{case}'")
+        stored = await api.db.value(f"SELECT {column} FROM nodes WHERE account = 'w-{case}'")
         if param == "groups":
             assert msgspec.json.decode(stored) == ["lab", value], case
         else:
@@ -387,7 +389,7 @@ async def test_a_token_naming_an_odd_user_or_group_is_refused(api: Api) -> None:
             f"/jobs/{queue_id}/status", params={"status": "finished"}, headers=api.auth(value)
         )
         assert response.status_code == 204, (case, response.text)
-        assert (value,) in await api.db.rows("SELECT name FROM workers"), case
+        assert (value,) in await api.db.rows("SELECT account FROM nodes"), case
 
 
 # --- PUT /jobs/{id}/status --------------------------------------------------------------------

@@ -23,6 +23,7 @@ from workerfacing_api.adapters.sql.jobs import memory_class
 from workerfacing_api.adapters.sql.migrate import alembic_config, current
 from workerfacing_api.adapters.sql.postgres import numbered
 from workerfacing_api.adapters.sql.schema import metadata
+from workerfacing_api.core.model import Environment, WorkerProfile, node_id
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -45,7 +46,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0005"
+        assert await current(engine) == "0006"
     finally:
         await engine.dispose()
 
@@ -64,7 +65,9 @@ async def _claim_plan(conn: asyncpg.Connection, memory: int) -> str:
         "gpu_model": None,
         "gpu_archi": None,
         "worker": "w",
+        "node": "n-000000000000",
         "limit": 1,
+        "max_held": 8,
         "exclude_attempted": True,
         "now": now,
         "record": 1,
@@ -153,11 +156,11 @@ async def _downgrade(engine: AsyncEngine, revision: str) -> None:
         await conn.run_sync(run)
 
 
-async def _counts(engine: AsyncEngine) -> dict[str, int]:
+async def _counts(engine: AsyncEngine, registry: str = "workers") -> dict[str, int]:
     async with engine.connect() as conn:
         return {
             table: (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
-            for table in ("jobs", "job_attempts", "status_events", "job_uploads", "workers")
+            for table in ("jobs", "job_attempts", "status_events", "job_uploads", registry)
         }
 
 
@@ -179,6 +182,72 @@ async def test_names_as_text_keep_every_row_both_ways(blank_engine: AsyncEngine,
     a name longer than the old VARCHAR(255) fits afterwards."""
     engine = blank_engine
     await upgrade(engine, "0004")
+    await _queue_in_use(engine)
+    before = await _counts(engine)
+    assert set(before.values()) == {1}
+
+    await upgrade(engine, "0005")
+    assert await current(engine) == "0005"
+    assert await _counts(engine) == before
+    if kind == "postgres":
+        assert await _name_types(engine) == {"text"}
+        longest = "\U0001d518" * 300  # 300 characters of 4 bytes: more than VARCHAR(255) held
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE jobs SET worker = :w"), {"w": longest})
+            assert (await conn.execute(text("SELECT worker FROM jobs"))).scalar_one() == longest
+            await conn.execute(text("UPDATE jobs SET worker = 'w1'"))
+
+    await _downgrade(engine, "0004")
+    assert await current(engine) == "0004"
+    assert await _counts(engine) == before
+    if kind == "postgres":
+        assert await _name_types(engine) == {"character varying"}
+    await upgrade(engine, "0005")
+    assert await _counts(engine) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_per_account_rows_become_nodes_and_back(blank_engine: AsyncEngine, kind: str) -> None:
+    """0006 on a queue in use: the account's row becomes a node of unknown address that keeps its
+    cool-off, and its attempts and active job are that node's; down again, one row per account,
+    and nothing lost either way."""
+    engine = blank_engine
+    await upgrade(engine, "0005")
+    await _queue_in_use(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workers SET strikes = 1, aside_until = :until, aside_reason = 'broken'"),
+            {"until": datetime(2026, 12, 1, 1, tzinfo=UTC)},
+        )
+    before = await _counts(engine)
+
+    await upgrade(engine)
+    assert await current(engine) == "0006"
+    assert list((await _counts(engine, "nodes")).values()) == list(before.values())
+    former = node_id(
+        WorkerProfile(
+            worker="w1", environment=Environment.LOCAL, cpu_cores=8, memory=64000, gpu_model="A100"
+        )
+    )
+    async with engine.connect() as conn:
+        node = (
+            await conn.execute(
+                text("SELECT node, account, address, instance, strikes, aside_reason FROM nodes")
+            )
+        ).one()
+        assert tuple(node) == (former, "w1", "", None, 1, "broken")
+        assert (await conn.execute(text("SELECT node FROM job_attempts"))).scalar_one() == former
+        assert (await conn.execute(text("SELECT node FROM jobs"))).scalar_one() == former
+
+    await _downgrade(engine, "0005")
+    assert await _counts(engine) == before
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT name, strikes, aside_reason FROM workers"))).one()
+        assert tuple(row) == ("w1", 1, "broken")
+
+
+async def _queue_in_use(engine: AsyncEngine) -> None:
+    """One running job of worker w1, with an attempt, an event, an upload and w1's row."""
     now = datetime(2026, 12, 1, tzinfo=UTC)
     async with engine.begin() as conn:
         await conn.execute(
@@ -201,24 +270,3 @@ async def test_names_as_text_keep_every_row_both_ways(blank_engine: AsyncEngine,
             "first_seen_at, last_seen_at) VALUES ('w1', 'local', 8, 64000, 0, 'A100', :now, :now)",
         ):
             await conn.execute(text(statement), {"now": now})
-    before = await _counts(engine)
-    assert set(before.values()) == {1}
-
-    await upgrade(engine)
-    assert await current(engine) == "0005"
-    assert await _counts(engine) == before
-    if kind == "postgres":
-        assert await _name_types(engine) == {"text"}
-        longest = "\U0001d518" * 300  # 300 characters of 4 bytes: more than VARCHAR(255) held
-        async with engine.begin() as conn:
-            await conn.execute(text("UPDATE jobs SET worker = :w"), {"w": longest})
-            assert (await conn.execute(text("SELECT worker FROM jobs"))).scalar_one() == longest
-            await conn.execute(text("UPDATE jobs SET worker = 'w1'"))
-
-    await _downgrade(engine, "0004")
-    assert await current(engine) == "0004"
-    assert await _counts(engine) == before
-    if kind == "postgres":
-        assert await _name_types(engine) == {"character varying"}
-    await upgrade(engine)
-    assert await _counts(engine) == before

@@ -51,7 +51,9 @@ def _as_stored(text: str) -> str:
 @pytest.mark.parametrize("text", FREE_TEXT.values(), ids=FREE_TEXT.keys())
 async def test_a_workers_report_lands_and_reads_back(queue: Queue, text: str) -> None:
     job, _ = await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker("w1"), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(
+        worker("w1"), 1, at(1), exclude_attempted=True, max_held=100
+    )
     running = await queue.record_update(claimed.job, JobStatus.RUNNING, text, at(2), forward=True)
     assert running is not None
     assert running.job.runtime_details == _as_stored(text)
@@ -79,11 +81,15 @@ async def test_a_workers_report_lands_and_reads_back(queue: Queue, text: str) ->
 @pytest.mark.parametrize("text", FREE_TEXT.values(), ids=FREE_TEXT.keys())
 async def test_the_sweeps_and_the_operators_details_read_back(queue: Queue, text: str) -> None:
     job, _ = await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker("w1"), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(
+        worker("w1"), 1, at(1), exclude_attempted=True, max_held=100
+    )
     requeued = await queue.requeue(claimed.job, text, at(400), heartbeat_before=at(300))
     assert requeued is not None
     assert requeued.job.runtime_details == _as_stored(text)
-    (again,) = await queue.claim_jobs(worker("w2"), 1, at(401), exclude_attempted=True)
+    (again,) = await queue.claim_jobs(
+        worker("w2"), 1, at(401), exclude_attempted=True, max_held=100
+    )
     failed = await queue.fail(again.job, text, at(800), heartbeat_before=at(700))
     assert failed is not None
     retried = await queue.retry_failed(failed.job, text, at(801))
@@ -115,14 +121,15 @@ async def test_names_of_workers_groups_and_hardware_read_back(queue: Queue, name
     body = job_document(1, group=name, hardware={"gpu_model": name, "gpu_archi": name})
     job, _ = await queue.add(_submission_with(body, name), at(0))
     await queue.record_seen(profile, at(1))
-    (claimed,) = await queue.claim_jobs(profile, 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(profile, 1, at(1), exclude_attempted=True, max_held=100)
     assert claimed.job.id == job.id
     assert claimed.job.worker == _as_stored(name)
     assert claimed.job.group == _as_stored(name)
     assert [j.id for j in await queue.active_jobs_of(name)] == [job.id]
-    seen = await queue.worker(name)
+    node = profile.node
+    seen = await queue.worker(node)
     assert seen is not None
-    assert seen.name == _as_stored(name)
+    assert (seen.name, seen.account) == (node, _as_stored(name))
     assert (seen.profile.gpu_model, seen.profile.gpu_archi) == (_as_stored(name),) * 2
     assert seen.profile.groups == (_as_stored(name), "lab")
     assert seen.active_jobs == (job.id,)
@@ -130,14 +137,18 @@ async def test_names_of_workers_groups_and_hardware_read_back(queue: Queue, name
         claimed.job, JobStatus.ERROR, None, at(2), forward=True, ended=Outcome.ERROR
     )
     assert ended is not None
-    (outcome,) = await queue.outcomes_of(name, at(0), 10)
-    assert (outcome.worker, outcome.outcome) == (_as_stored(name), Outcome.ERROR)
-    assert (await queue.outcome_counts(at(0), excluding=name)).failed == 0
-    assert await queue.set_aside(name, at(600), name, at(3), strikes=0)
-    aside = await queue.worker(name)
+    (outcome,) = await queue.outcomes_of(node, at(0), 10)
+    assert (outcome.worker, outcome.node, outcome.outcome) == (
+        _as_stored(name),
+        node,
+        Outcome.ERROR,
+    )
+    assert (await queue.baseline(at(0), at(2), excluding=node)).failing == 0
+    assert await queue.set_aside(node, at(600), name, at(3), strikes=0)
+    aside = await queue.worker(node)
     assert aside is not None
     assert (aside.aside_reason, aside.aside(at(4))) == (_as_stored(name), True)
-    assert await queue.release(name, at(5)) is True
+    assert await queue.release(node, at(5)) is True
     (attempt,) = await queue.attempts_of(job.id)
     assert attempt.worker == _as_stored(name)
     classes = await queue.waiting_classes(10)
@@ -162,10 +173,13 @@ async def test_a_worker_sets_nothing_aside_by_its_text_alone(queue: Queue) -> No
     """Names that differ only in what no database holds are one name once stored (on every
     backend alike): a worker cannot tell two of them apart, nor slip past a cool-off so."""
     first, second = "gpu\x00box", "gpu\ud800box"
+    assert worker(first).node == worker(second).node
     await queue.record_seen(worker(first), at(0))
-    assert await queue.set_aside(first, at(600), "broken", at(1), strikes=0)
+    assert await queue.set_aside(worker(first).node, at(600), "broken", at(1), strikes=0)
     await queue.add(submission(1), at(2))
-    assert await queue.claim_jobs(worker(second), 1, at(3), exclude_attempted=True) == []
-    assert await queue.release(second, at(4)) is True
-    claimed = await queue.claim_jobs(worker(second), 1, at(5), exclude_attempted=True)
+    assert (
+        await queue.claim_jobs(worker(second), 1, at(3), exclude_attempted=True, max_held=100) == []
+    )
+    assert await queue.release(worker(second).node, at(4)) is True
+    claimed = await queue.claim_jobs(worker(second), 1, at(5), exclude_attempted=True, max_held=100)
     assert [c.job.upstream_id for c in claimed] == [1]

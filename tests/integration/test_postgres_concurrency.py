@@ -121,10 +121,12 @@ def service_env(shared: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_servers(tmp: Path, db_url: str, count: int) -> Iterator[list[Server]]:
+def running_servers(
+    tmp: Path, db_url: str, count: int, **extra: str
+) -> Iterator[list[Server]]:
     """``count`` real ``serve`` processes on ``db_url``, started in parallel, all stopped at the
-    end (also when one of them fails to start)."""
-    env = service_env(tmp)
+    end (also when one of them fails to start); ``extra``: more of their variables."""
+    env = service_env(tmp, **extra)
     (tmp / "user_data").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [
@@ -381,9 +383,10 @@ def test_three_concurrent_sweepers_requeue_each_timed_out_job_once(
     own_database: str, tmp_path: Path
 ) -> None:
     record = Record()
-    # Ten workers each take their share of the 500 jobs (up to 50 a pull); every other job is
-    # moved on to ``running``, so the sweepers meet jobs in more than one active state.
-    with running_servers(tmp_path, own_database, 1) as servers:
+    # Ten workers each take their share of the 500 jobs (up to 50 a pull, as many as they like
+    # to hold); every other job is moved on to ``running``, so the sweepers meet jobs in more
+    # than one active state.
+    with running_servers(tmp_path, own_database, 1, MAX_JOBS_PER_NODE="1000") as servers:
         bodies = [job_body(tmp_path / "user_data", job_id) for job_id in range(1, SILENT_JOBS + 1)]
         asyncio.run(submit_all(servers, bodies, record))
         tokens = worker_tokens(tmp_path, "victim", 10)

@@ -20,7 +20,10 @@ from workerfacing_api.core.model import (
 
 
 async def claim(q: Queue, w: WorkerProfile, limit: int = 1, now: float = 0) -> list[int]:
-    return [c.job.id for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True)]
+    return [
+        c.job.id
+        for c in await q.claim_jobs(w, limit, at(now), exclude_attempted=True, max_held=100)
+    ]
 
 
 async def test_submitted_job_is_stored_exactly_as_sent(queue: Queue) -> None:
@@ -39,7 +42,9 @@ async def test_submitted_job_is_stored_exactly_as_sent(queue: Queue) -> None:
 
 async def test_claim_assigns_the_job_once_and_records_the_attempt(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker("w1"), 5, at(10), exclude_attempted=False)
+    (claimed,) = await queue.claim_jobs(
+        worker("w1"), 5, at(10), exclude_attempted=False, max_held=100
+    )
     assert claimed.job.id == job.id
     assert claimed.job.status is JobStatus.PULLED
     assert claimed.job.worker == "w1"
@@ -115,7 +120,9 @@ async def test_limit_caps_the_claim(queue: Queue) -> None:
 
 async def test_retry_different_excludes_exact_worker_only(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker("w10"), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(
+        worker("w10"), 1, at(1), exclude_attempted=True, max_held=100
+    )
     requeued = await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
     assert requeued is not None
     assert await claim(queue, worker("w10"), now=501) == []  # attempted: excluded
@@ -124,15 +131,15 @@ async def test_retry_different_excludes_exact_worker_only(queue: Queue) -> None:
 
 async def test_without_retry_different_the_same_worker_may_retry(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False, max_held=100)
     await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
-    (again,) = await queue.claim_jobs(worker(), 1, at(501), exclude_attempted=False)
+    (again,) = await queue.claim_jobs(worker(), 1, at(501), exclude_attempted=False, max_held=100)
     assert again.job.attempt == 2
 
 
 async def test_update_is_a_compare_and_set_on_status_and_attempt(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     first = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=True)
     assert first is not None
     assert first.job.status is JobStatus.RUNNING
@@ -149,7 +156,7 @@ async def test_update_is_a_compare_and_set_on_status_and_attempt(queue: Queue) -
 
 async def test_runtime_details_are_kept_until_replaced(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     done = await queue.record_update(claimed.job, JobStatus.ERROR, "logs", at(2), forward=True)
     assert done is not None
     kept = await queue.record_update(done.job, JobStatus.ERROR, None, at(3), forward=False)
@@ -160,9 +167,11 @@ async def test_runtime_details_are_kept_until_replaced(queue: Queue) -> None:
 
 async def test_late_worker_update_cannot_touch_a_requeued_job(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (first,) = await queue.claim_jobs(worker("a"), 1, at(1), exclude_attempted=True)
+    (first,) = await queue.claim_jobs(worker("a"), 1, at(1), exclude_attempted=True, max_held=100)
     assert await queue.requeue(first.job, "t", at(400), heartbeat_before=at(300)) is not None
-    (second,) = await queue.claim_jobs(worker("b"), 1, at(401), exclude_attempted=True)
+    (second,) = await queue.claim_jobs(
+        worker("b"), 1, at(401), exclude_attempted=True, max_held=100
+    )
     assert second.job.attempt == 2
     late = await queue.record_update(first.job, JobStatus.RUNNING, None, at(402), forward=True)
     assert late is None
@@ -175,7 +184,7 @@ async def test_sweep_acts_only_on_silent_active_jobs(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
     await queue.add(submission(2), at(0))
     await queue.add(submission(3), at(0))
-    claimed = await queue.claim_jobs(worker(), 3, at(10), exclude_attempted=True)
+    claimed = await queue.claim_jobs(worker(), 3, at(10), exclude_attempted=True, max_held=100)
     quiet, chatty, done = (c.job for c in claimed)
     alive = await queue.record_update(chatty, JobStatus.RUNNING, None, at(200), forward=False)
     finished = await queue.record_update(done, JobStatus.FINISHED, None, at(20), forward=True)
@@ -190,7 +199,7 @@ async def test_sweep_acts_only_on_silent_active_jobs(queue: Queue) -> None:
 
 async def test_requeue_and_fail(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False, max_held=100)
     assert claimed.event is not None
     await queue.complete_events([claimed.event.id])
     back = await queue.requeue(claimed.job, "timeout", at(500), heartbeat_before=at(400))
@@ -200,7 +209,7 @@ async def test_requeue_and_fail(queue: Queue) -> None:
     assert back.event is not None
     assert (back.event.status, back.event.runtime_details) == (JobStatus.QUEUED, "timeout")
     assert await queue.requeue(claimed.job, "again", at(501), heartbeat_before=at(400)) is None
-    (again,) = await queue.claim_jobs(worker(), 1, at(502), exclude_attempted=False)
+    (again,) = await queue.claim_jobs(worker(), 1, at(502), exclude_attempted=False, max_held=100)
     failed = await queue.fail(again.job, "max retries reached", at(900), heartbeat_before=at(800))
     assert failed is not None
     assert (failed.job.status, failed.job.num_retries) == (JobStatus.ERROR, 1)
@@ -208,7 +217,7 @@ async def test_requeue_and_fail(queue: Queue) -> None:
 
 async def test_resubmission_supersedes_the_live_job_with_that_id(queue: Queue) -> None:
     old, _ = await queue.add(submission(42), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     new, superseded = await queue.add(submission(42), at(2))
     assert superseded == (old.id,)
     stale = await queue.get(old.id)
@@ -232,7 +241,10 @@ async def test_cancel_takes_the_job_out_for_good(queue: Queue) -> None:
 async def test_active_jobs_of_a_worker(queue: Queue) -> None:
     for i in range(3):
         await queue.add(submission(i + 1), at(i))
-    a, b, c = (x.job for x in await queue.claim_jobs(worker(), 3, at(5), exclude_attempted=True))
+    a, b, c = (
+        x.job
+        for x in await queue.claim_jobs(worker(), 3, at(5), exclude_attempted=True, max_held=100)
+    )
     await queue.record_update(c, JobStatus.FINISHED, None, at(6), forward=True)
     assert sorted(j.id for j in await queue.active_jobs_of("w1")) == sorted([a.id, b.id])
     assert await queue.active_jobs_of("w2") == []
@@ -246,7 +258,7 @@ async def test_an_event_is_leased_to_its_recorder_only_when_it_heads_its_line(
 ) -> None:
     await queue.add(submission(1), at(0))
     await queue.add(submission(2), at(0))
-    claims = await queue.claim_jobs(worker(), 2, at(1), exclude_attempted=True)
+    claims = await queue.claim_jobs(worker(), 2, at(1), exclude_attempted=True, max_held=100)
     a, b = (c.job for c in claims)
     pulled_a, pulled_b = (c.event for c in claims)
     assert pulled_a is not None
@@ -271,7 +283,7 @@ async def test_an_event_is_leased_to_its_recorder_only_when_it_heads_its_line(
 
 async def test_events_wait_in_order_per_job(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     current = claimed.job
     statuses = [JobStatus.PREPROCESSING, JobStatus.RUNNING, JobStatus.POSTPROCESSING]
     for i, status in enumerate(statuses):
@@ -290,7 +302,7 @@ async def test_events_wait_in_order_per_job(queue: Queue) -> None:
 
 async def test_lease_expiry_and_postponing(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     assert claimed.event is not None
     assert await queue.lease_events(at(30), 30, 1) == []  # still leased to the claimer
     (again,) = await queue.lease_events(at(31), 30, 1)  # lease ran out: someone else may try
@@ -308,7 +320,7 @@ async def test_no_events_without_an_upstream(
     pg = request.getfixturevalue("postgres_url") if kind == "postgres" else None
     async with open_queue(kind, tmp_path, pg, record_events=False) as q:
         await q.add(submission(1), at(0))
-        (claimed,) = await q.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+        (claimed,) = await q.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
         assert claimed.event is None
         done = await q.record_update(claimed.job, JobStatus.RUNNING, "x", at(2), forward=True)
         assert done is not None
@@ -320,7 +332,7 @@ async def test_no_events_without_an_upstream(
 async def test_an_event_is_recorded_once_per_snapshot(queue: Queue) -> None:
     """Two changes decided on the same snapshot: one commits, the other must decide again."""
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     first = await queue.record_update(claimed.job, JobStatus.PULLED, "a", at(2), forward=True)
     second = await queue.record_update(claimed.job, JobStatus.PULLED, "b", at(2), forward=True)
     assert first is not None
@@ -349,7 +361,7 @@ async def test_concurrent_claims_hand_each_job_out_once(queue: Queue) -> None:
 async def test_concurrent_sweeps_requeue_each_job_once(queue: Queue) -> None:
     for i in range(30):
         await queue.add(submission(i + 1), at(0))
-    claimed = await queue.claim_jobs(worker(), 30, at(1), exclude_attempted=False)
+    claimed = await queue.claim_jobs(worker(), 30, at(1), exclude_attempted=False, max_held=100)
 
     async def sweep() -> list[int]:
         done = []
@@ -370,7 +382,9 @@ async def test_concurrent_sweeps_requeue_each_job_once(queue: Queue) -> None:
 async def test_without_lease_the_event_waits_for_the_dispatcher(queue: Queue) -> None:
     """While the upstream is failing, requests record events without taking them."""
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, lease=False)
+    (claimed,) = await queue.claim_jobs(
+        worker(), 1, at(1), exclude_attempted=True, max_held=100, lease=False
+    )
     assert claimed.event is None
     ran = await queue.record_update(
         claimed.job, JobStatus.RUNNING, None, at(2), forward=True, lease=False
@@ -387,7 +401,7 @@ async def test_without_lease_the_event_waits_for_the_dispatcher(queue: Queue) ->
 async def test_changes_that_record_an_event_count_as_forwarded(queue: Queue) -> None:
     job, _ = await queue.add(submission(1), at(0))
     assert (job.forwarded_at, job.upstream_ok_at) == (None, None)
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=False, max_held=100)
     assert claimed.job.forwarded_at == at(1)  # "pulled"
     quiet = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=False)
     assert quiet is not None
@@ -422,7 +436,7 @@ async def test_a_keep_alive_goes_once_per_interval_and_never_ahead_of_an_event(
     queue: Queue,
 ) -> None:
     await queue.add(submission(7), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     assert claimed.event is not None
     # "pulled" is not delivered yet: a keep-alive must not overtake it.
     waiting = await ping(queue, claimed.job, 10)
@@ -459,7 +473,9 @@ async def test_a_keep_alive_goes_once_per_interval_and_never_ahead_of_an_event(
 
 async def test_a_stale_snapshot_claims_no_keep_alive(queue: Queue) -> None:
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, lease=False)
+    (claimed,) = await queue.claim_jobs(
+        worker(), 1, at(1), exclude_attempted=True, max_held=100, lease=False
+    )
     assert await queue.requeue(claimed.job, "t", at(100), heartbeat_before=at(50)) is not None
     late = await queue.record_update(
         claimed.job, JobStatus.RUNNING, None, at(101), forward=False, keepalive_before=at(96)
@@ -471,7 +487,7 @@ async def test_of_simultaneous_pings_exactly_one_claims_the_keep_alive(queue: Qu
     """Several API processes see a job's pings at once (a retried request, a second worker
     thread): the upstream hears one keep-alive."""
     await queue.add(submission(1), at(0))
-    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+    (claimed,) = await queue.claim_jobs(worker(), 1, at(1), exclude_attempted=True, max_held=100)
     assert claimed.event is not None
     await queue.complete_events([claimed.event.id])
     running = await queue.record_update(claimed.job, JobStatus.RUNNING, None, at(2), forward=False)
@@ -494,7 +510,7 @@ async def test_the_latest_upstream_answer_is_kept(queue: Queue) -> None:
     assert stored_b is not None
     assert (stored_a.upstream_ok_at, stored_b.upstream_ok_at) == (at(5), at(4))
     # Every read of a job carries it, the answers of a compare-and-set included.
-    claimed = await queue.claim_jobs(worker(), 2, at(6), exclude_attempted=True)
+    claimed = await queue.claim_jobs(worker(), 2, at(6), exclude_attempted=True, max_held=100)
     assert [c.job.upstream_ok_at for c in claimed] == [at(5), at(4)]
     await queue.confirm_upstream({a.id: at(7)})
     ran = await queue.record_update(claimed[0].job, JobStatus.RUNNING, None, at(8), forward=False)
@@ -515,7 +531,9 @@ async def test_answers_and_deliveries_outlive_the_process_that_learnt_them(
     pg = request.getfixturevalue("postgres_url") if kind == "postgres" else None
     async with open_queue(kind, tmp_path, pg) as first:
         job, _ = await first.add(submission(1), at(0))
-        (claimed,) = await first.claim_jobs(worker(), 1, at(1), exclude_attempted=True)
+        (claimed,) = await first.claim_jobs(
+            worker(), 1, at(1), exclude_attempted=True, max_held=100
+        )
         assert claimed.event is not None
         await first.complete_events([claimed.event.id])
         await first.confirm_upstream({job.id: at(1)})

@@ -56,6 +56,7 @@ MAX_JOBS = 10  # per example: every step compares them all
 # "w1" and "w10": RETRY_DIFFERENT compares exact names, never substrings. The third needs
 # escaping in JSON and SQL.
 WORKERS = ("w1", "w10", "w'\"ü")
+MAX_HELD = 2  # the active jobs a worker's node may hold (MAX_JOBS_PER_NODE)
 DETAILS = (None, "", "logs", "stalled: \"quoted\" 'and' ünïcode\nsecond line")
 UPDATE_TARGETS = (
     None,  # the job's status again: a keep-alive, the call a running worker makes most
@@ -386,7 +387,13 @@ class QueueLockstep(RuleBasedStateMachine):
     ) -> list[EventKey]:
         def call(q: Queue, _: int) -> Awaitable[list[Claimed]]:
             return q.claim_jobs(
-                worker, limit, self.now, exclude_attempted=exclude_attempted, lease=lease
+                worker,
+                limit,
+                self.now,
+                exclude_attempted=exclude_attempted,
+                # Small, so that the hold cap binds often: both must stop at it alike.
+                max_held=MAX_HELD,
+                lease=lease,
             )
 
         mem, sql = self.both(call)
@@ -845,7 +852,7 @@ async def test_completing_a_delivered_event_again_loses_no_other_event(
     worker = WorkerProfile(worker="w1", environment=Environment.LOCAL, cpu_cores=8, memory=16000)
     async with open_queue(kind, tmp_path, pg) as queue:
         await queue.add(submission(1), T0)
-        (claimed,) = await queue.claim_jobs(worker, 1, T0, exclude_attempted=False)
+        (claimed,) = await queue.claim_jobs(worker, 1, T0, exclude_attempted=False, max_held=100)
         assert claimed.event is not None
         await queue.complete_events([claimed.event.id])
         ran = await queue.record_update(

@@ -62,9 +62,13 @@ def worker_profile(
     gpu_archi: str | None = None,
     groups: tuple[str, ...] = (),
     older_than: float = 0.0,
+    address: str = "",
+    instance: str | None = None,
 ) -> WorkerProfile:
     return WorkerProfile(
         worker=worker,
+        address=address,
+        instance=instance,
         environment=environment,
         cpu_cores=cpu_cores,
         memory=memory,
@@ -128,6 +132,7 @@ def make_stack(
     inline_wait: float = 0.2,
     aside: AsidePolicy | None = None,
     ack_delay: float = 0.0,
+    max_jobs_per_node: int = 8,
 ) -> Stack:
     """The service as ``serve`` builds it (the container), with the in-memory queue, a fake
     clock and ``upstream`` (None: no user-facing API configured) put in its place, and the
@@ -146,6 +151,7 @@ def make_stack(
         aside_cool_off=aside.cool_off,
         aside_cool_off_max=aside.cool_off_max,
         aside_window=aside.window,
+        max_jobs_per_node=max_jobs_per_node,
         metrics=False,
     )
     container = build_container(settings)

@@ -499,11 +499,29 @@ async def test_a_pull_limit_out_of_range_is_refused_and_hands_out_nothing(limit:
 
 
 async def test_a_pull_hands_out_at_most_limit_jobs() -> None:
-    stack = make_stack(POLICY)
+    stack = make_stack(POLICY, max_jobs_per_node=1000)
     for upstream_id in range(1, MAX_PULL_LIMIT + 3):
         await stack.service.submit(make_submission(upstream_id))
     assert len(await stack.service.pull(worker_profile("w1"), 2)) == 2
     assert len(await stack.service.pull(worker_profile("w1"), MAX_PULL_LIMIT)) == MAX_PULL_LIMIT
+
+
+async def test_a_node_holds_at_most_max_jobs_per_node() -> None:
+    """A pull answers only what fits under the node's cap; a job ended frees a place, and the
+    cap is the node's: another node of the account, or one with an instance id, pulls on."""
+    stack = make_stack(POLICY, max_jobs_per_node=3)
+    for upstream_id in range(1, 11):
+        await stack.service.submit(make_submission(upstream_id))
+    gpu0 = worker_profile("lab", address="10.0.0.5")
+    held = await stack.service.pull(gpu0, 100)
+    assert len(held) == 3
+    assert await stack.service.pull(gpu0, 1) == []
+    await stack.service.update_status(held[0].id, "lab", "finished", None)
+    assert len(await stack.service.pull(gpu0, 100)) == 1
+    other_machine = worker_profile("lab", address="10.0.0.6")
+    assert len(await stack.service.pull(other_machine, 100)) == 3
+    same_machine_gpu1 = worker_profile("lab", address="10.0.0.5", instance="gpu1")
+    assert len(await stack.service.pull(same_machine_gpu1, 100)) == 3
 
 
 async def test_time_the_database_was_down_does_not_count_as_silence() -> None:

@@ -116,7 +116,7 @@ async def replay(
             got = [j.id for j in await stack.service.pull(profile, limit)]
         else:
             claimed = await stack.queue.claim_jobs(
-                profile, limit, now, exclude_attempted=retry_different
+                profile, limit, now, exclude_attempted=retry_different, max_held=100
             )
             got = [c.job.id for c in claimed]
         assert got == expected, f"pull by {profile} at {now}"

@@ -1,10 +1,14 @@
-"""The fleet's health: which workers were seen, and setting aside a worker that breaks jobs.
+"""The fleet's health: which worker nodes were seen, and setting aside a node that breaks jobs.
 
-A worker whose GPU or driver is broken fails every job it pulls, and a worker's ``error`` is
-final: pulling without pause, one such node would turn the queue into failed jobs. So a worker
-whose recent attempts all failed (errors or time-outs), while the other workers finish their jobs,
-is set aside: its pulls get nothing for a cool-off that doubles on each repeat. When the others
-fail too, the failures point at the jobs (a bad batch), not at the worker, and nobody is set aside.
+The unit is a **node** (``WorkerProfile.node``), not an account: DECODE labs run one fetcher per
+GPU under one account, and the cloud workers share one. A node whose GPU or driver is broken fails
+every job it pulls, and a worker's ``error`` is final: pulling without pause, one such node would
+turn the queue into failed jobs. So a node whose recent attempts all failed (errors or time-outs),
+while the other nodes finish their jobs, is set aside: its pulls get nothing for a cool-off that
+doubles on each repeat; the other nodes of its account keep working. The other nodes are counted
+one vote each, those set aside left out: one node's mass failure neither outweighs nor silences
+the rest. When the others fail too, the failures point at the jobs (a bad batch), not at the
+node, and nobody is set aside.
 
 ``decide_aside`` is the rule, pure; ``Fleet`` applies it through the ``WorkerRegistry`` port and
 keeps the registry current at little cost (a pull writes only when the worker's offer changed or
@@ -22,8 +26,8 @@ import msgspec
 from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.model import (
     AttemptOutcome,
+    FleetBaseline,
     Outcome,
-    OutcomeCounts,
     WorkerProfile,
     WorkerRecord,
 )
@@ -71,37 +75,62 @@ def _evidence(outcome: AttemptOutcome) -> str:
     return f"job {outcome.job_id} error after {took}"
 
 
+def shared_node_hint(node: WorkerRecord) -> str | None:
+    """For a node without an instance id: every fetcher of its account at its address offering
+    the same hardware is this node and shares its standing; the remedy, in words."""
+    if node.profile.instance is not None:
+        return None
+    return (
+        f"every fetcher of account {node.account} at {node.profile.address or 'an unknown address'}"
+        " offering this hardware is this one node and shares its standing; give each fetcher "
+        "its own instance id (header X-Worker-Instance or query worker_instance) to have them "
+        "judged apart"
+    )
+
+
 def decide_aside(
     worker: WorkerRecord,
     recent: Sequence[AttemptOutcome],
-    others: OutcomeCounts,
+    others: FleetBaseline,
     now: datetime,
     policy: AsidePolicy,
 ) -> SetAside | None:
-    """Whether to set ``worker`` aside now.
+    """Whether to set the node ``worker`` aside now.
 
-    ``recent``: the worker's attempts that ended within the window and after its last cool-off,
-    the latest first. ``others``: how the other workers' attempts ended within the window.
-    The worker is set aside when its last ``after_failures`` attempts all failed and, meanwhile,
-    the other workers finished jobs and finished more than they failed: a worker that fails the
-    kind of work the others do. A batch of jobs that fail on every worker sets nobody aside."""
+    ``recent``: the node's attempts that ended within the window and after its last cool-off,
+    the latest first. ``others``: how the other nodes not set aside fared within the window, one
+    vote each. The node is set aside when its last ``after_failures`` attempts all failed and,
+    meanwhile, more of the other nodes finished more than they failed than not: a node that
+    fails the kind of work the others do. A batch of jobs that fail on every node sets nobody
+    aside."""
     n = policy.after_failures
     if n <= 0 or worker.aside(now):
         return None
     streak = list(recent[:n])
     if len(streak) < n or any(o.outcome is Outcome.FINISHED for o in streak):
         return None
-    if others.finished == 0 or others.failed >= others.finished:
+    if others.healthy == 0 or others.failing >= others.healthy:
         return None  # the others fail as much: the jobs are the problem, or the whole fleet
     seconds = policy.cool_off_for(worker.strikes)
     evidence = "; ".join(_evidence(o) for o in reversed(streak))
     reason = (
-        f"its last {n} attempts failed ({evidence}) while the other workers finished "
-        f"{others.finished} and failed {others.failed} in the last {duration(policy.window)}"
+        f"its last {n} attempts failed ({evidence}) while {others.healthy} other node(s) "
+        f"finished more jobs than they failed and {others.failing} did not, in the last "
+        f"{duration(policy.window)}"
     )
     if worker.strikes:
         reason += f"; set aside {worker.strikes} time(s) before since it last finished a job"
+    shared = shared_node_hint(worker)
+    if shared is not None:
+        reason += f"; {shared}"
     return SetAside(until=now + timedelta(seconds=seconds), seconds=seconds, reason=reason)
+
+
+def node_label(node: WorkerRecord) -> str:
+    """A node as operators read it: ``n-…`` (account at address, instance id)."""
+    where = node.profile.address or "unknown address"
+    instance = f", instance {node.profile.instance}" if node.profile.instance is not None else ""
+    return f"{node.node} ({node.account} at {where}{instance})"
 
 
 class Fleet:
@@ -121,7 +150,8 @@ class Fleet:
 
     async def seen(self, worker: WorkerProfile, now: datetime) -> None:
         """Note a pull. Writes only when the offer changed or the row is getting stale."""
-        last = self._written.get(worker.worker)
+        node = worker.node
+        last = self._written.get(node)
         if (
             last is not None
             and last[0] == worker
@@ -131,18 +161,18 @@ class Fleet:
         await self._registry.record_seen(worker, now)
         if len(self._written) >= _REMEMBERED_WORKERS:
             self._written.clear()
-        self._written[worker.worker] = (worker, now)
+        self._written[node] = (worker, now)
 
     async def judge(self, name: str, now: datetime) -> SetAside | None:
-        """After one of the worker's attempts failed (its outcome noted with the change that
-        ended it): set the worker aside if its failures point at itself.
+        """After one of the node's attempts failed (its outcome noted with the change that
+        ended it): set the node ``name`` aside if its failures point at itself.
 
         Health bookkeeping never fails the worker's request: with the database gone, the
         change itself failed already."""
         try:
             return await self._judge(name, now)
         except Unavailable as exc:
-            log.warning("could not judge worker %s after a failure (%s)", name, exc.detail)
+            log.warning("could not judge node %s after a failure (%s)", name, exc.detail)
             return None
 
     async def _judge(self, name: str, now: datetime) -> SetAside | None:
@@ -153,8 +183,8 @@ class Fleet:
         if record.aside_until is not None and record.aside_until > since:
             since = record.aside_until  # only what happened after its last cool-off counts
         recent = await self._registry.outcomes_of(name, since, max(self._policy.after_failures, 1))
-        others = await self._registry.outcome_counts(
-            now - timedelta(seconds=self._policy.window), excluding=name
+        others = await self._registry.baseline(
+            now - timedelta(seconds=self._policy.window), now, excluding=name
         )
         decision = decide_aside(record, recent, others, now, self._policy)
         if decision is None:
@@ -165,28 +195,41 @@ class Fleet:
             return None  # another process judged it at the same moment, and won
         self._metrics.set_aside()
         log.warning(
-            "worker %s set aside for %s, until %s: %s",
-            name,
+            "node %s set aside for %s, until %s: %s",
+            node_label(record),
             duration(decision.seconds),
             decision.until.isoformat(timespec="seconds"),
             decision.reason,
         )
         return decision
 
-    async def release(self, name: str, now: datetime) -> bool | None:
-        """An operator ends a cool-off early."""
-        released = await self._registry.release(name, now)
-        if released:
-            log.warning("worker %s released by an operator: it gets jobs again", name)
-        return released
+    async def release(self, name: str, now: datetime) -> dict[str, bool] | None:
+        """An operator ends a cool-off early: of the node with this id, or of every node of
+        the account of this name. Which nodes were set aside (True: released now) or not; None
+        if no such node or account was ever seen."""
+        record = await self._registry.worker(name)
+        nodes = (
+            [record]
+            if record is not None
+            else [n for n in await self._registry.workers(None) if n.account == name]
+        )
+        if not nodes:
+            return None
+        results: dict[str, bool] = {}
+        for node in nodes:
+            released = bool(await self._registry.release(node.node, now))
+            results[node.node] = released
+            if released:
+                log.warning("node %s released by an operator: it gets jobs again", node_label(node))
+        return results
 
     async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:
         """Log each cool-off that ended (once, whichever process sees it first)."""
         ended = await self._registry.note_cool_off_ends(now)
         for record in ended:
             log.warning(
-                "worker %s: cool-off over (set aside at %s because %s); it gets jobs again",
-                record.name,
+                "node %s: cool-off over (set aside at %s because %s); it gets jobs again",
+                node_label(record),
                 record.aside_at.isoformat(timespec="seconds") if record.aside_at else "?",
                 record.aside_reason,
             )
@@ -196,6 +239,6 @@ class Fleet:
         return await self._registry.workers(seen_since)
 
     async def recent_outcomes(self, name: str, now: datetime, limit: int) -> list[AttemptOutcome]:
-        """How the worker's latest attempts within the evidence window ended, latest first."""
+        """How the node's latest attempts within the evidence window ended, latest first."""
         since = now - timedelta(seconds=self._policy.window)
         return await self._registry.outcomes_of(name, since, limit)

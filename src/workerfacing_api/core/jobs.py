@@ -48,6 +48,7 @@ from workerfacing_api.core.text import storable, trim_details
 log = logging.getLogger("workerfacing_api.jobs")
 
 MAX_PULL_LIMIT = 100
+DEFAULT_MAX_JOBS_PER_NODE = 8
 # A compare-and-set loses only when the job changed meanwhile; each retry sees a newer state, so
 # a handful of rounds is plenty even under heavy contention from one worker's retried requests.
 _CAS_ROUNDS = 8
@@ -64,6 +65,7 @@ class JobService:
         sync: StatusSync,
         fleet: Fleet,
         *,
+        max_jobs_per_node: int = DEFAULT_MAX_JOBS_PER_NODE,
         metrics: Metrics | None = None,
     ) -> None:
         self._queue = queue
@@ -71,6 +73,7 @@ class JobService:
         self._policy = policy
         self._sync = sync
         self._fleet = fleet
+        self._max_held = max_jobs_per_node
         self._outages = OutageGrace()
         self._metrics = metrics or NoMetrics()
         self._recent: OrderedDict[int, Job] = OrderedDict()
@@ -98,7 +101,8 @@ class JobService:
         return job
 
     async def pull(self, worker: WorkerProfile, limit: int) -> list[Job]:
-        """Hand out up to ``limit`` fitting jobs to ``worker``.
+        """Hand out up to ``limit`` fitting jobs to ``worker``, as many as its node may hold
+        beside the jobs it holds already (``MAX_JOBS_PER_NODE``).
 
         A job whose ``pulled`` event the user-facing API rejects as deleted is cancelled and not
         handed out; the pull then takes the next fitting job.
@@ -113,6 +117,7 @@ class JobService:
                 limit - len(handed),
                 self._clock.now(),
                 exclude_attempted=self._policy.retry_different,
+                max_held=self._max_held,
                 lease=self._sync.inline(),
             )
             if not claimed:
@@ -222,8 +227,8 @@ class JobService:
             if job_id in gone:
                 self._recent.pop(job_id, None)
                 raise JobNotFound(f"job {job_id} was deleted by its user; stop working on it")
-            if ended is Outcome.ERROR:
-                await self._fleet.judge(worker, now)
+            if ended is Outcome.ERROR and job.node is not None:
+                await self._fleet.judge(job.node, now)
             return committed.job
         raise StatusConflict(f"job {job_id} is changing too fast to apply {status!r}; retry")
 
@@ -265,8 +270,8 @@ class JobService:
                     (failed if ending else requeued).append(expired.job.id)
                     events.append(done.event)
                     self._recent.pop(expired.job.id, None)
-                    if expired.job.worker is not None:  # its time-out counts against it
-                        await self._fleet.judge(expired.job.worker, now)
+                    if expired.job.node is not None:  # its time-out counts against its node
+                        await self._fleet.judge(expired.job.node, now)
             if len(batch) < _SWEEP_BATCH or not fresh:
                 break
         if events:

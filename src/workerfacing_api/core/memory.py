@@ -27,11 +27,11 @@ from workerfacing_api.core.model import (
     ExpiredJob,
     Failure,
     FailureKind,
+    FleetBaseline,
     Job,
     JobStatus,
     KeepAlive,
     Outcome,
-    OutcomeCounts,
     QueueStats,
     StatusEvent,
     Submission,
@@ -82,6 +82,7 @@ class _Event(msgspec.Struct, kw_only=True):
 
 class _Attempt(msgspec.Struct, kw_only=True):
     worker: str
+    node: str
     pulled_at: datetime
     outcome: Outcome | None = None
     ended_at: datetime | None = None
@@ -148,13 +149,19 @@ class InMemoryQueue:
         now: datetime,
         *,
         exclude_attempted: bool,
+        max_held: int,
         lease: bool = True,
     ) -> list[Claimed]:
+        node = worker.node
         worker = _stored_profile(worker)
         async with self._lock:
-            known = self._workers.get(worker.worker)
+            known = self._workers.get(node)
             if known is not None and known.aside(now):
                 return []
+            held = sum(
+                1 for j in self._jobs.values() if j.node == node and j.status in ACTIVE_STATUSES
+            )
+            limit = min(limit, max_held - held)
             candidates = [
                 j
                 for j in self._jobs.values()
@@ -168,6 +175,7 @@ class InMemoryQueue:
                     job,
                     status=JobStatus.PULLED,
                     worker=worker.worker,
+                    node=node,
                     attempt=job.attempt + 1,
                     last_heartbeat_at=now,
                     updated_at=now,
@@ -177,7 +185,7 @@ class InMemoryQueue:
                 self._jobs[job.id] = taken
                 self._attempts[job.id].append(worker.worker)
                 self._history[(job.id, taken.attempt)] = _Attempt(
-                    worker=worker.worker, pulled_at=now
+                    worker=worker.worker, node=node, pulled_at=now
                 )
                 claimed.append(Claimed(job=taken, event=self._event(taken, None, now, lease)))
             return claimed
@@ -229,6 +237,7 @@ class InMemoryQueue:
                 current,
                 status=JobStatus.QUEUED,
                 worker=None,
+                node=None,
                 num_retries=0,
                 runtime_details=detail,
                 updated_at=now,
@@ -260,8 +269,8 @@ class InMemoryQueue:
             self._complete([i for i in acknowledged if self._event_of(i) == job.id])
             if ended is not None:
                 self._note_outcome(job.id, job.attempt, ended, now)
-                if ended is Outcome.FINISHED and job.worker is not None:
-                    self._clear_strikes(job.worker)
+                if ended is Outcome.FINISHED and job.node is not None:
+                    self._clear_strikes(job.node)
             current = self._jobs[job.id]
             # A keep-alive goes upstream when nothing went for the job lately and none of its
             # events waits (it must not overtake one).
@@ -367,27 +376,28 @@ class InMemoryQueue:
     # -- WorkerRegistry ------------------------------------------------------------------------
 
     async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
+        node = worker.node
         worker = _stored_profile(worker)
         async with self._lock:
-            known = self._workers.get(worker.worker)
+            known = self._workers.get(node)
             if known is None:
-                self._workers[worker.worker] = WorkerRecord(
-                    profile=worker, first_seen_at=now, last_seen_at=now
+                self._workers[node] = WorkerRecord(
+                    node=node, profile=worker, first_seen_at=now, last_seen_at=now
                 )
             else:
-                self._workers[worker.worker] = msgspec.structs.replace(
+                self._workers[node] = msgspec.structs.replace(
                     known, profile=worker, last_seen_at=max(known.last_seen_at, now)
                 )
 
     async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
         return [
             self._with_jobs(w)
-            for name, w in sorted(self._workers.items())
+            for w in sorted(self._workers.values(), key=lambda w: (w.account, w.node))
             if seen_since is None or w.last_seen_at >= seen_since
         ]
 
-    async def worker(self, name: str) -> WorkerRecord | None:
-        known = self._workers.get(storable(name))
+    async def worker(self, node: str) -> WorkerRecord | None:
+        known = self._workers.get(node)
         return None if known is None else self._with_jobs(known)
 
     def _note_outcome(self, job_id: int, attempt: int, outcome: Outcome, now: datetime) -> None:
@@ -396,21 +406,26 @@ class InMemoryQueue:
             row.outcome = outcome
             row.ended_at = now
 
-    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
-        worker = storable(worker)
-        ended = [o for o in self._outcomes() if o.worker == worker and o.ended_at > since]
+    async def outcomes_of(self, node: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        ended = [o for o in self._outcomes() if o.node == node and o.ended_at > since]
         return ended[:limit]
 
-    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
-        excluding = storable(excluding)
-        ended = [o for o in self._outcomes() if o.worker != excluding and o.ended_at > since]
-        finished = sum(1 for o in ended if o.outcome is Outcome.FINISHED)
-        return OutcomeCounts(finished=finished, failed=len(ended) - finished)
+    async def baseline(self, since: datetime, now: datetime, *, excluding: str) -> FleetBaseline:
+        votes: dict[str, int] = {}  # node -> finished minus failed
+        for o in self._outcomes():
+            if o.node == excluding or o.ended_at <= since:
+                continue
+            known = self._workers.get(o.node)
+            if known is not None and known.aside(now):
+                continue
+            votes[o.node] = votes.get(o.node, 0) + (1 if o.outcome is Outcome.FINISHED else -1)
+        healthy = sum(1 for v in votes.values() if v > 0)
+        return FleetBaseline(healthy=healthy, failing=len(votes) - healthy)
 
     async def set_aside(
         self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
     ) -> bool:
-        worker, reason = storable(worker), storable(reason)
+        reason = storable(reason)
         async with self._lock:
             known = self._workers.get(worker)
             if known is None or known.strikes != strikes or known.aside(now):
@@ -427,7 +442,6 @@ class InMemoryQueue:
             self._workers[worker] = msgspec.structs.replace(known, strikes=0)
 
     async def release(self, worker: str, now: datetime) -> bool | None:
-        worker = storable(worker)
         async with self._lock:
             known = self._workers.get(worker)
             if known is None:
@@ -442,7 +456,7 @@ class InMemoryQueue:
         async with self._lock:
             ended = [
                 w
-                for name, w in sorted(self._workers.items())
+                for name, w in sorted(self._workers.items(), key=lambda i: (i[1].account, i[0]))
                 if w.aside_until is not None
                 and w.aside_until <= now
                 and name not in self._end_noted
@@ -455,7 +469,7 @@ class InMemoryQueue:
             sorted(
                 j.id
                 for j in self._jobs.values()
-                if j.worker == record.name and j.status in ACTIVE_STATUSES
+                if j.node == record.node and j.status in ACTIVE_STATUSES
             )
         )
         return msgspec.structs.replace(record, active_jobs=held)
@@ -470,6 +484,7 @@ class InMemoryQueue:
                 outcome=row.outcome,
                 pulled_at=row.pulled_at,
                 ended_at=row.ended_at,
+                node=row.node,
             )
             for (job_id, attempt), row in self._history.items()
             if row.outcome is not None and row.ended_at is not None
@@ -583,6 +598,7 @@ class InMemoryQueue:
                 pulled_at=row.pulled_at,
                 ended_at=row.ended_at,
                 outcome=row.outcome,
+                node=row.node,
             )
             for (owner, attempt), row in sorted(self._history.items())
             if owner == job_id
@@ -705,6 +721,7 @@ class InMemoryQueue:
                 current,
                 status=status,
                 worker=None if requeue else current.worker,
+                node=None if requeue else current.node,
                 num_retries=current.num_retries + 1 if requeue else current.num_retries,
                 runtime_details=detail,
                 updated_at=now,

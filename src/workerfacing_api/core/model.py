@@ -8,10 +8,13 @@ a job (``Job``) adds what this service tracks: state, assignment, attempts and h
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
+
+from workerfacing_api.core.text import storable
 
 # Postgres BIGINT bounds every integer that reaches the database; larger values are bad input.
 MAX_DB_INT = 2**63 - 1
@@ -218,7 +221,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     spec: bytes
     paths_upload: PathsUpload
-    worker: str | None = None
+    worker: str | None = None  # the account holding it (who may report on it)
+    node: str | None = None  # the node holding it (whose health its outcome tells)
     attempt: int = 0  # number of times the job was pulled; the current attempt's number
     num_retries: int = 0
     # Status events recorded for this job so far. A change that records an event also
@@ -259,6 +263,35 @@ class WorkerProfile(msgspec.Struct, frozen=True, kw_only=True):
     gpu_archi: str | None = None
     groups: tuple[str, ...] = ()
     older_than: float = 0.0  # seconds a job with no environment must wait before it fits
+    # Where the pull came from: the client's address (the peer, or X-Forwarded-For from a
+    # trusted proxy) and the instance id a worker may send. With the account and the hardware
+    # they tell the worker's machines apart: its node (``node_id``).
+    address: str = ""
+    instance: str | None = None
+
+    @property
+    def node(self) -> str:
+        return node_id(self)
+
+
+def node_id(worker: WorkerProfile) -> str:
+    """The node a pull comes from, as a short stable id: the account, the client address, the
+    hardware offered and the instance id, if any. Fetchers that agree on all of these are one
+    node (DESIGN §3). Names count as they are stored (``storable``): two that differ only in what
+    no database holds are one name, and one node."""
+    parts = (
+        worker.worker,
+        worker.address,
+        str(worker.cpu_cores),
+        str(worker.memory),
+        str(worker.gpu_mem),
+        worker.gpu_model or "",
+        worker.gpu_archi or "",
+        worker.instance if worker.instance is not None else "\x1e",
+    )
+    text = storable("\x1f".join(parts)).encode()
+    digest = hashlib.blake2b(text, digest_size=6).hexdigest()
+    return f"n-{digest}"
 
 
 class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -358,16 +391,22 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome
     pulled_at: datetime
     ended_at: datetime
+    node: str = ""
 
 
-class OutcomeCounts(msgspec.Struct, frozen=True, kw_only=True):
-    finished: int = 0
-    failed: int = 0  # errors and time-outs
+class FleetBaseline(msgspec.Struct, frozen=True, kw_only=True):
+    """How the other nodes (those not set aside) fared lately, one vote each: a node's many
+    failures count once, so that one node's mass failure cannot outweigh the rest."""
+
+    healthy: int = 0  # nodes that finished more attempts than they failed
+    failing: int = 0  # nodes that failed at least as many as they finished
 
 
 class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A worker as the registry knows it: what it offered at its last pull, and its standing."""
+    """A worker node as the registry knows it: its account, address, instance id and what it
+    offered at its last pull (``profile``), and its standing."""
 
+    node: str  # node_id(profile)
     profile: WorkerProfile
     first_seen_at: datetime
     last_seen_at: datetime
@@ -379,6 +418,11 @@ class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def name(self) -> str:
+        """The node's id: what the registry, the CLI and the dashboard know it by."""
+        return self.node
+
+    @property
+    def account(self) -> str:
         return self.profile.worker
 
     def aside(self, now: datetime) -> bool:
@@ -451,3 +495,4 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
     pulled_at: datetime
     ended_at: datetime | None
     outcome: Outcome | None
+    node: str | None = None

@@ -19,12 +19,12 @@ from workerfacing_api.core.model import (
     Delivery,
     ExpiredJob,
     Failure,
+    FleetBaseline,
     Identity,
     Job,
     JobStatus,
     Message,
     Outcome,
-    OutcomeCounts,
     PresignedRequest,
     QueueStats,
     StatusEvent,
@@ -64,11 +64,14 @@ class JobQueue(Protocol):
         now: datetime,
         *,
         exclude_attempted: bool,
+        max_held: int,
         lease: bool = True,
     ) -> list[Claimed]:
-        """Atomically move up to ``limit`` fitting queued jobs to ``pulled`` for ``worker``, in
-        pull order, recording an attempt each. A job is claimed by one caller only. A worker
-        set aside (``WorkerRegistry.set_aside``) until after ``now`` gets nothing."""
+        """Atomically move up to ``limit`` fitting queued jobs to ``pulled`` for ``worker``'s
+        account and node, in pull order, recording an attempt each. A job is claimed by one
+        caller only. The node then holds at most ``max_held`` active jobs, however many claims
+        of it run at once. A node set aside (``WorkerRegistry.set_aside``) until after ``now``
+        gets nothing."""
         ...
 
     async def live_job(self, upstream_id: int) -> Job | None:
@@ -189,41 +192,44 @@ class UploadLedger(Protocol):
 
 
 class WorkerRegistry(Protocol):
-    """The workers seen pulling, how their attempts ended, and which are set aside.
+    """The worker nodes seen pulling (``WorkerProfile.node``: an account's machines told
+    apart), how their attempts ended, and which are set aside. Nodes are named by their id.
 
-    Kept beside the queue: the claim consults it (a worker set aside gets no job), and the
+    Kept beside the queue: the claim consults it (a node set aside gets no job), and the
     changes that end an attempt note its outcome (``JobQueue.record_update``'s ``ended``, the
     sweep's time-outs), once per attempt."""
 
     async def record_seen(self, worker: WorkerProfile, now: datetime) -> None:
-        """Insert or update the worker's row: what it offered at this pull, and when."""
+        """Insert or update the node's row: what it offered at this pull, and when."""
         ...
 
     async def workers(self, seen_since: datetime | None) -> list[WorkerRecord]:
-        """Workers seen since ``seen_since`` (all with None), by name, with their jobs."""
+        """Nodes seen since ``seen_since`` (all with None), by account then id, with their
+        jobs."""
         ...
 
-    async def worker(self, name: str) -> WorkerRecord | None: ...
+    async def worker(self, node: str) -> WorkerRecord | None: ...
 
-    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
-        """The worker's attempts that ended after ``since``, the latest first."""
+    async def outcomes_of(self, node: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        """The node's attempts that ended after ``since``, the latest first."""
         ...
 
-    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
-        """How the attempts of all other workers that ended after ``since`` ended."""
+    async def baseline(self, since: datetime, now: datetime, *, excluding: str) -> FleetBaseline:
+        """How the other nodes not set aside at ``now`` fared with their attempts that ended
+        after ``since``, one vote per node."""
         ...
 
     async def set_aside(
-        self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
+        self, node: str, until: datetime, reason: str, now: datetime, *, strikes: int
     ) -> bool:
-        """Begin a cool-off until ``until``, if the worker still has ``strikes`` strikes and is
+        """Begin a cool-off until ``until``, if the node still has ``strikes`` strikes and is
         not set aside at ``now`` (a compare-and-set: of two processes deciding at once, one
         wins); it then has one strike more."""
         ...
 
-    async def release(self, worker: str, now: datetime) -> bool | None:
-        """End the worker's cool-off at ``now``: True if it was set aside, False if not, None
-        if no such worker was ever seen."""
+    async def release(self, node: str, now: datetime) -> bool | None:
+        """End the node's cool-off at ``now``: True if it was set aside, False if not, None
+        if no such node was ever seen."""
         ...
 
     async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:

@@ -172,7 +172,7 @@ class WaitExplainer:
         elif not available:
             back = min(w.aside_until for w in aside if w.aside_until is not None)
             reason = (
-                f"all {len(fitting)} fitting worker(s) seen {window} are set aside after "
+                f"all {len(fitting)} fitting worker node(s) seen {window} are set aside after "
                 f"repeated failures; the first is back at {back.isoformat(timespec='seconds')}"
             )
         elif not ready:
@@ -197,10 +197,11 @@ class WaitExplainer:
                 place = f"{_number(ahead)} job(s) come before it in line"
             if idle:
                 reason = (
-                    f"{len(idle)} fitting worker(s) idle; {place}, to be taken at their next pull"
+                    f"{len(idle)} fitting worker node(s) idle; {place}, to be taken at their "
+                    "next pull"
                 )
             else:
-                reason = f"all {len(ready)} fitting worker(s) are busy; {place}"
+                reason = f"all {len(ready)} fitting worker node(s) are busy; {place}"
         return Explanation(
             job_id=job.upstream_id,
             queue_id=job.id,
@@ -219,7 +220,9 @@ class WaitExplainer:
     @staticmethod
     def _not_waiting(job: Job) -> str:
         if job.status in ACTIVE_STATUSES:
-            return f"the job is not waiting: it is {job.status.value} on worker {job.worker}"
+            return f"the job is not waiting: it is {job.status.value} on worker {job.worker}" + (
+                f" (node {job.node})" if job.node is not None else ""
+            )
         if job.status is JobStatus.CANCELLED:
             return "the job is not waiting: it was cancelled (deleted by its user, or replaced)"
         return f"the job is not waiting: it ended as {job.status.value}"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgspec
 
-from workerfacing_api.config import ConfigError, Settings, load_settings
+from workerfacing_api.config import ConfigError, Settings, load_settings, trusted_proxies
 from workerfacing_api.core.fleet import duration
 from workerfacing_api.core.model import AttemptOutcome, WorkerRecord
 
@@ -143,7 +143,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "log_level": settings.log_level.lower(),
         "access_log": False,  # the app writes its own access line, without the query string
         "log_config": None,
-        "proxy_headers": True,
+        # X-Forwarded-For and -Proto only from TRUSTED_PROXIES (uvicorn rewrites the client's
+        # address and scheme then): the address is a part of a worker's node (DESIGN §3), and
+        # anyone could claim another's otherwise.
+        "proxy_headers": bool(trusted_proxies(settings)),
+        "forwarded_allow_ips": trusted_proxies(settings),
         "server_header": False,
         "http": JsonErrorsHttpTools,
         # SIGTERM: stop accepting, give requests in flight this long, then the app's shutdown
@@ -272,10 +276,14 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
                 return
             aside = [w for w in seen if w.aside(now)]
             print(
-                f"workers seen in the last {duration(container.settings().worker_seen_window)}: "
+                f"worker nodes seen in the last "
+                f"{duration(container.settings().worker_seen_window)}: "
                 f"{len(seen)}, busy {sum(1 for w in seen if w.active_jobs)}, set aside "
                 + (
-                    ", ".join(f"{w.name} (until {_time(w.aside_until)})" for w in aside)
+                    ", ".join(
+                        f"node {w.name} of {w.account} (until {_time(w.aside_until)})"
+                        for w in aside
+                    )
                     if aside
                     else "none"
                 )
@@ -413,12 +421,16 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         if args.action == "release":
             released = await fleet.release(args.name, now)
             if released is None:
-                _fail(f"no worker named {args.name!r} has ever pulled here")
-            print(
-                f"worker {args.name}: released; it gets jobs again"
-                if released
-                else f"worker {args.name} is not set aside; nothing to do"
-            )
+                _fail(
+                    f"no node or account named {args.name!r} has ever pulled here "
+                    "(`workerfacing-api workers --all` lists them)"
+                )
+            for node, done in released.items():
+                print(
+                    f"node {node}: released; it gets jobs again"
+                    if done
+                    else f"node {node} is not set aside; nothing to do"
+                )
             return
         window = timedelta(seconds=container.settings().worker_seen_window)
         records = await fleet.workers(None if args.all else now - window)
@@ -434,7 +446,12 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         scope = "ever" if args.all else f"in the last {duration(window.total_seconds())}"
         print(f"no worker has pulled {scope}")
         return
-    for w in records:
+    account = None
+    for w in records:  # by account, then node
+        if w.account != account:
+            account = w.account
+            nodes = sum(1 for r in records if r.account == account)
+            print(f"account {account}: {nodes} node(s)")
         view = _worker_view(w, outcomes[w.name], now)
         p = w.profile
         gpu = f"{p.gpu_model or 'no GPU'}" + (
@@ -443,9 +460,11 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         standing = (
             f"SET ASIDE until {_time(w.aside_until)} ({w.aside_reason})" if w.aside(now) else "ok"
         )
+        where = p.address or "address unknown"
+        instance = f"instance {p.instance}" if p.instance is not None else "no instance id"
         print(
-            f"{w.name}  {p.environment.value}  last seen {_age(view['last_seen_seconds_ago'])} "
-            f"ago  {p.cpu_cores} cores, {p.memory} MiB, {gpu}"
+            f"  node {w.name}  {where}, {instance}  {p.environment.value}  last seen "
+            f"{_age(view['last_seen_seconds_ago'])} ago  {p.cpu_cores} cores, {p.memory} MiB, {gpu}"
         )
         print(
             f"    jobs now: {', '.join(map(str, w.active_jobs)) or 'none'}; recent: "
@@ -458,7 +477,10 @@ def _worker_view(w: WorkerRecord, recent: list[AttemptOutcome], now: datetime) -
     for o in recent:
         counts[o.outcome.value] = counts.get(o.outcome.value, 0) + 1
     return {
-        "name": w.name,
+        "node": w.node,
+        "account": w.account,
+        "address": w.profile.address,
+        "instance": w.profile.instance,
         "environment": w.profile.environment.value,
         "cpu_cores": w.profile.cpu_cores,
         "memory": w.profile.memory,
@@ -553,12 +575,16 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("--json", action="store_true", help="print one JSON object")
     jobs.set_defaults(run=cmd_jobs)
 
-    workers = commands.add_parser("workers", help="the workers seen, and setting them aside")
-    workers.add_argument("--all", action="store_true", help="every worker ever seen")
+    workers = commands.add_parser(
+        "workers", help="the worker nodes seen, by account, and setting them aside"
+    )
+    workers.add_argument("--all", action="store_true", help="every node ever seen")
     workers.add_argument("--json", action="store_true", help="print a JSON list")
     worker_actions = workers.add_subparsers(dest="action", metavar="ACTION")
-    release = worker_actions.add_parser("release", help="end a worker's cool-off now")
-    release.add_argument("name", help="the worker's name")
+    release = worker_actions.add_parser(
+        "release", help="end the cool-off of a node, or of every node of an account, now"
+    )
+    release.add_argument("name", help="a node's id (n-…, as `workers` lists it) or an account")
     workers.set_defaults(run=cmd_workers, action=None)
     return root
 

@@ -38,6 +38,9 @@ from workerfacing_api.core.model import (
 
 # How many jobs at the head of the queue a claim looks at first on SQLite (its claim_jobs).
 HEAD_WINDOW = 200
+# Claims of one node that found their count of its jobs outdated by a concurrent one, in a row,
+# before a pull answers nothing (the worker asks again at its next poll).
+_CLAIM_ROUNDS = 8
 _RACING_SUBMISSIONS = 3
 
 
@@ -93,10 +96,12 @@ class SqlJobQueue:
         now: datetime,
         *,
         exclude_attempted: bool,
+        max_held: int,
         lease: bool = True,
     ) -> list[Claimed]:
         params = fit_values(worker, now - timedelta(seconds=worker.older_than)) | {
-            "limit": limit,
+            "limit": min(limit, max_held),
+            "max_held": max_held,
             "window": HEAD_WINDOW,
             "exclude_attempted": exclude_attempted,
             "groups": list(worker.groups),
@@ -109,7 +114,16 @@ class SqlJobQueue:
         name = "claim_jobs_preferring_groups" if worker.groups else "claim_jobs"
         literals = {"memory_class": memory_class(worker.memory)}
         claimed = []
-        for row in await self._db.fetch_all(name, literals=literals, **params):
+        rows = await self._db.fetch_all(name, literals=literals, **params)
+        for _ in range(_CLAIM_ROUNDS):
+            # PostgreSQL: a concurrent claim of the node outdated the count of its jobs; run
+            # again on a fresh snapshot (postgres.sql's claim_picked).
+            if not rows or not rows[0]["retry"]:
+                break
+            rows = await self._db.fetch_all(name, literals=literals, **params)
+        for row in rows:
+            if row["id"] is None:  # PostgreSQL's answer when it took nothing
+                continue
             job = job_from(row)
             event = None
             if row["event_leased_until"] is not None:
@@ -232,7 +246,7 @@ class SqlJobQueue:
             expected_status=job.status.value,
             expected_attempt=job.attempt,
             expected_event_seq=job.event_seq,
-            job_worker=job.worker,
+            job_node=job.node,
             record=int(forward and self._record),
             now=now,
             lease_until=now + self._lease if lease else None,

@@ -98,6 +98,7 @@ def job_from(row: Row) -> Job:
         spec=spec,
         paths_upload=PathsUpload(**msgspec.structs.asdict(_paths.decode(row["paths_upload"]))),
         worker=row["worker"],
+        node=row["node"],
         attempt=row["attempt"],
         num_retries=row["num_retries"],
         event_seq=row["event_seq"],
@@ -123,6 +124,7 @@ def changed_job(job: Job, row: Row) -> Job:
         job,
         status=JobStatus(row["status"]),
         worker=row["worker"],
+        node=row["node"],
         attempt=row["attempt"],
         num_retries=row["num_retries"],
         event_seq=row["event_seq"],
@@ -198,6 +200,7 @@ def fit_values(worker: WorkerProfile, any_before: Any) -> dict[str, Any]:
         "gpu_model": worker.gpu_model,
         "gpu_archi": worker.gpu_archi,
         "worker": worker.worker,
+        "node": worker.node,
     }
 
 
@@ -214,9 +217,12 @@ def ahead_values(job: Job, groups: tuple[str, ...]) -> dict[str, Any]:
 
 
 def worker_values(worker: WorkerProfile) -> dict[str, Any]:
-    """Column values of a worker's row (``record_seen``): what it offered at this pull."""
+    """Column values of a node's row (``record_seen``): what it offered at this pull."""
     return {
+        "node": worker.node,
         "name": worker.worker,
+        "address": worker.address,
+        "instance": worker.instance,
         "environment": worker.environment.value,
         "cpu_cores": worker.cpu_cores,
         "memory": worker.memory,
@@ -231,12 +237,12 @@ def worker_values(worker: WorkerProfile) -> dict[str, Any]:
 
 
 def workers_from(rows: Iterable[Row]) -> list[WorkerRecord]:
-    """Workers from rows of ``workers_with_jobs``: one row per job a worker holds
-    (``active_job``, NULL when none), a worker's rows together, its jobs in order."""
+    """Nodes from rows of ``workers_with_jobs``: one row per job a node holds (``active_job``,
+    NULL when none), a node's rows together, its jobs in order."""
     records: list[WorkerRecord] = []
     held: list[int] = []
     for row in rows:
-        if not records or records[-1].name != row["name"]:
+        if not records or records[-1].node != row["node"]:
             if records:
                 records[-1] = msgspec.structs.replace(records[-1], active_jobs=tuple(held))
             records.append(_worker_from(row))
@@ -250,8 +256,11 @@ def workers_from(rows: Iterable[Row]) -> list[WorkerRecord]:
 
 def _worker_from(row: Row) -> WorkerRecord:
     return WorkerRecord(
+        node=row["node"],
         profile=WorkerProfile(
-            worker=row["name"],
+            worker=row["account"],
+            address=row["address"],
+            instance=row["instance"],
             environment=Environment(row["environment"]),
             cpu_cores=row["cpu_cores"],
             memory=row["memory"],
@@ -278,6 +287,7 @@ def outcome_from(row: Row) -> AttemptOutcome:
         outcome=Outcome(row["outcome"]),
         pulled_at=utc(row["pulled_at"]),
         ended_at=utc(row["ended_at"]),
+        node=row["node"],
     )
 
 
@@ -345,4 +355,5 @@ def attempt_record_from(row: Row) -> AttemptRecord:
         pulled_at=utc(row["pulled_at"]),
         ended_at=utc_or_none(row["ended_at"]),
         outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        node=row["node"],
     )

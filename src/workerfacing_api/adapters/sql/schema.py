@@ -79,7 +79,8 @@ jobs = Table(
     Column("req_gpu_archi", _Name),
     Column("spec", Text, nullable=False, comment="the job document exactly as submitted"),
     Column("paths_upload", Text, nullable=False),
-    Column("worker", _Name),
+    Column("worker", _Name),  # the account holding the job: who may report on it
+    Column("node", String(16), comment="the node holding the job (nodes.node)"),
     Column("attempt", Integer, nullable=False, server_default=text("0")),
     Column("num_retries", Integer, nullable=False, server_default=text("0")),
     Column("event_seq", Integer, nullable=False, server_default=text("0")),
@@ -126,12 +127,14 @@ Index(
     postgresql_where=text("status = 'queued'"),
     sqlite_where=text("status = 'queued'"),
 )
-# Downloads (the active jobs of one worker) and the sweep (all active jobs: as many as there
-# are busy workers). Keep-alives only move last_heartbeat_at, which no index holds, so
-# PostgreSQL can update them in place (HOT) without touching any index.
+# Downloads (the active jobs of one account), the hold cap of a claim (those of one of its nodes)
+# and the sweep (all active jobs: as many as there are busy workers). Keep-alives only move
+# last_heartbeat_at, which no index holds, so PostgreSQL can update them in place (HOT) without
+# touching any index.
 Index(
     "ix_jobs_active_worker",
     jobs.c.worker,
+    jobs.c.node,
     postgresql_where=text(_ACTIVE),
     sqlite_where=text(_ACTIVE),
 )
@@ -188,6 +191,9 @@ job_attempts = Table(
     Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("attempt", Integer, primary_key=True),
     Column("worker", _Name, nullable=False),
+    # Set by every claim since migration 0006 (which filled in the older rows); nullable so that
+    # adding it rebuilt no table.
+    Column("node", String(16), comment="the node that pulled it (nodes.node)"),
     Column("pulled_at", _Timestamp, nullable=False),
     # How the attempt ended, as evidence of its worker's health: finished, error or timeout
     # (core.model.Outcome), noted once, when it ended. NULL while it runs, and for attempts
@@ -195,11 +201,11 @@ job_attempts = Table(
     Column("outcome", String(16)),
     Column("ended_at", _Timestamp),
 )
-# A worker's latest outcomes (judging it after a failure): a range of one worker's ended
-# attempts, read backwards in the order they are wanted, without a sort.
+# A node's latest outcomes (judging it after a failure): a range of one node's ended attempts,
+# read backwards in the order they are wanted, without a sort.
 Index(
-    "ix_job_attempts_worker_ended_at",
-    job_attempts.c.worker,
+    "ix_job_attempts_node_ended_at",
+    job_attempts.c.node,
     job_attempts.c.ended_at,
     job_attempts.c.job_id,
     job_attempts.c.attempt,
@@ -228,10 +234,14 @@ Index(
     sqlite_where=text("outcome = 'timeout'"),
 )
 
-workers = Table(
-    "workers",
+nodes = Table(
+    "nodes",
     metadata,
-    Column("name", _Name, primary_key=True, comment="the worker's user name"),
+    Column("node", String(16), primary_key=True, comment="core.model.node_id"),
+    # What tells an account's machines apart (DESIGN §3).
+    Column("account", _Name, nullable=False, comment="the worker's user name"),
+    Column("address", _Name, nullable=False, comment="client address of its pulls ('': unknown)"),
+    Column("instance", _Name, comment="the instance id it sends, if any"),
     # What it offered at its latest pull (core.model.WorkerProfile).
     Column("environment", String(8), nullable=False),
     Column("cpu_cores", BigInteger, nullable=False),
@@ -251,16 +261,22 @@ workers = Table(
     # Whether the end of its latest cool-off was reported (note_cool_off_ends, or the
     # operator's release): each end is reported once, whichever process sees it first.
     Column("aside_end_noted", Boolean, nullable=False, server_default=text("false")),
+    # Claims that took jobs for the node so far. Each such claim moves it, in its own statement:
+    # a claim that finds it moved since its snapshot counted the node's jobs too early, and is
+    # run again (postgres.sql's claim_picked), so the hold cap holds under concurrent pulls.
+    Column("claim_seq", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint("environment IN ('cloud', 'local')", name="environment"),
-    comment="the workers seen pulling, and which are set aside",
-    postgresql_with={"fillfactor": 70},  # each pull may rewrite its worker's row: kept HOT
+    comment="the worker nodes seen pulling, and which are set aside",
+    postgresql_with={"fillfactor": 70},  # each pull may rewrite its node's row: kept HOT
 )
+# An account's nodes (workers release ACCOUNT).
+Index("ix_nodes_account", nodes.c.account)
 # The cool-offs whose end is not reported yet (note_cool_off_ends, at every sweep): at most the
 # workers set aside now, whatever the size of the fleet. A pull's rewrite of its worker's row
 # touches none of these columns, so it stays an in-place (HOT) update on PostgreSQL.
 Index(
-    "ix_workers_cool_off_ends",
-    workers.c.aside_until,
+    "ix_nodes_cool_off_ends",
+    nodes.c.aside_until,
     postgresql_where=text("aside_until IS NOT NULL AND NOT aside_end_noted"),
     sqlite_where=text("aside_until IS NOT NULL AND NOT aside_end_noted"),
 )

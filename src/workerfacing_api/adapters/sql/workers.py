@@ -1,6 +1,6 @@
-"""The ``WorkerRegistry`` port on a SQL database: the workers seen pulling, how their attempts
-ended (noted by the changes that end them, see ``jobs.SqlJobQueue``), and which are set aside
-(the claims read that themselves)."""
+"""The ``WorkerRegistry`` port on a SQL database: the worker nodes seen pulling, how their
+attempts ended (noted by the changes that end them, see ``jobs.SqlJobQueue``), and which are set
+aside (the claims read that themselves)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from workerfacing_api.adapters.sql.rows import (
     worker_values,
     workers_from,
 )
-from workerfacing_api.core.model import AttemptOutcome, OutcomeCounts, WorkerProfile, WorkerRecord
+from workerfacing_api.core.model import AttemptOutcome, FleetBaseline, WorkerProfile, WorkerRecord
 
 
 class SqlWorkerRegistry:
@@ -29,18 +29,18 @@ class SqlWorkerRegistry:
         since = EARLIEST if seen_since is None else seen_since
         return workers_from(await self._db.fetch_all("workers_seen_since", seen_since=since))
 
-    async def worker(self, name: str) -> WorkerRecord | None:
-        found = workers_from(await self._db.fetch_all("worker_named", name=name))
+    async def worker(self, node: str) -> WorkerRecord | None:
+        found = workers_from(await self._db.fetch_all("worker_named", name=node))
         return found[0] if found else None
 
-    async def outcomes_of(self, worker: str, since: datetime, limit: int) -> list[AttemptOutcome]:
-        rows = await self._db.fetch_all("outcomes_of", worker=worker, since=since, limit=limit)
+    async def outcomes_of(self, node: str, since: datetime, limit: int) -> list[AttemptOutcome]:
+        rows = await self._db.fetch_all("outcomes_of", node=node, since=since, limit=limit)
         return [outcome_from(r) for r in rows]
 
-    async def outcome_counts(self, since: datetime, *, excluding: str) -> OutcomeCounts:
-        row = await self._db.fetch_one("outcome_counts", since=since, excluding=excluding)
+    async def baseline(self, since: datetime, now: datetime, *, excluding: str) -> FleetBaseline:
+        row = await self._db.fetch_one("baseline", since=since, now=now, excluding=excluding)
         assert row is not None
-        return OutcomeCounts(finished=row["finished"], failed=row["failed"])
+        return FleetBaseline(healthy=row["healthy"], failing=row["failing"])
 
     async def set_aside(
         self, worker: str, until: datetime, reason: str, now: datetime, *, strikes: int
@@ -53,7 +53,7 @@ class SqlWorkerRegistry:
     async def release(self, worker: str, now: datetime) -> bool | None:
         if await self._db.fetch_one("end_cool_off", name=worker, now=now) is not None:
             return True
-        # Not set aside now; or never seen (a worker's row, once written, is never deleted).
+        # Not set aside now; or never seen (a node's row, once written, is never deleted).
         return False if await self._db.fetch_one("worker_known", name=worker) else None
 
     async def note_cool_off_ends(self, now: datetime) -> list[WorkerRecord]:

@@ -17,7 +17,14 @@ from litestar import HttpMethod, Request, Response, get, post, put, route
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, SkipValidation
+from litestar.params import (
+    FromPath,
+    HeaderParameter,
+    JSONBody,
+    PathParameter,
+    QueryParameter,
+    SkipValidation,
+)
 from litestar.response import File
 
 from workerfacing_api.config import Settings
@@ -111,6 +118,11 @@ MaybeText = Annotated[str | None, QueryParameter()]
 # A name the queue matches on and stores (a GPU model or architecture, a group): the bounds of
 # ``core.model.Name``, so that a pull accepts exactly the names a submission may hold.
 NAME_BOUNDS = {"maxLength": NAME_MAX, "pattern": NO_CONTROL_CHARACTERS}
+INSTANCE_HELP = (
+    "an id of this fetcher among the machines of its account (e.g. the host name and GPU index): "
+    "fleet health judges each node apart; fetchers of one account, address and hardware without "
+    "one are one node"
+)
 MaybeName = Annotated[
     str | None, QueryParameter(max_length=NAME_MAX, pattern=NO_CONTROL_CHARACTERS)
 ]
@@ -220,8 +232,31 @@ async def pull_jobs(
         ),
     ] = 1,
     older_than: Annotated[float, QueryParameter(ge=0, le=10**9)] = 0.0,
+    worker_instance: Annotated[
+        str | None,
+        QueryParameter(
+            max_length=NAME_MAX,
+            pattern=NO_CONTROL_CHARACTERS,
+            description=INSTANCE_HELP + " (or header X-Worker-Instance)",
+        ),
+    ] = None,
+    x_worker_instance: Annotated[
+        str | None,
+        HeaderParameter(
+            name="x-worker-instance",
+            max_length=NAME_MAX,
+            pattern=NO_CONTROL_CHARACTERS,
+            description=INSTANCE_HELP + " (or query worker_instance)",
+        ),
+    ] = None,
 ) -> Response[bytes]:
     worker = caller(request)
+    if None not in (worker_instance, x_worker_instance) and worker_instance != x_worker_instance:
+        raise InvalidRequest(
+            "header X-Worker-Instance and query worker_instance name different instances; "
+            "send one of them"
+        )
+    client = request.client
     profile = WorkerProfile(
         worker=worker.username,
         environment=worker.environment,
@@ -232,6 +267,9 @@ async def pull_jobs(
         gpu_archi=gpu_archi,
         groups=groups,
         older_than=older_than,
+        # The peer, or the address a trusted proxy forwarded (uvicorn, TRUSTED_PROXIES).
+        address=client.host[:NAME_MAX] if client is not None else "",
+        instance=x_worker_instance if x_worker_instance is not None else worker_instance,
     )
     handed = await jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
     body = msgspec.json.encode({str(job.id): msgspec.Raw(job.spec) for job in handed})

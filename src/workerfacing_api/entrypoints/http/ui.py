@@ -36,6 +36,7 @@ from workerfacing_api.core.errors import (
     JobNotFound,
     Unauthenticated,
 )
+from workerfacing_api.core.fleet import shared_node_hint
 from workerfacing_api.core.model import Environment, HardwareSpecs
 from workerfacing_api.core.overview import JobPage, Overview, QueueOverview
 from workerfacing_api.core.waiting import Explanation
@@ -233,7 +234,12 @@ class WaitingEntry(msgspec.Struct):
 
 
 class WorkerEntry(msgspec.Struct):
-    name: str
+    name: str  # the node's id
+    account: str
+    address: str  # "" when unknown
+    instance: str | None
+    # Without an instance id: that every identical fetcher is this node, and the remedy.
+    shared: str | None
     environment: str
     cpu_cores: int
     memory: int
@@ -344,6 +350,10 @@ def _overview_body(view: QueueOverview) -> OverviewBody:
         workers=[
             WorkerEntry(
                 name=w.name,
+                account=w.account,
+                address=w.profile.address,
+                instance=w.profile.instance,
+                shared=shared_node_hint(w),
                 environment=w.profile.environment.value,
                 cpu_cores=w.profile.cpu_cores,
                 memory=w.profile.memory,

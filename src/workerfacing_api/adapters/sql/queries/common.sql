@@ -13,7 +13,7 @@
 -- name: job_columns
 -- Not a statement: what rows.job_from reads of a job.
 id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
-    worker, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
+    worker, node, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
     last_heartbeat_at, forwarded_at, upstream_ok_at
 
 
@@ -32,7 +32,8 @@ status = 'queued'
 -- name: fitting_for_worker
 -- Not a statement: what the claims of both dialects may pick for :worker: what fits it, in its
 -- memory class ({memory_class}, a literal: see postgres.sql's pick_in_queue_order), not tried by
--- it before when RETRY_DIFFERENT asks so ({not_attempted}), and nothing while it is set aside.
+-- it before when RETRY_DIFFERENT asks so ({not_attempted}), and nothing while its node is set
+-- aside.
 {fits}
     AND req_memory <= {memory_class}
     AND {not_attempted}
@@ -41,13 +42,21 @@ status = 'queued'
 
 -- name: worker_not_set_aside
 -- Not a statement: in the picks of both dialects' claims.
--- Invariant: a worker set aside (workers.aside_until after :now) gets no job (DESIGN §3: its pulls
+-- Invariant: a node set aside (nodes.aside_until after :now) gets no job (DESIGN §3: its pulls
 -- answer nothing until its cool-off ends). Checked inside the claim itself, not before it: a
 -- cool-off another process begins, or an operator ends, counts from the next claim on, and the
--- pull costs no extra round trip. Uncorrelated (it names :worker, not the job): the planner
--- evaluates it once per claim, one probe of the workers' primary key, and a worker set aside
--- reads no job at all.
-NOT EXISTS (SELECT 1 FROM workers w WHERE w.name = :worker AND w.aside_until > :now)
+-- pull costs no extra round trip. Uncorrelated (it names :node, not the job): the planner
+-- evaluates it once per claim, one probe of the nodes' primary key, and a node set aside reads
+-- no job at all.
+NOT EXISTS (SELECT 1 FROM nodes w WHERE w.node = :node AND w.aside_until > :now)
+
+
+-- name: held_by_node
+-- Not a statement: the active jobs node :node of account :worker holds (the hold cap,
+-- MAX_JOBS_PER_NODE): a range of ix_jobs_active_worker, whose condition this spells out.
+SELECT count(*) FROM jobs
+WHERE worker = :worker AND node = :node
+    AND status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
 
 
 -- name: insert_job
@@ -159,7 +168,7 @@ FROM (
 -- Not a statement: what a change gives back. Only the columns a change can touch: the rest of the
 -- job (its document above all) is the snapshot's, and reading it back on every keep-alive is
 -- waste; upstream_ok_at comes back too, as a delivery may have moved it since the snapshot.
-id, upstream_id, status, worker, attempt, num_retries, event_seq, runtime_details,
+id, upstream_id, status, worker, node, attempt, num_retries, event_seq, runtime_details,
     updated_at, last_heartbeat_at, forwarded_at, upstream_ok_at, keepalive_claimed
 
 
@@ -223,6 +232,7 @@ END
 UPDATE jobs
 SET status = CASE WHEN :requeue = 1 THEN 'queued' ELSE 'error' END,
     worker = CASE WHEN :requeue = 1 THEN NULL ELSE worker END,
+    node = CASE WHEN :requeue = 1 THEN NULL ELSE node END,
     num_retries = num_retries + :requeue,
     runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
     keepalive_claimed = false,
@@ -240,7 +250,7 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
 -- moved on (cancelled, already retried by someone else) is left alone. Its next pull is a new
 -- attempt.
 UPDATE jobs
-SET status = 'queued', worker = NULL, num_retries = 0, attempted_by = '[]',
+SET status = 'queued', worker = NULL, node = NULL, num_retries = 0, attempted_by = '[]',
     runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
     keepalive_claimed = false,
     forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
@@ -258,11 +268,11 @@ WHERE CAST(:ended AS TEXT) IS NOT NULL AND job_id = :id AND attempt = :expected_
 
 
 -- name: forgive_strikes
--- Not a statement: a finished attempt clears its worker's strikes (:job_worker, the snapshot's):
--- its next cool-off is the shortest again. Written only when there is something to forgive
+-- Not a statement: a finished attempt clears its node's strikes (:job_node, the snapshot's): its
+-- next cool-off is the shortest again. Written only when there is something to forgive
 -- (finishing is the common case, and costs no write). {if_changed}: only when the change won.
-UPDATE workers SET strikes = 0
-WHERE CAST(:ended AS TEXT) = 'finished' AND name = :job_worker AND strikes > 0 {if_changed}
+UPDATE nodes SET strikes = 0
+WHERE CAST(:ended AS TEXT) = 'finished' AND node = :job_node AND strikes > 0 {if_changed}
 
 
 -- name: new_event
@@ -317,102 +327,109 @@ GROUP BY u.file_id
 ORDER BY min(u.id);
 
 
--- The fleet (WorkerRegistry): the workers seen pulling, how their attempts ended, and which are
--- set aside. A worker's row is written by its pulls (record_seen) and by the judgement of its
--- failures (set_aside, forgive_strikes), an operator (end_cool_off) and the sweep
--- (note_cool_off_ends); the claims only read it (worker_not_set_aside).
+-- The fleet (WorkerRegistry): the worker nodes seen pulling, how their attempts ended, and which
+-- are set aside. A node's row is written by its pulls (record_seen, and the claims' claim_seq)
+-- and by the judgement of its failures (set_aside, forgive_strikes), an operator (end_cool_off)
+-- and the sweep (note_cool_off_ends); the claims read it (worker_not_set_aside).
 
 -- name: record_seen
--- A worker pulled: its row says what it offered at that pull, and when it was seen first and
--- last. Pulls of one worker from several processes may commit out of order: the latest time
--- seen stays.
-INSERT INTO workers (
-    name, environment, cpu_cores, memory, gpu_mem, gpu_model, gpu_archi, groups, older_than,
-    first_seen_at, last_seen_at
+-- A node pulled: its row says what it offered at that pull, and when it was seen first and
+-- last. Pulls of one node from several processes may commit out of order: the latest time seen
+-- stays.
+INSERT INTO nodes (
+    node, account, address, instance, environment, cpu_cores, memory, gpu_mem, gpu_model,
+    gpu_archi, groups, older_than, first_seen_at, last_seen_at
 ) VALUES (
-    :name, :environment, :cpu_cores, :memory, :gpu_mem, :gpu_model, :gpu_archi, :groups,
-    :older_than, :now, :now
+    :node, :name, :address, :instance, :environment, :cpu_cores, :memory, :gpu_mem, :gpu_model,
+    :gpu_archi, :groups, :older_than, :now, :now
 )
-ON CONFLICT (name) DO UPDATE
-SET environment = excluded.environment, cpu_cores = excluded.cpu_cores,
-    memory = excluded.memory, gpu_mem = excluded.gpu_mem, gpu_model = excluded.gpu_model,
-    gpu_archi = excluded.gpu_archi, groups = excluded.groups, older_than = excluded.older_than,
-    last_seen_at = CASE WHEN excluded.last_seen_at > workers.last_seen_at
-        THEN excluded.last_seen_at ELSE workers.last_seen_at END;
+ON CONFLICT (node) DO UPDATE
+SET environment = excluded.environment, groups = excluded.groups,
+    older_than = excluded.older_than,
+    last_seen_at = CASE WHEN excluded.last_seen_at > nodes.last_seen_at
+        THEN excluded.last_seen_at ELSE nodes.last_seen_at END;
 
 
 -- name: workers_with_jobs
--- Not a statement: workers, each with the jobs it holds now (one row per job, ids ascending; one
--- row with active_job NULL for a worker that holds none), for the statements below, which say
--- which workers. The jobs come from the partial index on active jobs, probed once per worker.
-SELECT w.name, w.environment, w.cpu_cores, w.memory, w.gpu_mem, w.gpu_model, w.gpu_archi,
-    w.groups, w.older_than, w.first_seen_at, w.last_seen_at, w.strikes, w.aside_at,
-    w.aside_until, w.aside_reason, j.id AS active_job
-FROM workers w
-LEFT JOIN jobs j ON j.worker = w.name
+-- Not a statement: nodes, each with the jobs it holds now (one row per job, ids ascending; one
+-- row with active_job NULL for a node that holds none), for the statements below, which say
+-- which nodes. The jobs come from the partial index on active jobs, probed once per node.
+SELECT w.node, w.account, w.address, w.instance, w.environment, w.cpu_cores, w.memory,
+    w.gpu_mem, w.gpu_model, w.gpu_archi, w.groups, w.older_than, w.first_seen_at,
+    w.last_seen_at, w.strikes, w.aside_at, w.aside_until, w.aside_reason, j.id AS active_job
+FROM nodes w
+LEFT JOIN jobs j ON j.worker = w.account AND j.node = w.node
     AND j.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
 
 
 -- name: workers_seen_since
--- The workers seen at :seen_since or later, by name.
+-- The nodes seen at :seen_since or later, by account, then id.
 {workers_with_jobs}
 WHERE w.last_seen_at >= :seen_since
-ORDER BY w.name, j.id;
+ORDER BY w.account, w.node, j.id;
 
 
 -- name: worker_named
+-- The node of id :name.
 {workers_with_jobs}
-WHERE w.name = :name
-ORDER BY w.name, j.id;
+WHERE w.node = :name
+ORDER BY w.account, w.node, j.id;
 
 
 -- name: outcomes_of
--- The worker's attempts that ended after :since, the latest first (ties: the higher job id, then
--- attempt): a backward range of ix_job_attempts_worker_ended_at, in the order wanted.
-SELECT job_id, attempt, worker, outcome, pulled_at, ended_at
+-- The node's attempts that ended after :since, the latest first (ties: the higher job id, then
+-- attempt): a backward range of ix_job_attempts_node_ended_at, in the order wanted.
+SELECT job_id, attempt, worker, node, outcome, pulled_at, ended_at
 FROM job_attempts
-WHERE worker = :worker AND ended_at > :since
+WHERE node = :node AND ended_at > :since
 ORDER BY ended_at DESC, job_id DESC, attempt DESC
 LIMIT :limit;
 
 
--- name: outcome_counts
--- How the attempts of every other worker that ended after :since ended: finished, or failed
--- (error or timeout). A range of ix_job_attempts_ended_at.
-SELECT count(CASE WHEN outcome = 'finished' THEN 1 END) AS finished,
-    count(CASE WHEN outcome <> 'finished' THEN 1 END) AS failed
-FROM job_attempts
-WHERE ended_at > :since AND worker <> :excluding;
+-- name: baseline
+-- How the other nodes (not :excluding, not set aside at :now) fared with the attempts that ended
+-- after :since, one vote each: healthy when it finished more than it failed (errors and
+-- time-outs), failing otherwise. A range of ix_job_attempts_ended_at, grouped by node.
+SELECT count(CASE WHEN finished > failed THEN 1 END) AS healthy,
+    count(CASE WHEN finished <= failed THEN 1 END) AS failing
+FROM (
+    SELECT a.node, count(CASE WHEN a.outcome = 'finished' THEN 1 END) AS finished,
+        count(CASE WHEN a.outcome <> 'finished' THEN 1 END) AS failed
+    FROM job_attempts a
+    WHERE a.ended_at > :since AND a.node <> :excluding
+        AND NOT EXISTS (SELECT 1 FROM nodes w WHERE w.node = a.node AND w.aside_until > :now)
+    GROUP BY a.node
+) AS per_node;
 
 
 -- name: set_aside
--- Begin a cool-off of :name until :until. A compare-and-set on its standing: it still has
--- :strikes strikes and is not set aside at :now. Of two processes that judge the worker at once,
+-- Begin a cool-off of node :name until :until. A compare-and-set on its standing: it still has
+-- :strikes strikes and is not set aside at :now. Of two processes that judge the node at once,
 -- one wins; the other changes nothing, so a cool-off is never begun twice or lengthened by a
 -- stale judgement. Its end is to be reported again (aside_end_noted).
-UPDATE workers
+UPDATE nodes
 SET strikes = strikes + 1, aside_at = :now, aside_until = :until, aside_reason = :reason,
     aside_end_noted = false
-WHERE name = :name AND strikes = :strikes AND (aside_until IS NULL OR aside_until <= :now)
-RETURNING name;
+WHERE node = :name AND strikes = :strikes AND (aside_until IS NULL OR aside_until <= :now)
+RETURNING node;
 
 
 -- name: end_cool_off
--- An operator ends the cool-off of :name at :now; only a worker set aside now. Its end is
+-- An operator ends the cool-off of node :name at :now; only a node set aside now. Its end is
 -- reported by the release itself, never again by the sweep (aside_end_noted).
-UPDATE workers SET aside_until = :now, aside_end_noted = true
-WHERE name = :name AND aside_until > :now
-RETURNING name;
+UPDATE nodes SET aside_until = :now, aside_end_noted = true
+WHERE node = :name AND aside_until > :now
+RETURNING node;
 
 
 -- name: worker_known
--- Whether a worker of that name was ever seen (end_cool_off found none set aside).
-SELECT name FROM workers WHERE name = :name;
+-- Whether a node of that id was ever seen (end_cool_off found none set aside).
+SELECT node FROM nodes WHERE node = :name;
 
 
 -- name: cool_off_ends_to_note
 -- Not a statement: the cool-offs that ended by :now and were not reported yet. A range of
--- ix_workers_cool_off_ends (whose predicate this spells out).
+-- ix_nodes_cool_off_ends (whose predicate this spells out).
 aside_until <= :now AND aside_until IS NOT NULL AND NOT aside_end_noted
 
 
@@ -471,7 +488,7 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM status_events;
 -- name: attempts_of_job
 -- A job's attempts, first first, with how each ended (NULL: it has not, or it ended before the
 -- fleet was watched): its primary key's range.
-SELECT attempt, worker, pulled_at, ended_at, outcome
+SELECT attempt, worker, node, pulled_at, ended_at, outcome
 FROM job_attempts
 WHERE job_id = :id
 ORDER BY attempt;

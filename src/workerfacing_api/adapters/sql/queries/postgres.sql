@@ -9,8 +9,9 @@ timestamptz
 
 
 -- name: claim_jobs
--- Claim up to :limit fitting jobs for :worker: each gets its next attempt, an attempt row and,
--- when events are recorded (:record = 1), its 'pulled' event, all in this one statement.
+-- Claim up to :limit fitting jobs for node :node of account :worker, as many as the node may
+-- hold beside its active jobs (:max_held): each gets its next attempt, an attempt row and, when
+-- events are recorded (:record = 1), its 'pulled' event, all in this one statement.
 -- Invariant: a job is handed to exactly one worker per attempt. The jobs are locked by the
 -- statement that updates them ({pick_in_queue_order} ends in FOR UPDATE SKIP LOCKED):
 -- concurrent claims take different jobs and never wait on each other, and nothing is read first
@@ -30,26 +31,54 @@ WITH picked AS ({pick_preferring_groups}),
 -- "changed", as for the other changes (record_event reads them so). The event is leased to this
 -- request (to be sent inline) only when no older event of its job is pending; otherwise the
 -- dispatcher sends it after them, in order.
+-- Invariant: a node holds at most :max_held active jobs, however many of its pulls run at once.
+-- The jobs it holds are counted in this statement's snapshot ({held_by_node}), which a
+-- concurrent claim for the same node may have outdated. So a claim that takes jobs moves the
+-- node's claim_seq in the same statement: the update waits for any other claim of the node in
+-- flight and reads the node's latest row, and when claim_seq moved since the snapshot, the
+-- count was early: nothing is taken (the picked jobs stay queued; their locks end with the
+-- statement) and the answer's "retry" asks the adapter to run the claim again, on a fresh
+-- snapshot. Jobs that ended since only make the count too high, never too low.
+seen AS (SELECT claim_seq FROM nodes WHERE node = :node),
+room AS (SELECT greatest(0, :max_held - ({held_by_node})) AS n),
+taken AS (
+    SELECT id FROM picked ORDER BY rank, priority DESC, created_at, id
+    LIMIT (SELECT n FROM room)
+),
+bumped AS (
+    UPDATE nodes SET claim_seq = claim_seq + 1
+    WHERE node = :node AND EXISTS (SELECT 1 FROM taken)
+    RETURNING claim_seq - 1 AS before
+),
+granted AS (
+    SELECT 1 FROM bumped JOIN seen ON bumped.before = seen.claim_seq
+    -- No row for the node (record_seen writes it before the first claim): nothing to wait for.
+    UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM seen)
+),
 changed AS (
     UPDATE jobs
-    SET status = 'pulled', worker = CAST(:worker AS text), attempt = jobs.attempt + 1,
+    SET status = 'pulled', worker = CAST(:worker AS text), node = CAST(:node AS text),
+        attempt = jobs.attempt + 1,
         attempted_by = jobs.attempted_by || jsonb_build_array(CAST(:worker AS text)),
         event_seq = jobs.event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
         forwarded_at = CASE WHEN :record = 1 THEN :now ELSE jobs.forwarded_at END
-    FROM picked
-    WHERE jobs.id = picked.id
+    FROM taken
+    WHERE jobs.id = taken.id AND EXISTS (SELECT 1 FROM granted)
     RETURNING jobs.*
 ),
 attempts AS (
-    INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
-    SELECT id, attempt, worker, CAST(:now AS timestamptz) FROM changed
+    INSERT INTO job_attempts (job_id, attempt, worker, node, pulled_at)
+    SELECT id, attempt, worker, node, CAST(:now AS timestamptz) FROM changed
 ),
 events AS ({record_event} RETURNING id, job_id, leased_until)
-SELECT j.id, j.upstream_id, j.status, j.environment, j.job_group, j.priority, j.spec,
-    j.paths_upload, j.worker, j.attempt, j.num_retries, j.event_seq, j.runtime_details,
-    j.created_at, j.updated_at, j.last_heartbeat_at, j.forwarded_at, j.upstream_ok_at,
-    e.id AS event_id, e.leased_until AS event_leased_until
-FROM changed j LEFT JOIN events e ON e.job_id = j.id
+SELECT claim.retry, j.id, j.upstream_id, j.status, j.environment, j.job_group, j.priority,
+    j.spec, j.paths_upload, j.worker, j.node, j.attempt, j.num_retries, j.event_seq,
+    j.runtime_details, j.created_at, j.updated_at, j.last_heartbeat_at, j.forwarded_at,
+    j.upstream_ok_at, e.id AS event_id, e.leased_until AS event_leased_until
+FROM (
+    SELECT EXISTS (SELECT 1 FROM taken) AND NOT EXISTS (SELECT 1 FROM granted) AS retry
+) AS claim
+LEFT JOIN (changed j LEFT JOIN events e ON e.job_id = j.id) ON true
 
 
 -- name: pick_in_queue_order
@@ -60,7 +89,7 @@ FROM changed j LEFT JOIN events e ON e.job_id = j.id
 -- to a power of two, is written in as a constant (the adapter's literal), so that the plan of
 -- each class weighs that against the table's statistics (a few dozen statements in all); the
 -- exact memory stays a parameter.
-SELECT id FROM jobs
+SELECT id, 0 AS rank, priority, created_at FROM jobs
 WHERE {fitting_for_worker}
 ORDER BY priority DESC, created_at, id
 LIMIT :limit
@@ -71,7 +100,7 @@ FOR UPDATE SKIP LOCKED
 -- Not a statement: the same when the worker prefers groups: their jobs come first, then the rest.
 -- (A statement of its own: the preference is a sort key no index holds, and the plan without it
 -- must not sort.)
-SELECT id FROM jobs
+SELECT id, {group_rank} AS rank, priority, created_at FROM jobs
 WHERE {fitting_for_worker}
 ORDER BY {group_rank}, priority DESC, created_at, id
 LIMIT :limit
@@ -139,11 +168,11 @@ changed
 -- and leaves it). The rest of the statement sees the rows as they were before the marking; only
 -- aside_end_noted differs, and it is not read.
 WITH noted AS (
-    UPDATE workers SET aside_end_noted = true WHERE {cool_off_ends_to_note} RETURNING name
+    UPDATE nodes SET aside_end_noted = true WHERE {cool_off_ends_to_note} RETURNING node
 )
 {workers_with_jobs}
-JOIN noted ON noted.name = w.name
-ORDER BY w.name, j.id;
+JOIN noted ON noted.node = w.node
+ORDER BY w.account, w.node, j.id;
 
 
 -- name: in_acknowledged

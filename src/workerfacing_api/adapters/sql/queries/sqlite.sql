@@ -14,15 +14,16 @@ TEXT
 
 
 -- name: claim_jobs
--- Claim up to :limit fitting jobs for :worker, with an attempt row each and, when events are
--- recorded (:record = 1), its 'pulled' event. The jobs come from the first :window queued ones
--- in hand-out order when enough of them fit ({pick_from_head}: when most jobs fit they are
--- there, and nothing needs sorting); otherwise few fit, and {pick_fitting} finds them.
+-- Claim up to {room} fitting jobs for node :node of account :worker, with an attempt row each
+-- and, when events are recorded (:record = 1), its 'pulled' event. The jobs come from the first
+-- :window queued ones in hand-out order when enough of them fit ({pick_from_head}: when most
+-- jobs fit they are there, and nothing needs sorting); otherwise few fit, and {pick_fitting}
+-- finds them.
 WITH head AS MATERIALIZED ({pick_from_head})
 {take_for_worker} (
-    SELECT id FROM head WHERE (SELECT count(*) FROM head) = :limit
+    SELECT id FROM head WHERE (SELECT count(*) FROM head) = {room}
     UNION ALL
-    SELECT id FROM ({pick_fitting}) WHERE (SELECT count(*) FROM head) < :limit
+    SELECT id FROM ({pick_fitting}) WHERE (SELECT count(*) FROM head) < {room}
 );
 {after_claim}
 
@@ -32,6 +33,13 @@ WITH head AS MATERIALIZED ({pick_from_head})
 -- is no head to look at.
 {take_for_worker} ({pick_fitting});
 {after_claim}
+
+
+-- name: room
+-- Not a statement: how many jobs a claim may take: :limit, or fewer so that node :node holds at
+-- most :max_held active jobs. Counted in the claim's write transaction: no other claim of the
+-- node can commit meanwhile.
+max(0, min(:limit, :max_held - ({held_by_node})))
 
 
 -- name: pick_from_head
@@ -49,7 +57,7 @@ WHERE {fits}
     AND {not_attempted}
     AND {worker_not_set_aside}
 ORDER BY priority DESC, created_at, id
-LIMIT :limit
+LIMIT {room}
 
 
 -- name: pick_fitting
@@ -60,15 +68,16 @@ LIMIT :limit
 SELECT id FROM jobs INDEXED BY ix_jobs_queued_fit
 WHERE {fitting_for_worker}
 ORDER BY {group_rank}, priority DESC, created_at, id
-LIMIT :limit
+LIMIT {room}
 
 
 -- name: take_for_worker
--- Not a statement: hand the jobs picked (the list that follows) to :worker for their next
--- attempt; counted as an event when events are recorded (:record = 1), which then goes upstream
--- (forwarded_at). The pick runs in this same write transaction, so they are still queued.
+-- Not a statement: hand the jobs picked (the list that follows) to node :node of account :worker
+-- for their next attempt; counted as an event when events are recorded (:record = 1), which then
+-- goes upstream (forwarded_at). The pick runs in this same write transaction, so they are still
+-- queued.
 UPDATE jobs
-SET status = 'pulled', worker = :worker, attempt = attempt + 1,
+SET status = 'pulled', worker = :worker, node = :node, attempt = attempt + 1,
     attempted_by = json_insert(attempted_by, '$[#]', :worker),
     event_seq = event_seq + :record, last_heartbeat_at = :now, updated_at = :now,
     forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
@@ -81,12 +90,12 @@ WHERE status = 'queued' AND id IN
 {new_event}
 FROM jobs c
 WHERE :record = 1 AND {claimed_job};
-SELECT c.*, e.id AS event_id, e.leased_until AS event_leased_until
+SELECT 0 AS retry, c.*, e.id AS event_id, e.leased_until AS event_leased_until
 FROM (SELECT {job_columns} FROM jobs c WHERE {claimed_job}) AS c
 LEFT JOIN status_events e
     ON :record = 1 AND e.id = (SELECT max(p.id) FROM status_events p WHERE p.job_id = c.id);
-INSERT INTO job_attempts (job_id, attempt, worker, pulled_at)
-SELECT c.id, c.attempt, c.worker, :now FROM jobs c WHERE {claimed_job};
+INSERT INTO job_attempts (job_id, attempt, worker, node, pulled_at)
+SELECT c.id, c.attempt, c.worker, c.node, :now FROM jobs c WHERE {claimed_job};
 
 
 -- name: claimed_job
@@ -95,7 +104,7 @@ SELECT c.id, c.attempt, c.worker, :now FROM jobs c WHERE {claimed_job};
 -- claims it, so until this claim writes theirs, these are exactly the jobs it took. The status
 -- list is the condition of the partial index ix_jobs_active_worker, spelt as there: SQLite uses
 -- a partial index only for a query that states its condition (else: a scan of every job).
-c.worker = :worker
+c.worker = :worker AND c.node = :node
     AND c.status IN ('pulled', 'preprocessing', 'running', 'postprocessing')
     AND c.status = 'pulled'
     AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = c.id AND a.attempt = c.attempt)
@@ -161,9 +170,9 @@ LEFT JOIN status_events e ON :record = 1 AND e.id = last_insert_rowid();
 -- marked reported, in one write transaction: no other process marks them meanwhile, so each end
 -- is returned once.
 {workers_with_jobs}
-WHERE w.name IN (SELECT name FROM workers WHERE {cool_off_ends_to_note})
-ORDER BY w.name, j.id;
-UPDATE workers SET aside_end_noted = true WHERE {cool_off_ends_to_note};
+WHERE w.node IN (SELECT node FROM nodes WHERE {cool_off_ends_to_note})
+ORDER BY w.account, w.node, j.id;
+UPDATE nodes SET aside_end_noted = true WHERE {cool_off_ends_to_note};
 
 
 -- name: in_acknowledged

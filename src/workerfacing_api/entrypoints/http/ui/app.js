@@ -220,7 +220,10 @@
       const aside = w.set_aside
         ? el("td", { class: "warn" }, `until ${clock(w.aside_until)}${w.aside_reason ? ` — ${w.aside_reason}` : ""}`)
         : el("td", { class: "muted" }, w.strikes ? `no (${w.strikes} strikes)` : "no");
-      return el("tr", {}, el("td", { class: "name" }, w.name), el("td", {}, w.environment),
+      const node = el("td", { class: "name" }, `${w.account} · ${w.address || "address unknown"}` +
+        (w.instance !== null ? ` · ${w.instance}` : ""), el("br"), el("span", { class: "muted" }, w.name));
+      if (w.shared) node.append(el("br"), el("span", { class: "muted", title: w.shared }, "no instance id: identical fetchers share this node"));
+      return el("tr", {}, node, el("td", {}, w.environment),
         el("td", {}, hardware(w)), jobs, el("td", {}, `${age(w.last_seen_seconds_ago)} ago`), aside);
     }));
   }
