@@ -121,9 +121,7 @@ def service_env(shared: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_servers(
-    tmp: Path, db_url: str, count: int, **extra: str
-) -> Iterator[list[Server]]:
+def running_servers(tmp: Path, db_url: str, count: int, **extra: str) -> Iterator[list[Server]]:
     """``count`` real ``serve`` processes on ``db_url``, started in parallel, all stopped at the
     end (also when one of them fails to start); ``extra``: more of their variables."""
     env = service_env(tmp, **extra)

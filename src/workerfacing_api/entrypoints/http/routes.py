@@ -237,7 +237,7 @@ async def pull_jobs(
         QueryParameter(
             max_length=NAME_MAX,
             pattern=NO_CONTROL_CHARACTERS,
-            description=INSTANCE_HELP + " (or header X-Worker-Instance)",
+            description=INSTANCE_HELP + " (header X-Worker-Instance, if sent, wins)",
         ),
     ] = None,
     x_worker_instance: Annotated[
@@ -246,16 +246,11 @@ async def pull_jobs(
             name="x-worker-instance",
             max_length=NAME_MAX,
             pattern=NO_CONTROL_CHARACTERS,
-            description=INSTANCE_HELP + " (or query worker_instance)",
+            description=INSTANCE_HELP + " (wins over query worker_instance)",
         ),
     ] = None,
 ) -> Response[bytes]:
     worker = caller(request)
-    if None not in (worker_instance, x_worker_instance) and worker_instance != x_worker_instance:
-        raise InvalidRequest(
-            "header X-Worker-Instance and query worker_instance name different instances; "
-            "send one of them"
-        )
     client = request.client
     profile = WorkerProfile(
         worker=worker.username,
@@ -269,7 +264,8 @@ async def pull_jobs(
         older_than=older_than,
         # The peer, or the address a trusted proxy forwarded (uvicorn, TRUSTED_PROXIES).
         address=client.host[:NAME_MAX] if client is not None else "",
-        instance=x_worker_instance if x_worker_instance is not None else worker_instance,
+        # The header when both are sent; an empty one is none.
+        instance=x_worker_instance or worker_instance or None,
     )
     handed = await jobs.pull(profile, min(limit, MAX_PULL_LIMIT))
     body = msgspec.json.encode({str(job.id): msgspec.Raw(job.spec) for job in handed})
