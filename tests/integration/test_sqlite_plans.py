@@ -20,7 +20,8 @@ from workerfacing_api.adapters.sql.sqlite import _script
 # one row. Anything else (the jobs, their attempts and uploads, the workers, under any alias)
 # must be read through an index, or it grows with the queue.
 _MAY_SCAN = re.compile(
-    r"SCAN (head_of_queue|head|answered|ahead|failed|requeued|failures|per_minute|per_node"
+    r"SCAN (head_of_queue|head|answered|ahead|failed|requeued|failures|per_minute|per_node|room"
+    r"|CONSTANT ROW"
     r"|status_events|e|alembic_version|json_each VIRTUAL TABLE INDEX \d+:|\(subquery-\d+\))$"
 )
 _INDEXED = re.compile(r"USING (COVERING )?INDEX|USING INTEGER PRIMARY KEY")

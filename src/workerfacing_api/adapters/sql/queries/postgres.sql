@@ -43,7 +43,8 @@ seen AS (SELECT claim_seq FROM nodes WHERE node = :node),
 room AS (SELECT greatest(0, :max_held - ({held_by_node})) AS n),
 taken AS (
     SELECT id FROM picked ORDER BY rank, priority DESC, created_at, id
-    LIMIT (SELECT n FROM room)
+    -- A pull that picked nothing (most of them) counts nothing.
+    LIMIT CASE WHEN EXISTS (SELECT 1 FROM picked) THEN (SELECT n FROM room) ELSE 0 END
 ),
 bumped AS (
     UPDATE nodes SET claim_seq = claim_seq + 1
@@ -53,7 +54,7 @@ bumped AS (
 granted AS (
     SELECT 1 FROM bumped JOIN seen ON bumped.before = seen.claim_seq
     -- No row for the node (record_seen writes it before the first claim): nothing to wait for.
-    UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM seen)
+    UNION ALL SELECT 1 WHERE EXISTS (SELECT 1 FROM taken) AND NOT EXISTS (SELECT 1 FROM seen)
 ),
 changed AS (
     UPDATE jobs

@@ -19,7 +19,8 @@ TEXT
 -- :window queued ones in hand-out order when enough of them fit ({pick_from_head}: when most
 -- jobs fit they are there, and nothing needs sorting); otherwise few fit, and {pick_fitting}
 -- finds them.
-WITH head AS MATERIALIZED ({pick_from_head})
+WITH {room_once},
+head AS MATERIALIZED ({pick_from_head})
 {take_for_worker} (
     SELECT id FROM head WHERE (SELECT count(*) FROM head) = {room}
     UNION ALL
@@ -31,15 +32,21 @@ WITH head AS MATERIALIZED ({pick_from_head})
 -- name: claim_jobs_preferring_groups
 -- The same for a worker that prefers groups (:groups): a preference reorders the queue, so there
 -- is no head to look at.
+WITH {room_once}
 {take_for_worker} ({pick_fitting});
 {after_claim}
 
 
+-- name: room_once
+-- Not a statement: how many jobs a claim may take (the CTE "room", counted once): :limit, or
+-- fewer so that node :node holds at most :max_held active jobs. Counted in the claim's write
+-- transaction: no other claim of the node can commit meanwhile.
+room AS MATERIALIZED (SELECT max(0, min(:limit, :max_held - ({held_by_node}))) AS n)
+
+
 -- name: room
--- Not a statement: how many jobs a claim may take: :limit, or fewer so that node :node holds at
--- most :max_held active jobs. Counted in the claim's write transaction: no other claim of the
--- node can commit meanwhile.
-max(0, min(:limit, :max_held - ({held_by_node})))
+-- Not a statement: that number, where a claim needs it.
+(SELECT n FROM room)
 
 
 -- name: pick_from_head
