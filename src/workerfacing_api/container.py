@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from dependency_injector import containers, providers
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
 from sqlalchemy.engine import URL
 
 from workerfacing_api.adapters.identity import CachingVerifier, CognitoVerifier, LocalIssuer
@@ -46,12 +48,13 @@ from workerfacing_api.adapters.sql import (
     postgres_dsn,
     sqlite_path,
 )
+from workerfacing_api.adapters.sql.sessions import SqlSessionStore
 from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
 from workerfacing_api.core.access import Access
 from workerfacing_api.core.clock import SystemClock
-from workerfacing_api.core.files import FileService
+from workerfacing_api.core.files import FileService, LateUploads
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
@@ -248,6 +251,9 @@ class Container(containers.DeclarativeContainer):
     dashboard_reads = providers.Singleton(SqlDashboardReads, database)
     health = providers.Singleton(SqlHealth, database)
     database_open = providers.Resource(_database_open, database)
+    # The dashboard's sessions (Litestar's server-side sessions): in the queue's database, so
+    # that every process reads the same ones and a sign-out ends a session everywhere.
+    ui_sessions: providers.Provider[Store] = providers.Singleton(SqlSessionStore, database, clock)
 
     local_issuer = providers.Singleton(_local_issuer, settings)
     cognito_secret = providers.Singleton(_cognito_secret, settings, secrets)
@@ -278,9 +284,8 @@ class Container(containers.DeclarativeContainer):
         retry_different=settings.provided.retry_different,
     )
     backoff = providers.Singleton(Backoff, base=0.5, cap=settings.provided.upstream_backoff_max)
-    files = providers.Singleton(
-        FileService, queue, storage, uploads, clock, settings.provided.max_upload_bytes
-    )
+    # Taken away when a job is cancelled: what its worker stored after its user deleted it.
+    late_uploads = providers.Singleton(LateUploads, storage, uploads)
     metrics_kind = providers.Callable(_metrics_kind, settings.provided.metrics)
     prometheus = providers.Singleton(PrometheusMetrics)
     metrics: providers.Selector[PrometheusMetrics | NoMetrics] = providers.Selector(
@@ -306,8 +311,19 @@ class Container(containers.DeclarativeContainer):
         backoff=backoff,
         keepalive_interval=settings.provided.upstream_keepalive_interval,
         ack_delay=ACK_DELAY,
-        on_cancelled=files.provided.remove_after_delete,
+        on_cancelled=late_uploads.provided.remove_after_delete,
         metrics=metrics,
+    )
+    # A request for an upload URL goes upstream as a keep-alive (sync): a delete stops a worker
+    # that only uploads.
+    files = providers.Singleton(
+        FileService,
+        queue,
+        storage,
+        uploads,
+        clock,
+        settings.provided.max_upload_bytes,
+        sync=sync,
     )
     aside = providers.Singleton(
         AsidePolicy,
@@ -409,7 +425,8 @@ async def running(container: Container) -> AsyncIterator[Container]:
 def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
     """Serve every port of the queue from ``queue``, kept in this process: for tests, and for
     an embedding service that needs no database. The container's database is then never
-    opened."""
+    opened, and the dashboard's sessions are kept in this process too (Litestar's
+    ``MemoryStore``)."""
     for port in (
         container.queue,
         container.outbox,
@@ -419,6 +436,7 @@ def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
     ):
         port.override(providers.Object(queue))
     container.health.override(providers.Object(InProcessStore()))
+    container.ui_sessions.override(providers.Singleton(MemoryStore))
     container.database_open.override(providers.Object(None))
 
 

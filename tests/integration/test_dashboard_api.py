@@ -1,10 +1,12 @@
 """The operators' dashboard over HTTP, against a real ``serve`` (DESIGN §7): sign-in by form and
 its session cookie, who is refused, the page and its assets, and the JSON the page reads as the
-queue moves."""
+queue moves. (The session across processes, requests from other sites and the headers of every
+answer are tested in this process: ``test_dashboard_session.py``.)"""
 
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,16 +81,24 @@ def test_signing_in_sets_a_strict_session_cookie_and_opens_the_page(server: Serv
     assert overview(session, server)["jobs_by_state"]["queued"] == 0
 
 
-def test_the_cookie_is_secure_behind_an_https_proxy(server: Server) -> None:
-    answer = requests.post(
-        f"{server.url}/ui/session",
-        data={"token": server.token("olga", ("operators",))},
-        headers={"X-Forwarded-Proto": "https"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 303
-    assert "secure" in {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
+def test_the_cookie_is_secure_behind_a_trusted_https_proxy_only(
+    server_factory: Callable[..., Server],
+) -> None:
+    def cookie_attributes(server: Server) -> set[str]:
+        answer = requests.post(
+            f"{server.url}/ui/session",
+            data={"token": server.token("olga", ("operators",))},
+            headers={"X-Forwarded-Proto": "https"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert answer.status_code == 303
+        return {p.strip().lower() for p in answer.headers["set-cookie"].split(";")}
+
+    # Behind a proxy of TRUSTED_PROXIES, its X-Forwarded-Proto is the request's scheme.
+    assert "secure" in cookie_attributes(server_factory({"TRUSTED_PROXIES": "127.0.0.1"}))
+    # From anybody else it is a header like any other: the request came over plain http.
+    assert "secure" not in cookie_attributes(server_factory(name="untrusted"))
 
 
 def test_non_operators_and_strangers_are_refused(server: Server) -> None:
@@ -101,7 +111,8 @@ def test_non_operators_and_strangers_are_refused(server: Server) -> None:
     )
     assert refused.status_code == 403
     assert as_json(refused)["detail"] == "user 'worker-1' is not in group 'operators'"
-    assert "set-cookie" not in refused.headers
+    # No session: at most the cookie that clears one (Litestar's "null").
+    assert refused.cookies.get("wf_session") in {None, "null"}
     # A browser's form gets a page saying so.
     page = requests.post(
         f"{server.url}/ui/session",
@@ -138,17 +149,22 @@ def test_non_operators_and_strangers_are_refused(server: Server) -> None:
     assert bearer.status_code == 200
 
 
-def test_signing_out_clears_the_cookie(server: Server) -> None:
+def test_signing_out_ends_the_session_and_clears_the_cookie(server: Server) -> None:
     session = operator_session(server)
+    signed_in = session.cookies["wf_session"]
     answer = session.post(f"{server.url}/ui/logout", allow_redirects=False, timeout=10)
     assert answer.status_code == 303
     assert answer.headers["location"].endswith("/ui/login")
     cookie = answer.headers["set-cookie"].lower()
-    assert cookie.startswith("wf_session=")
-    assert "max-age=0" in cookie
+    assert cookie.startswith("wf_session=null;")  # Litestar's cleared session
     assert "path=/ui" in cookie
     assert session.get(f"{server.url}/ui", allow_redirects=False, timeout=10).status_code == 303
     assert session.get(f"{server.url}/ui/api/overview", timeout=10).status_code == 401
+    # The cookie of the session, replayed (copied before the sign-out), reads nothing either.
+    replayed = requests.get(
+        f"{server.url}/ui/api/overview", cookies={"wf_session": signed_in}, timeout=10
+    )
+    assert replayed.status_code == 401
 
 
 def test_assets_are_served_by_name_only(server: Server) -> None:

@@ -1,7 +1,11 @@
 """The operator dashboard in a real headless Chromium (Debian's ``chromium``, driven by
 Playwright) against a real ``serve``: sign-in refuses a non-operator, an operator sees the counts
 move as jobs are submitted, pulled and finished (by the page's own refresh, never a reload),
-opens a failed job from the failures table and reads its details. (The README's screenshot,
+opens a failed job from the failures table and reads its details, all under the service's
+Content-Security-Policy with no violation in the console; and a page of another site (a tiny
+server on another port of 127.0.0.1, reached as ``127.0.0.1`` and as ``localhost``) can neither
+sign the browser in or out with a form it submits, nor show the sign-in page in a frame. (The
+README's screenshot,
 ``docs/dashboard.png``, is made by ``devtools/dashboard_screenshot.py``: a test writes nothing
 into the repository.)
 
@@ -11,13 +15,17 @@ Playwright's own browser download is never used: the test launches ``/usr/bin/ch
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.conftest import IN_CI
 from tests.integration.conftest import Server
@@ -40,6 +48,33 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield launched
         launched.close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def other_site(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A static web server on another port of 127.0.0.1: the folder it serves, and its port."""
+    folder = tmp_path / "other-site"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def csp_violations(messages: list[ConsoleMessage]) -> list[str]:
+    """Chromium's console lines that report a Content-Security-Policy violation."""
+    return [m.text for m in messages if "Content Security Policy" in m.text]
 
 
 def sign_in(page: Page, server: Server, token: str) -> None:
@@ -71,6 +106,8 @@ def test_operator_watches_the_queue_and_reads_a_failed_job(
     page.on("request", lambda request: urls.append(request.url))
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    console: list[ConsoleMessage] = []
+    page.on("console", lambda message: console.append(message))
 
     # A worker's token is refused at sign-in, with the server's reason on the page.
     worker_token = server.token("gpu-box-1", groups=("workers",))
@@ -148,3 +185,61 @@ def test_operator_watches_the_queue_and_reads_a_failed_job(
     leaked = [u for u in urls if worker_token in u or operator_token in u]
     assert leaked == []
     assert script_errors == []
+    # All of it ran under the service's policy (no inline script or style), which the browser
+    # enforced without a single refusal.
+    login = page.goto(f"{server.url}/ui/login")
+    assert login is not None
+    assert login.headers["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'"
+    assert csp_violations(console) == []
+
+
+def test_a_page_of_another_site_cannot_sign_in_or_out_or_frame_the_dashboard(
+    server: Server, browser: Browser, other_site: tuple[Path, int]
+) -> None:
+    folder, port = other_site
+    attacker = server.token("mallory", groups=("operators",))
+
+    def auto_submit(action: str, fields: str = "") -> str:
+        return (
+            f"<!doctype html><form method=post action='{server.url}{action}'>{fields}</form>"
+            "<script>document.forms[0].submit()</script>"
+        )
+
+    (folder / "sign-in.html").write_text(
+        auto_submit("/ui/session", f"<input name=token value='{attacker}'>")
+    )
+    (folder / "sign-out.html").write_text(auto_submit("/ui/logout"))
+    (folder / "frame.html").write_text(f"<!doctype html><iframe src='{server.url}/ui/login'>")
+    # The same site on another port (SameSite cookies go along), and another site.
+    origins = (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+
+    page = browser.new_page()
+    console: list[ConsoleMessage] = []
+    page.on("console", lambda message: console.append(message))
+
+    # Login CSRF: the form posts the attacker's operator token from the victim's browser.
+    for origin in origins:
+        with page.expect_response(f"{server.url}/ui/session") as answer:
+            page.goto(f"{origin}/sign-in.html")
+        assert answer.value.status == 403, origin
+        expect(page.locator("body")).to_contain_text("another site")
+        page.goto(f"{server.url}/ui")
+        expect(page).to_have_url(f"{server.url}/ui/login")  # not signed in as anybody
+
+    # Signed in for real, the victim stays so whatever another page posts.
+    sign_in(page, server, server.token("ops-alice", groups=("operators",)))
+    expect(page).to_have_url(f"{server.url}/ui", timeout=WAIT_MS)
+    for origin in origins:
+        with page.expect_response(f"{server.url}/ui/logout") as answer:
+            page.goto(f"{origin}/sign-out.html")
+        assert answer.value.status == 403, origin
+        page.goto(f"{server.url}/ui")
+        expect(page).to_have_url(f"{server.url}/ui")
+        expect(page.get_by_test_id("state-queued")).to_have_text("0", timeout=WAIT_MS)
+
+    # Nor can another page show the sign-in page inside its own (clickjacking).
+    for origin in origins:
+        with page.expect_console_message(lambda m: "frame-ancestors" in m.text):
+            page.goto(f"{origin}/frame.html")
+        expect(page.frame_locator("iframe").locator("input[name=token]")).to_have_count(0)
+    assert all("frame-ancestors" in text for text in csp_violations(console))

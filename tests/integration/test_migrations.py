@@ -46,7 +46,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0006"
+        assert await current(engine) == "0007"
     finally:
         await engine.dispose()
 
@@ -221,7 +221,7 @@ async def test_per_account_rows_become_nodes_and_back(blank_engine: AsyncEngine,
         )
     before = await _counts(engine)
 
-    await upgrade(engine)
+    await upgrade(engine, "0006")
     assert await current(engine) == "0006"
     assert list((await _counts(engine, "nodes")).values()) == list(before.values())
     former = node_id(
@@ -244,6 +244,34 @@ async def test_per_account_rows_become_nodes_and_back(blank_engine: AsyncEngine,
     async with engine.connect() as conn:
         row = (await conn.execute(text("SELECT name, strikes, aside_reason FROM workers"))).one()
         assert tuple(row) == ("w1", 1, "broken")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_sessions_table_comes_and_goes_and_the_queue_stays(
+    blank_engine: AsyncEngine, kind: str
+) -> None:
+    """0007 on a queue in use adds the dashboard's sessions; down again, they are gone (the
+    operators sign in again) and nothing of the queue is touched either way."""
+    engine = blank_engine
+    await upgrade(engine, "0005")
+    await _queue_in_use(engine)
+    await upgrade(engine, "0006")
+    before = await _counts(engine, "nodes")
+
+    await upgrade(engine)
+    assert await current(engine) == "0007"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO ui_sessions (key, value, expires_at) VALUES ('k', :v, :at)"),
+            {"v": b"{}", "at": datetime(2026, 12, 1, tzinfo=UTC)},
+        )
+    assert await _counts(engine, "nodes") == before
+
+    await _downgrade(engine, "0006")
+    assert await _counts(engine, "nodes") == before
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync))
+    assert "ui_sessions" not in tables
 
 
 async def _queue_in_use(engine: AsyncEngine) -> None:

@@ -9,6 +9,10 @@ What is signed is an unambiguous encoding: the path and each parameter's name an
 percent-encoded (every byte outside letters, digits and ``-._~``), sorted, and joined with
 separators that the encoding never produces. So no value a worker chooses (a ``base_path``
 holding a newline and ``expires=…``) can stand in for another parameter.
+
+The signature binds the whole query: one value per name. A query that names a parameter twice
+(``…&base_path=a…&base_path=b``) verifies as no link at all, whichever occurrence a reader would
+take; one that adds or lacks a parameter changes the signed text and fails as well.
 """
 
 from __future__ import annotations
@@ -43,10 +47,23 @@ class UrlSigner:
         return f"{base_url.rstrip('/')}{quote(path, safe='/:')}?{urlencode(signed)}"
 
     def verify(self, method: str, path: str, params: Mapping[str, str], now: float) -> bool:
-        """True when ``params`` carry an unexpired signature of this exact request."""
-        given = params.get(SIGNATURE)
-        expires = params.get(EXPIRES)
-        if not given or not expires or not expires.isdigit() or int(expires) < now:
+        """True when ``params`` carry an unexpired signature of this exact request.
+
+        ``params`` may be the request's multi-valued query as it came (a ``MultiDict``), whose
+        ``items()`` yield every occurrence: a name given twice fails, since a reader of the
+        first and a reader of the last would act on different requests."""
+        pairs = list(params.items())
+        single = dict(pairs)
+        if len(single) != len(pairs):
             return False
-        unsigned = {k: v for k, v in params.items() if k != SIGNATURE}
-        return hmac.compare_digest(given, self._mac(method, path, unsigned))
+        given = single.get(SIGNATURE)
+        expires = single.get(EXPIRES)
+        if not given or not expires:
+            return False
+        unsigned = {k: v for k, v in single.items() if k != SIGNATURE}
+        # As bytes: compare_digest refuses a str with a non-ASCII character (a forged "é").
+        if not hmac.compare_digest(given.encode(), self._mac(method, path, unsigned).encode()):
+            return False
+        # Read only once signed, so written by us: ASCII digits. A forged "²" passes isdigit()
+        # and 5 000 digits pass it too; int() raises on both.
+        return expires.isascii() and expires.isdigit() and int(expires) >= now

@@ -5,7 +5,8 @@ or final and still on the same attempt; downloads only of files named in the ``f
 one of the caller's active jobs (404 otherwise, which the DECODE worker reads as "stop"; 403 only
 for a path outside the data root or bucket). Paths are the storage adapter's to keep inside
 their root. Each stored upload is noted, so that what a worker stored after its user deleted the
-job can be taken away again.
+job can be taken away again (``LateUploads``; on S3, where uploads go straight to the bucket, the
+storage finds them by their time). A request for an upload URL is forwarded as a keep-alive.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from workerfacing_api.core.errors import (
     InvalidRequest,
     JobNotFound,
     NotSupported,
+    Unavailable,
 )
 from workerfacing_api.core.lifecycle import ensure_assigned
 from workerfacing_api.core.model import MAX_DB_INT, FileType, Job, PresignedRequest
 from workerfacing_api.core.ports import Clock, FileStorage, JobQueue, UploadLedger
+from workerfacing_api.core.sync import StatusSync
 
 log = logging.getLogger("workerfacing_api.files")
 
@@ -82,19 +85,28 @@ class FileService:
         ledger: UploadLedger,
         clock: Clock,
         max_upload_bytes: int,
+        *,
+        sync: StatusSync | None = None,
     ) -> None:
         self._queue = queue
         self._storage = storage
         self._ledger = ledger
         self._clock = clock
+        self._sync = sync
         self.max_upload_bytes = max_upload_bytes
 
     async def grant_upload(
         self, job_id: int, worker: str, file_type: str, base_path: str
     ) -> UploadGrant:
+        """Permission to upload into the job's folder of ``file_type``. The request is also the
+        worker's sign of life: it goes upstream as a keep-alive (``StatusSync.keep_alive``),
+        so that a worker that only uploads is told of its user's delete within one interval,
+        and uploads no more into the deleted job's folders."""
         kind = parse_file_type(file_type)
         job = await self._assigned(job_id, worker)
         folder = self._storage.upload_folder(job.paths_upload.folder(kind), base_path)
+        if self._sync is not None and await self._sync.keep_alive(job):
+            raise JobNotFound(f"job {job_id} was deleted by its user; stop working on it")
         presigned = None if self._storage.direct_transfer else self._storage.presign_upload(folder)
         return UploadGrant(
             job_id=job.id,
@@ -145,26 +157,6 @@ class FileService:
             )
         return job
 
-    async def remove_after_delete(self, job: Job) -> list[str]:
-        """Remove what was stored for a cancelled job since the upstream last answered about it
-        with anything but a 404: the user's delete came after that answer, and what the worker
-        uploaded after the delete must not reappear in the user's folders. What was stored
-        before is the user-facing API's to remove, and is left alone."""
-        stored = await self._ledger.uploads_since(job.id, job.upstream_ok_at)
-        if not stored:
-            return []
-        removed = await self._storage.remove(stored, within=_upload_folders(job))
-        log.info(
-            "job %s (meta.job_id %s) was deleted upstream: removed %d file(s) stored after the "
-            "delete could have happened (since %s): %s",
-            job.id,
-            job.upstream_id,
-            len(removed),
-            job.upstream_ok_at.isoformat() if job.upstream_ok_at else "the start",
-            ", ".join(removed),
-        )
-        return removed
-
     async def grant_download(self, worker: str, file_id: str) -> DownloadGrant:
         """Allow ``worker`` to read ``file_id`` if one of its active jobs names it."""
         wanted = self._storage.canonical_id(file_id)
@@ -199,6 +191,53 @@ class FileService:
     async def _assigned(self, job_id: int, worker: str) -> Job:
         job = await self._queue.get(job_id) if 0 < job_id <= MAX_DB_INT else None
         return ensure_assigned(job, worker, job_id)
+
+
+class LateUploads:
+    """What a worker stored for a job after its user deleted it, taken away again when the job
+    is cancelled (``StatusSync``'s cancel hook): the files noted in the ledger (uploads through
+    this service), and those the storage finds uploaded straight into it (pre-signed, on S3)."""
+
+    def __init__(self, storage: FileStorage, ledger: UploadLedger) -> None:
+        self._storage = storage
+        self._ledger = ledger
+
+    async def remove_after_delete(self, job: Job) -> list[str]:
+        """Remove what was stored for a cancelled job since the upstream last answered about it
+        with anything but a 404: the user's delete came after that answer, and what the worker
+        uploaded after the delete must not reappear in the user's folders. What was stored
+        before is the user-facing API's to remove, and is left alone."""
+        since = job.upstream_ok_at
+        folders = _upload_folders(job)
+        try:
+            stored = await self._ledger.uploads_since(job.id, since)
+            stored += await self._storage.written_since(folders, since)
+            stored = list(dict.fromkeys(stored))
+            if not stored:
+                return []
+            removed = await self._storage.remove(stored, within=folders)
+        except Unavailable as exc:  # the job stays cancelled; its folders need an operator
+            log.warning(
+                "job %s (meta.job_id %s) was deleted upstream, but the files stored after the "
+                "delete could have happened (since %s) could not be removed: %s; remove them "
+                "from %s",
+                job.id,
+                job.upstream_id,
+                since.isoformat() if since else "the start",
+                exc.detail,
+                ", ".join(folders),
+            )
+            return []
+        log.info(
+            "job %s (meta.job_id %s) was deleted upstream: removed %d file(s) stored after the "
+            "delete could have happened (since %s): %s",
+            job.id,
+            job.upstream_id,
+            len(removed),
+            since.isoformat() if since else "the start",
+            ", ".join(removed),
+        )
+        return removed
 
 
 def _upload_folders(job: Job) -> list[str]:

@@ -365,6 +365,14 @@ class FileStorage(Protocol):
         what was deleted."""
         ...
 
+    async def written_since(self, folders: Sequence[str], since: datetime | None) -> list[str]:
+        """Files under these upload folders (canonical, or as a job names them) that were
+        uploaded straight into the storage, with a pre-signed request, after ``since`` (every
+        one with None): the ``UploadLedger`` never saw them. A time the storage cannot tell
+        apart from ``since`` counts as after it. A storage whose uploads all pass through
+        ``write`` (and the ledger) has none."""
+        ...
+
     def local_path(self, file_id: str) -> Path:
         """The regular file on disk behind ``file_id``; ``JobNotFound``-like errors if none."""
         ...

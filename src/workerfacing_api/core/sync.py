@@ -16,11 +16,12 @@ A delivered event is acknowledged (forgotten in the outbox, its answer kept) by
 
 Keep-alives of active jobs are forwarded too, best effort: at most one per job every
 ``keepalive_interval`` seconds, only when none of the job's events is pending (so one never
-overtakes a change), never stored. Their only purpose is the answer: the user-facing API never
-says that a user deleted a job, but answers 404 to anything about it. A 404 cancels the job here,
-removes the files stored for it since the last answer that was not a 404 (the delete came after
-that), and the worker learns it from a 404 to its next call — to the very call, when the answer
-came within the wait.
+overtakes a change), never stored; a worker's request for an upload URL counts as one
+(``keep_alive``). Their only purpose is the answer: the user-facing API never says that a user
+deleted a job, but answers 404 to anything about it. A 404 cancels the job here, removes the
+files stored for it since the last answer that was not a 404 (the delete came after that), and
+the worker learns it from a 404 to its next call — to the very call, when the answer came within
+the wait.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from datetime import datetime, timedelta
 import msgspec
 
 from workerfacing_api.core.errors import Unavailable
-from workerfacing_api.core.model import Delivery, Job, KeepAlive, Message, StatusEvent
+from workerfacing_api.core.model import (
+    ACTIVE_STATUSES,
+    Delivery,
+    Job,
+    KeepAlive,
+    Message,
+    StatusEvent,
+)
 from workerfacing_api.core.ports import (
     Clock,
     JobQueue,
@@ -206,6 +214,44 @@ class StatusSync:
         if self._outbox is None or self._keepalive is None or not self.inline():
             return None
         return now - self._keepalive
+
+    async def keep_alive(self, job: Job) -> bool:
+        """A sign of life of a job other than a status report (its worker asks for an upload
+        URL): for an active job, forwarded upstream as a keep-alive under the rule of pings (at
+        most one per job every ``keepalive_interval``, none while an event of the job is
+        pending), so that a worker that only uploads learns of its user's delete within one
+        interval. A keep-alive sent is recorded as one (``JobQueue.record_update``: the
+        heartbeat too). True when the upstream answered within the wait that the job was
+        deleted: it is cancelled, and its worker must be told to stop."""
+        if job.status not in ACTIVE_STATUSES:
+            return False  # a final job's uploads are its last words: nothing to ask upstream
+        now = self._clock.now()
+        before = self.keepalive_before(now)
+        if before is None or (job.forwarded_at is not None and job.forwarded_at > before):
+            return False  # not forwarding now, or forwarded within the interval: no write
+        acknowledged = self.take_acknowledgements(job.id)
+        try:
+            committed = await self._queue.record_update(
+                job,
+                job.status,
+                None,
+                now,
+                forward=False,
+                lease=self.inline(),
+                keepalive_before=before,
+                acknowledged=acknowledged,
+            )
+        except Unavailable as exc:  # best effort: the request it rides on still goes ahead
+            self.give_back_acknowledgements(acknowledged, job.id)
+            log.warning("could not forward a keep-alive of job %s: %s", job.id, exc.detail)
+            return False
+        except BaseException:
+            self.give_back_acknowledgements(acknowledged, job.id)
+            raise
+        if committed is None:  # the job changed meanwhile: that change was forwarded itself
+            self.give_back_acknowledgements(acknowledged, job.id)
+            return False
+        return job.id in await self.deliver_now([committed.keepalive])
 
     async def deliver_now(self, messages: Sequence[Message | None]) -> set[int]:
         """Start delivering messages a request just committed (events leased to it, or a

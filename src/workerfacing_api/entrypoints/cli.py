@@ -36,11 +36,14 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _configure_logging(settings: Settings, level: str | None = None) -> None:
-    """Logs in LOG_FORMAT, at ``level`` (a command that prints its own answer) or LOG_LEVEL."""
+def _configure_logging(
+    settings: Settings, level: str | None = None, *, known_secrets: Sequence[str] = ()
+) -> None:
+    """Logs in LOG_FORMAT, at ``level`` (a command that prints its own answer) or LOG_LEVEL,
+    with ``known_secrets`` masked in every line."""
     from workerfacing_api.entrypoints.logs import configure_logging
 
-    configure_logging(level or settings.log_level, settings.log_format)
+    configure_logging(level or settings.log_level, settings.log_format, known_secrets=known_secrets)
 
 
 def _settings() -> Settings:
@@ -111,7 +114,8 @@ def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> 
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)
-    _configure_logging(settings)
+    # The key may reach a line however it travels (a path, a library's message): masked.
+    _configure_logging(settings, known_secrets=[container.internal_api_key()])
 
     import uvicorn
 
@@ -210,7 +214,7 @@ async def _current(container: Container) -> str | None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _container(settings)  # validated before anything is logged
-    _configure_logging(settings)
+    _configure_logging(settings, known_secrets=[container.internal_api_key()])
     interval = args.interval if args.interval is not None else settings.sweep_interval
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_migrate(container))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,10 @@ from textwrap import indent
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.msgspec import MsgspecFormatter
+
+# The attribute that marks the handler ``configure_logging`` installed; its value is the
+# handler's ``Redactor``.
+_HANDLER_MARK = "_workerfacing_handler"
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_FORMAT_IN_REQUEST = "%(asctime)s %(levelname)s %(name)s [%(request)s]: %(message)s"
@@ -102,55 +107,176 @@ class RequestContext(logging.Filter):
 
 
 _MASK = "[redacted]"
-# Values that must never reach a log line, by their shape. The access line never holds a query
-# string or a header in the first place; this is the net under every other line (an exception
-# quoting a URL, a library logging a request).
-_SECRETS = re.compile(
-    # A JWT (the workers' bearer tokens, the local issuer's too): three base64url parts, the
-    # first two JSON objects, so "eyJ".
-    r"(?P<jwt>\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*)"
-    # "Authorization: Bearer …", "Bearer …" on its own, "x-api-key: …", also as a dict's repr.
-    r"|(?P<header>\b(?:authorization|x-api-key|cookie)['\"]?\s*[:=]\s*['\"]?)"
-    r"(?:(?:bearer|basic)\s+)?[^\s'\",;}]+"
-    r"|(?P<scheme>\bbearer\s+)[\w.~+/=-]+"
-    # Query parameters: signature=, sig=, X-Amz-Signature=, token=, access_token=,
-    # X-Amz-Security-Token=, api_key=, …=secret, password=.
-    r"|(?P<param>\b[\w-]*(?:signature|sig|token|credential|api[_-]?key|secret|password)=)"
-    r"[^&\s'\",;)\]}]+",
-    re.IGNORECASE,
+# Characters a URL carries as they are; any other character of a known secret may also arrive
+# percent-encoded (``/`` as ``%2F`` or ``%2f``), a space also as ``+``.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# A value after its name: up to the end of a query parameter, a header or a dict's repr
+# (NUL: see RedactSecrets).
+_VALUE = r"([^&\s'\",;)\]}\x00]+)"
+# Names whose value is a secret, in any case, as a header (``Authorization: Bearer …``, also
+# in a dict's repr: ``'x-api-key': '…'``) or a query parameter (``X-Amz-Signature=…``).
+_HEADERS = ("authorization", "x-api-key", "cookie")
+# This service's links (signature=), S3's presigned ones (X-Amz-Signature=, X-Amz-Credential=,
+# X-Amz-Security-Token=), and the usual others (sig=, access_token=, api_key=, …secret=).
+_PARAMETERS = (
+    *_HEADERS,
+    *("signature", "sig", "token", "credential", "secret", "password"),
+    *("api_key", "api-key", "apikey"),
 )
 
 
+def _hex(byte: int) -> str:
+    """``%XX`` of ``byte``, its hex letters in either case."""
+    return "%" + "".join(d if d.isdigit() else f"[{d}{d.lower()}]" for d in f"{byte:02X}")
+
+
+def _spellings(char: str) -> list[str]:
+    if char in _UNRESERVED:
+        return [re.escape(char)]
+    spellings = [re.escape(char), "".join(_hex(byte) for byte in char.encode())]
+    return [*spellings, r"\+"] if char == " " else spellings
+
+
+def _known(secret: str) -> list[str]:
+    """Branches matching ``secret`` as written, or with any of its characters percent-encoded
+    (as a client sends it in a path): one branch for each spelling of its first character."""
+    rest = "".join(
+        spelled[0] if len(spelled) == 1 else f"(?:{'|'.join(spelled)})"
+        for spelled in map(_spellings, secret[1:])
+    )
+    return [first + rest for first in _spellings(secret[0])]
+
+
+def _named(separator: str, names: tuple[str, ...]) -> str:
+    """After ``separator``: it followed one of ``names`` (in any case, maybe in quotes)."""
+    behind = [
+        f"(?<={re.escape(name + quote)}{separator})" for name in names for quote in ("", "'", '"')
+    ]
+    return f"(?i:{'|'.join(behind)})"
+
+
+def _secret_pattern(known: Iterable[str]) -> re.Pattern[str]:
+    """One pattern for every secret: the values ``known`` to this process, and the shapes.
+
+    What makes it cheap: every branch starts with a plain character (the secret's first, "e",
+    "A", "=", ":", "%", "b", "B"), so the matcher skips in C every position that starts none of
+    them, and tries a branch only where one could start. A name and its value are therefore
+    found from the separator, which is rare in a line, looking back at the name: a line without
+    a secret costs several times less than the same pattern written with ``re.IGNORECASE``
+    around the names. A branch that masks a value after its name keeps the name and captures
+    the value in its one group; the others have no group and are masked whole."""
+    branches = [
+        branch
+        for secret in sorted(set(known), key=len, reverse=True)
+        if secret
+        for branch in _known(secret)
+    ]
+    shown = r"""\s*['"]?(?:(?:[Bb]earer|[Bb]asic)\s+)?"""  # kept: "Authorization: Bearer "
+    branches += [
+        # A JWT (the workers' bearer tokens, the local issuer's too): base64url parts joined by
+        # dots, the first a JSON object, so "eyJ". Also when cut short (no second dot yet).
+        r"eyJ[\w-]{8,}(?:\.[\w-]*)*",
+        # An AWS access key id, long-term (AKIA) or temporary (ASIA).
+        r"AKIA[A-Z0-9]{16}(?![A-Z0-9])",
+        r"ASIA[A-Z0-9]{16}(?![A-Z0-9])",
+        ":" + _named(":", _HEADERS) + shown + _VALUE,
+        "=" + _named("=", _PARAMETERS) + shown + _VALUE,
+        # "=" percent-encoded: a query string sent inside a path.
+        "%3[Dd]" + _named("%3[Dd]", _PARAMETERS) + _VALUE,
+        # "Bearer …" on its own.
+        r"b(?i:earer)\s+([\w.~+/=-]+)",
+        r"B(?i:earer)\s+([\w.~+/=-]+)",
+    ]
+    return re.compile("|".join(branches))
+
+
 def _mask(match: re.Match[str]) -> str:
-    if match["jwt"]:
+    value = match.lastindex  # the group of a named value; None: the whole match is secret
+    if value is None:
         return _MASK
-    return (match["header"] or match["scheme"] or match["param"]) + _MASK
+    return match.string[match.start() : match.start(value)] + _MASK
+
+
+class Redactor:
+    """Replaces every secret in a text by ``[redacted]``: the values this process knows (the
+    internal key, given to ``configure_logging``) and anything shaped like one."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self._pattern = _secret_pattern(known)
+
+    def holds_secret(self, text: str) -> bool:
+        return self._pattern.search(text) is not None
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(_mask, text)
+
+
+_SHAPES_ONLY = Redactor()
+# What every record has: the rest are the ``extra`` fields and the request's facts.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    # uvicorn's copy of its message with terminal colours: no formatter writes it.
+    "color_message",
+}
+
+
+def _current_redactor() -> Redactor:
+    """The redactor of the handler ``configure_logging`` installed, else one that knows only
+    the shapes of secrets."""
+    for handler in logging.getLogger().handlers:
+        redactor = getattr(handler, _HANDLER_MARK, None)
+        if isinstance(redactor, Redactor):
+            return redactor
+    return _SHAPES_ONLY
 
 
 def redact(text: str) -> str:
-    """``text`` with every value shaped like a secret replaced by ``[redacted]``."""
-    return _SECRETS.sub(_mask, text)
+    """``text`` with every secret replaced by ``[redacted]``, by the redactor of the
+    handler ``configure_logging`` installed (shapes only before that)."""
+    return _current_redactor().redact(text)
 
 
 class RedactSecrets(logging.Filter):
-    """Masks secrets in the final message and in the traceback of a record."""
+    """Masks secrets wherever a formatter would write them: the message, every ``extra`` field
+    and request fact that is text (the access line's ``route``, a chosen request id), the
+    traceback and the stack.
+
+    A record without a secret, nearly every one, costs one search over its texts joined."""
 
     _tracebacks = logging.Formatter()
 
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or _SHAPES_ONLY
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        fields = [
+            (name, value)
+            for name, value in record.__dict__.items()
+            if isinstance(value, str) and name not in _RECORD_ATTRIBUTES
+        ]
+        # NUL between the texts: no part of a secret's pattern matches it, so the joined texts
+        # hold a secret exactly when one of them does (the pass below then masks each text).
+        texts = "\0".join([message, *(value for _, value in fields)]) if fields else message
+        if self.redactor.holds_secret(texts):
+            clean = self.redactor.redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            for name, value in fields:
+                record.__dict__[name] = self.redactor.redact(value)
         if record.exc_info:
             # Both formatters print ``exc_text`` when ``exc_info`` is gone: formatted here once,
             # so the masked text is what they print.
-            record.exc_text = redact(self._tracebacks.formatException(record.exc_info))
+            record.exc_text = self.redactor.redact(
+                self._tracebacks.formatException(record.exc_info)
+            )
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self.redactor.redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = self.redactor.redact(record.stack_info)
         return True
 
 
@@ -205,18 +331,17 @@ class JsonFormatter(MsgspecFormatter):
         )
 
 
-_HANDLER_MARK = "_workerfacing_handler"
-
-
-def configure_logging(level: str, fmt: str) -> None:
+def configure_logging(level: str, fmt: str, *, known_secrets: Iterable[str] = ()) -> None:
     """Send every logger's records through one handler on stderr in format ``fmt`` (``plain``
-    or ``json``), at ``level`` and above. Calling it again replaces the handler it installed."""
+    or ``json``), at ``level`` and above, with ``known_secrets`` (the internal key) and anything
+    shaped like a secret masked. Calling it again replaces the handler it installed."""
+    redactor = Redactor(known_secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
-    # Context first, so a redacted line still carries its request id.
+    # Context first: the request's facts are masked too, and a masked line keeps its id.
     handler.addFilter(RequestContext())
-    handler.addFilter(RedactSecrets())
-    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(RedactSecrets(redactor))
+    setattr(handler, _HANDLER_MARK, redactor)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)

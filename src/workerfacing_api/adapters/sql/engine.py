@@ -5,10 +5,17 @@ directly: ``postgres.PostgresDatabase``, ``sqlite.SqliteDatabase``).
 ``QUEUE_DB_URL`` accepts ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``postgresql://…`` (also
 ``postgres://`` and explicit ``+asyncpg``/``+aiosqlite`` drivers), and may hold a ``{}`` placeholder
 that ``QUEUE_DB_SECRET`` fills, URL-escaped.
+
+A SQLite database is the service's alone: ``private_sqlite_file`` creates it readable by the
+service's user only (0600), as the key files are, before SQLite first opens it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +25,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger("workerfacing_api.database")
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -74,6 +83,44 @@ def sqlite_path(url: URL) -> str:
     return url.database or ":memory:"
 
 
+# The database and the files SQLite keeps beside it: the write-ahead log, its shared-memory
+# index, and the rollback journal of a database not (yet) in WAL mode.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(path: str) -> None:
+    """Create the SQLite database file ``path`` (with its folder) readable and writable by this
+    user only (0600), and narrow to 0600 the files an older release left readable by others.
+
+    Done before SQLite opens the file: SQLite creates the WAL, SHM and journal files with the
+    permissions of the database file itself (whatever the umask), so a private database keeps
+    its companions private too. The process's umask is left alone: it is shared by every thread.
+    """
+    if path in {"", ":memory:"}:
+        return
+    database = Path(path)  # as SQLite opens it
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: a file that exists is left as it is (narrowed below); an empty file is a valid,
+    # empty database.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for suffix in _SQLITE_COMPANIONS:
+        companion = Path(f"{database}{suffix}")
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+            if mode & 0o077:
+                companion.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another user's file: it still works, but is not private
+            log.warning(
+                "cannot make %s readable by this user only (%s); run: chmod 600 %s",
+                companion,
+                exc.strerror or exc,
+                companion,
+            )
+
+
 def create_engine(url: URL, *, pool_size: int = 1) -> AsyncEngine:
     """An engine for migrations: SQLite in WAL mode with immediate write transactions,
     PostgreSQL with a pool of ``pool_size`` connections."""
@@ -92,7 +139,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     database = url.database or ""
     in_memory = database in {"", ":memory:"}
     if not in_memory:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(database)
     # One connection: SQLite has one writer at a time anyway, and every statement is a hop to
     # the connection's thread; more threads only contend for the GIL. Transactions always end
     # in commit or rollback here, so a returned connection needs no reset (another hop).

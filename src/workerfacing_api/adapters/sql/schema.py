@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -316,3 +317,16 @@ Index("ix_job_uploads_job_id_stored_at", job_uploads.c.job_id, job_uploads.c.sto
 # Whether another job stored the same file again later (it is that job's file then). A hash
 # index on PostgreSQL: a file id is a path of any length, and a B-tree entry has a size limit.
 Index("ix_job_uploads_file_id", job_uploads.c.file_id, postgresql_using="hash")
+
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("key", Text, primary_key=True, comment="the session id the browser's cookie holds"),
+    Column(
+        "value", LargeBinary, nullable=False, comment="the session's data, as Litestar wrote it"
+    ),
+    Column("expires_at", _Timestamp, comment="gone from this time on (null: never)"),
+    comment="the operators' dashboard sessions (Litestar's Store): signing out deletes one",
+)
+# The expired sessions, removed as new ones are written.
+Index("ix_ui_sessions_expires_at", ui_sessions.c.expires_at)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +33,7 @@ from workerfacing_api.adapters.sql.database import (
     Statements,
     text_safe,
 )
+from workerfacing_api.adapters.sql.engine import private_sqlite_file
 from workerfacing_api.core.errors import Unavailable
 
 T = TypeVar("T")
@@ -103,8 +103,7 @@ class SqliteDatabase(Statements):
 
     def __init__(self, path: str) -> None:
         self._path = path
-        in_memory = path in {"", ":memory:"}
-        self._folder = None if in_memory else os.path.dirname(os.path.abspath(path))
+        self._on_disk = path not in {"", ":memory:"}
         self._conn: aiosqlite.Connection | None = None
         self._turn = asyncio.Lock()  # one operation at a time on the one connection
         self._closed = False
@@ -113,8 +112,8 @@ class SqliteDatabase(Statements):
         if self._conn is None:
             if self._closed:
                 raise Unavailable("the queue is closed (the service is shutting down); retry")
-            if self._folder is not None:
-                await asyncio.to_thread(os.makedirs, self._folder, exist_ok=True)
+            if self._on_disk:  # its folder, and the file made private before SQLite opens it
+                await asyncio.to_thread(private_sqlite_file, self._path)
             # No implicit transactions: writes issue BEGIN IMMEDIATE themselves (the sqlite3
             # module would defer the lock to the first write).
             conn = await aiosqlite.connect(self._path, timeout=30, isolation_level=None)

@@ -3,6 +3,8 @@
 Every path is resolved (symlinks included) and must stay inside the root: ``..`` or a symlink
 pointing out is refused. Uploads are written to a temporary file beside the target, flushed to
 disk, then renamed over it, so a reader never sees half a file and an aborted upload leaves none.
+The file system is touched in threads (writes, flushes, folder checks, renames, removals), never
+on the event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from workerfacing_api.core.errors import (
     AccessDenied,
@@ -21,6 +25,9 @@ from workerfacing_api.core.errors import (
     PayloadTooLarge,
 )
 from workerfacing_api.core.model import PresignedRequest
+
+# Bytes gathered from the request before they go to the disk in one hop to a thread.
+_WRITE_BATCH = 1024 * 1024
 
 
 class LocalStorage:
@@ -73,9 +80,39 @@ class LocalStorage:
     async def write(
         self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int
     ) -> int:
+        # Every touch of the disk runs in a thread (the loop's default executor): a slow disk
+        # then slows this upload only, never the requests of other workers.
+        target, partial, handle = await asyncio.to_thread(self._open_part, folder, filename)
+        size = 0
+        try:
+            batch: list[bytes] = []
+            batched = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        f"upload exceeds the limit of {max_bytes} bytes (MAX_UPLOAD_BYTES)"
+                    )
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= _WRITE_BATCH:  # one hop to a thread per batch, not per chunk
+                    await asyncio.to_thread(handle.writelines, batch)
+                    batch, batched = [], 0
+            await asyncio.to_thread(_commit, handle, batch, partial, target, filename)
+        except BaseException:
+            # Submitted to the executor at once and shielded: even a cancelled request leaves
+            # no part file behind.
+            discard = asyncio.get_running_loop().run_in_executor(None, _discard, handle, partial)
+            await asyncio.shield(discard)
+            raise
+        return size
+
+    def _open_part(self, folder: str, filename: str) -> tuple[Path, Path, BinaryIO]:
+        """The target file and an open, new part file beside it (in a thread: it touches the
+        disk)."""
         directory = self._inside_root(folder, "upload folder")
         try:
-            await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, a name too long, a read-only disk
             raise InvalidRequest(
                 f"upload folder cannot be created: {exc.strerror or exc}; check base_path"
@@ -87,32 +124,13 @@ class LocalStorage:
             raise InvalidRequest(f"{filename!r} is a folder in the upload folder, not a file")
         # The temporary name does not grow with the file name, so any name that fits fits here.
         partial = directory / f".upload-{uuid.uuid4().hex}.part"
-        size = 0
         try:
-            handle = await asyncio.to_thread(partial.open, "xb")
+            handle = partial.open("xb")
         except OSError as exc:
             raise InvalidRequest(
                 f"cannot write into the upload folder: {exc.strerror or exc}"
             ) from None
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(
-                        f"upload exceeds the limit of {max_bytes} bytes (MAX_UPLOAD_BYTES)"
-                    )
-                handle.write(chunk)
-            await asyncio.to_thread(_flush, handle)
-            handle.close()
-            try:
-                os.replace(partial, target)  # atomic: readers see the old or the whole new file
-            except OSError as exc:
-                raise InvalidRequest(f"cannot store {filename!r}: {exc.strerror or exc}") from None
-        except BaseException:
-            handle.close()
-            partial.unlink(missing_ok=True)
-            raise
-        return size
+        return target, partial, handle
 
     async def remove(self, file_ids: Sequence[str], *, within: Sequence[str]) -> list[str]:
         return await asyncio.to_thread(self._remove, file_ids, within)
@@ -146,8 +164,12 @@ class LocalStorage:
                     break
         return removed
 
+    async def written_since(self, folders: Sequence[str], since: datetime | None) -> list[str]:
+        # Every upload here passes through ``write``, and the ledger notes it: none bypassed it.
+        return []
+
     async def ensure_exists(self, file_id: str) -> None:
-        self.local_path(file_id)
+        await asyncio.to_thread(self.local_path, file_id)
 
     def local_path(self, file_id: str) -> Path:
         path = Path(self.canonical_id(file_id))
@@ -156,6 +178,21 @@ class LocalStorage:
         return path
 
 
-def _flush(handle: object) -> None:
-    handle.flush()  # type: ignore[attr-defined]
-    os.fsync(handle.fileno())  # type: ignore[attr-defined]
+def _commit(
+    handle: BinaryIO, rest: list[bytes], partial: Path, target: Path, filename: str
+) -> None:
+    """Write the last bytes, flush them to disk, and put the file in place (in a thread)."""
+    handle.writelines(rest)
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    try:
+        os.replace(partial, target)  # atomic: readers see the old or the whole new file
+    except OSError as exc:
+        raise InvalidRequest(f"cannot store {filename!r}: {exc.strerror or exc}") from None
+
+
+def _discard(handle: BinaryIO, partial: Path) -> None:
+    """An upload that did not complete leaves nothing (in a thread)."""
+    handle.close()
+    partial.unlink(missing_ok=True)

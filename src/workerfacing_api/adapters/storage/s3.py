@@ -6,14 +6,20 @@ itself enforces: the key must start with the job's upload folder (the worker's f
 filled in for ``${filename}``) and the body may not exceed ``MAX_UPLOAD_BYTES``. Only the one
 bucket ``S3_BUCKET`` is ever signed for.
 
-boto3 is synchronous: calls that go over the network (the existence check of an input) run in a
-thread; signing is local computation and runs inline.
+boto3 is synchronous: calls that go over the network (the existence check of an input, the
+listing and removal of what a worker uploaded after its user deleted the job) run in a thread;
+signing is local computation and runs inline.
+
+As the uploads never pass through this service, what a worker uploaded after its user deleted
+the job is found by listing the job's upload folders (``written_since``: ``s3:ListBucket``) and
+removed with ``s3:DeleteObject``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,6 +39,12 @@ from workerfacing_api.core.model import PresignedRequest
 SCHEME = "s3://"
 # S3 fills in the name of the uploaded file for this, in the key of a POST upload.
 FILENAME = "${filename}"
+# Keys S3 deletes in one request at most.
+_DELETE_BATCH = 1000
+# S3 dates an object (LastModified) in whole seconds, by its own clock: an object dated within
+# this much before a time may have been written after it, and counts as written after it. Erring
+# that way takes away only files of a job whose user deleted it.
+_DATES_IN_DOUBT = timedelta(seconds=2)
 
 
 class S3Storage:
@@ -128,15 +140,66 @@ class S3Storage:
 
     async def remove(self, file_ids: Sequence[str], *, within: Sequence[str]) -> list[str]:
         # S3 has no folders to leave empty: removing the objects is all there is.
-        removed: list[str] = []
-        for file_id in file_ids:
-            _, key = self._split(file_id, "file")
+        keys = [self._split(file_id, "file")[1] for file_id in file_ids]
+        try:
+            await asyncio.to_thread(self._delete, keys)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise Unavailable(f"S3 refused to delete objects ({exc}); retry") from None
+        return list(file_ids)
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            answer = self._client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            refused = answer.get("Errors") or []
+            if refused:  # S3 answers 200 and lists the objects it could not delete
+                first = refused[0]
+                raise Unavailable(
+                    f"S3 refused to delete {len(refused)} object(s), e.g. "
+                    f"{SCHEME}{self.bucket}/{first.get('Key')} ({first.get('Code')}: "
+                    f"{first.get('Message')}); the service needs s3:DeleteObject on them"
+                )
+
+    async def written_since(self, folders: Sequence[str], since: datetime | None) -> list[str]:
+        prefixes: list[str] = []
+        for folder in folders:
             try:
-                await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise Unavailable(f"S3 refused to delete {file_id!r} ({exc}); retry") from None
-            removed.append(file_id)
-        return removed
+                _, prefix = self._split(self.upload_folder(folder, ""), "upload folder")
+            except (InvalidRequest, AccessDenied):
+                continue  # not a folder of this bucket: nothing was ever signed for it
+            prefixes.append(f"{prefix}/")  # the slash: folder job-1 is not folder job-10
+        cutoff = None if since is None else since - _DATES_IN_DOUBT
+        try:
+            # The folders side by side (the client is thread-safe): the clean-up is part of the
+            # answer the worker's call waits for.
+            listed = await asyncio.gather(
+                *(asyncio.to_thread(self._written_after, p, cutoff) for p in sorted(set(prefixes)))
+            )
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            fix = (
+                f"the service needs s3:ListBucket on the bucket {self.bucket!r}"
+                if code in {"AccessDenied", "403"}
+                else "retry later"
+            )
+            detail = f"S3 refused to list the job's upload folders ({code}); {fix}"
+            raise Unavailable(detail) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise Unavailable(f"S3 is unreachable ({exc}); retry later") from None
+        # Once each: one job's folder may hold another of its folders.
+        return list(dict.fromkeys(key for keys in listed for key in keys))
+
+    def _written_after(self, prefix: str, cutoff: datetime | None) -> list[str]:
+        found: list[str] = []
+        pages = self._client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if cutoff is None or item["LastModified"] > cutoff:
+                    found.append(f"{SCHEME}{self.bucket}/{item['Key']}")
+        return found
 
     async def write(
         self, folder: str, filename: str, chunks: AsyncIterator[bytes], max_bytes: int

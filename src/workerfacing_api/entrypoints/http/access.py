@@ -4,7 +4,8 @@ request's facts for every log line written while serving it, and when the answer
 one access line and hands route, method, status and duration to an observer (the metrics).
 
 The access line names the route by its template (``/jobs/{job_id}/status``), never the query
-string, a header or the body: query strings carry link signatures and ``runtime_details``.
+string, a header or the body: query strings carry link signatures and ``runtime_details``. A
+path no route matched is shown as sent, its secrets masked (``logs.redact``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workerfacing_api.entrypoints.logs import (
     RequestFacts,
     bind_request,
     current_request,
+    redact,
     set_job_id,
     set_route,
     unbind_request,
@@ -42,6 +44,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID_HEADER = b"x-request-id"
 _PATH_SHOWN = 200  # characters of an unmatched path the access line shows
+# Characters of it searched for secrets before it is cut: a secret that starts among those shown
+# ends well within these (a token is a few KiB), and a 60 KiB path costs no more than this.
+_PATH_SEARCHED = 8192
 
 
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -170,11 +175,17 @@ class RequestLog:
 
 def _path_of(scope: Scope) -> str:
     """The path as the client sent it, without the query string: still percent-encoded, so a
-    ``%0A`` in it cannot start a forged line; cut short, as nobody reads a 60 KiB path."""
+    ``%0A`` in it cannot start a forged line; its secrets masked (a client that sends the
+    internal key or a token in a path must not find it in the log); then cut short, as nobody
+    reads a 60 KiB path. Masked before it is cut: a secret cut in two would no longer be
+    recognised, and its first part would show."""
     raw: bytes | None = scope.get("raw_path")
     if raw:
         # Some servers leave the query string on it (uvicorn does not).
         path = raw.partition(b"?")[0].decode("ascii", "backslashreplace")
     else:
         path = quote(scope["path"], safe="/:@!$&'()*+,;=-._~{}")
-    return path if len(path) <= _PATH_SHOWN else path[:_PATH_SHOWN] + "…"
+    shown = redact(path[:_PATH_SEARCHED])
+    if len(shown) > _PATH_SHOWN or len(path) > _PATH_SEARCHED:
+        return shown[:_PATH_SHOWN] + "…"
+    return shown

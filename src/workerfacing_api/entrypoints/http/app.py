@@ -1,5 +1,6 @@
 """The one place that assembles the HTTP service: routes and who may call them, dependencies,
-error handlers, docs, and the background duties (sweeper, status dispatcher) that run beside it.
+error handlers, docs, the headers every answer carries, and the background duties (sweeper,
+status dispatcher) that run beside it.
 
 Everything comes from the container: the handlers' dependencies are its providers
 (``litestar.di.Provide``), the guards ask its ``access``, and the app's lifespan opens and closes
@@ -16,9 +17,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Router
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import Message, Scope
 
 from workerfacing_api import __version__
 from workerfacing_api.container import Container, start, stop, warm_up
@@ -34,9 +37,59 @@ from workerfacing_api.entrypoints.http.routes import (
     WORKER_ROUTES,
 )
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
-from workerfacing_api.entrypoints.http.ui import UI_ROUTES
+from workerfacing_api.entrypoints.http.ui import SESSION_STORE, dashboard_routes
 
 log = logging.getLogger("workerfacing_api.http")
+
+# On every answer of the API and of the dashboard, errors included (DESIGN §7): the pages load
+# scripts, styles and data from this origin only, and no inline script or style (ui/ has none);
+# no other page may frame them (clickjacking; X-Frame-Options for browsers without CSP); a
+# response is read as the type it says (nosniff); and a link followed to another site does not
+# tell it the address (a job's id) it was followed from.
+SECURITY_HEADERS = (
+    ("content-security-policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+)
+
+
+# The API's documentation page (Swagger UI, Litestar's plugin) loads its script and style from
+# jsDelivr and starts with an inline script: that one page allows those, nothing else.
+DOCS_PAGES = frozenset({"/docs", "/docs/"})
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://cdn.jsdelivr.net; frame-ancestors 'none'"
+)
+
+
+def _one_charset(content_type: str) -> str:
+    """``content_type`` with its first charset only. Litestar appends one to every text/*
+    media type, also to one that names it already (Prometheus' text format does)."""
+    kept: list[str] = []
+    for part in content_type.split(";"):
+        if part.strip().lower().startswith("charset=") and any(
+            p.strip().lower().startswith("charset=") for p in kept
+        ):
+            continue
+        kept.append(part)
+    return ";".join(kept)
+
+
+async def _secure_every_answer(message: Message, scope: Scope) -> None:
+    """Litestar's ``before_send`` hook: it sees every answer the app sends, its own refusals
+    (no such route, no such method, a 500) included."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS:
+        headers[name] = value
+    if scope.get("path") in DOCS_PAGES:
+        headers["content-security-policy"] = DOCS_POLICY
+    content_type = headers.get("content-type")
+    if content_type is not None and content_type.lower().count("charset=") > 1:
+        headers["content-type"] = _one_charset(content_type)
 
 
 def _tune_garbage_collector() -> None:
@@ -110,6 +163,7 @@ def create_app(
             "probes",
             "overview",
             "settings",
+            "clock",
         )
     }
     app = Litestar(
@@ -118,7 +172,7 @@ def create_app(
             Router("/", route_handlers=WORKER_ROUTES, guards=[workers_only(container.access)]),
             Router("/", route_handlers=INTERNAL_ROUTES, guards=[internal_only(container.access)]),
             Router("/", route_handlers=OPERATOR_ROUTES, guards=[operators_only(container.access)]),
-            *UI_ROUTES,
+            *dashboard_routes(),
         ],
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -132,6 +186,9 @@ def create_app(
         logging_config=None,
         debug=False,
         middleware=[note_route],
+        before_send=[_secure_every_answer],
+        # The dashboard's sessions: the container's store (the queue's database).
+        stores={SESSION_STORE: container.ui_sessions()},
     )
     if observe is None:
         observe = container.request_observer()

@@ -17,5 +17,8 @@ from workerfacing_api.entrypoints.logs import configure_logging
 
 def app() -> RequestLog:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return create_app(build_container(settings), tune_gc=True)
+    container = build_container(settings)
+    configure_logging(
+        settings.log_level, settings.log_format, known_secrets=[container.internal_api_key()]
+    )
+    return create_app(container, tune_gc=True)

@@ -10,12 +10,14 @@ guarded as a whole there (``auth``): workers, the user-facing API, operators, an
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import HttpMethod, Request, Response, get, post, put, route
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ClientException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import (
     FromPath,
@@ -55,7 +57,13 @@ from workerfacing_api.core.model import (
 from workerfacing_api.core.ports import LinkSigner
 from workerfacing_api.core.probes import Probes
 from workerfacing_api.core.waiting import Explanation, WaitExplainer
-from workerfacing_api.entrypoints.http.auth import PUBLIC, bearer_token, worker_of
+from workerfacing_api.entrypoints.http.auth import (
+    PUBLIC,
+    AnyConnection,
+    Guard,
+    bearer_token,
+    worker_of,
+)
 from workerfacing_api.entrypoints.http.errors import (
     invalid_encoding_of_submission,
     invalid_submission,
@@ -352,12 +360,76 @@ async def get_upload_url(
     return PresignedRequest(method="post", url=url)
 
 
+# --- signed links (local storage) --------------------------------------------------------------
+
+# The query of the links ``get_upload_url`` and ``get_download_url`` hand out, as
+# ``adapters.signing`` writes it: each of these parameters once, and nothing else (DESIGN §4).
+SIGNATURE, EXPIRES = "signature", "expires"
+UPLOAD_LINK = frozenset({"type", "base_path", "worker", "attempt", EXPIRES, SIGNATURE})
+DOWNLOAD_LINK = frozenset({"worker", EXPIRES, SIGNATURE})
+# A refusal names at most this many parameters, each cut short: the names are the caller's text.
+NAMED_AT_MOST, NAME_SHOWN = 5, 40
+AS_HANDED_OUT = "send the link exactly as it was handed out, or ask for a new one"
+
+
+def _presents_link(connection: AnyConnection) -> bool:
+    """The request presents a signed link, not a bearer token."""
+    return bearer_token(connection) is None and SIGNATURE in connection.query_params
+
+
+def _names(names: list[str]) -> str:
+    shown = [
+        repr(name[:NAME_SHOWN]) + ("…" if len(name) > NAME_SHOWN else "")
+        for name in names[:NAMED_AT_MOST]
+    ]
+    return ", ".join(shown) + (", …" if len(names) > NAMED_AT_MOST else "")
+
+
+def _link_query(connection: AnyConnection, link: str, signed: frozenset[str]) -> dict[str, str]:
+    """The query of a signed ``link`` ("upload", "download"): one value per parameter, the
+    parameters ``signed`` exactly; else 401 naming what is wrong.
+
+    The signature covers one value per name, while the framework, given a name twice, reads the
+    last (issue 20: ``&base_path=b&type=artifact`` appended to an upload link stored the file in
+    another folder of the job). So every occurrence is looked at (the query's multi items), a
+    repeated name is refused, and a handler acts on the mapping returned here, never on the
+    parameters the framework parsed. An added or missing name fails the signature too; here it
+    is named."""
+    pairs = [(name, str(value)) for name, value in connection.query_params.multi_items()]
+    counts = Counter(name for name, _ in pairs)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise Unauthenticated(f"the {link} link repeats {_names(repeated)}; {AS_HANDED_OUT}")
+    missing = sorted(signed - counts.keys())
+    if missing:
+        raise Unauthenticated(f"the {link} link lacks {_names(missing)}; {AS_HANDED_OUT}")
+    added = sorted(counts.keys() - signed)
+    if added:
+        raise Unauthenticated(
+            f"the {link} link carries {_names(added)}, which it was not signed with; "
+            f"{AS_HANDED_OUT}"
+        )
+    return dict(pairs)
+
+
+def _link_shape(link: str, signed: frozenset[str]) -> Guard:
+    """A guard that refuses a malformed signed link before the framework reads a parameter: a
+    link without ``type`` is a 401 like any other tampered link, not a 422 for the parameter."""
+
+    def guard(connection: AnyConnection, _handler: BaseRouteHandler) -> None:
+        if _presents_link(connection):
+            _link_query(connection, link, signed)
+
+    return guard
+
+
 @post(
     "/jobs/{job_id:int}/files/upload",
     operation_id="upload_file",
     summary="Upload one result file (local storage): multipart field 'file'",
     status_code=201,
     request_max_body_size=None,
+    guards=[_link_shape("upload", UPLOAD_LINK)],
     responses=errors(400, 401, 403, 404, 413, 422, 503),
 )
 async def upload_file(
@@ -369,13 +441,16 @@ async def upload_file(
     file_type: FileTypeParam,
     base_path: BasePath = "",
 ) -> Stored:
-    params = dict(request.query_params)
-    if bearer_token(request) is None and "signature" in params:
-        if not signer.verify("POST", request.url.path, params, time.time()):
+    if _presents_link(request):
+        link = _link_query(request, "upload", UPLOAD_LINK)
+        # Verified over the query as it came, every occurrence of every name.
+        if not signer.verify("POST", request.url.path, request.query_params, time.time()):
             raise Unauthenticated("upload link is invalid or expired; ask for a new one")
-        set_worker(params.get("worker", ""))  # the worker the verified link names
-        grant = await files.grant_upload(job_id, params.get("worker", ""), file_type, base_path)
-        if str(grant.attempt) != params.get("attempt"):
+        # From here on only the values signed: ``file_type`` and ``base_path`` are the
+        # framework's reading of the same query, and are not used for a link.
+        set_worker(link["worker"])  # the worker the verified link names
+        grant = await files.grant_upload(job_id, link["worker"], link["type"], link["base_path"])
+        if str(grant.attempt) != link["attempt"]:
             # The job was re-queued and handed on since: no longer this worker's (the DECODE
             # worker stops on a 404).
             raise JobNotFound(f"job {job_id} is no longer yours in the attempt of this link")
@@ -425,19 +500,21 @@ async def get_download_url(request: AnyRequest, files: Files, signer: Signer) ->
     "/files/{file_id:str}/download",
     operation_id="download_file",
     summary="Download one input file (local storage)",
+    guards=[_link_shape("download", DOWNLOAD_LINK)],
     response_headers=[ResponseHeader(name="content-disposition", documentation_only=True)],
     responses=errors(400, 401, 403, 404, 422, 503),
 )
 async def download_file(request: AnyRequest, files: Files, signer: Signer, access: Gate) -> File:
     file_id = _file_id(request)
-    params = dict(request.query_params)
-    if bearer_token(request) is None and "signature" in params:
+    if _presents_link(request):
+        link = _link_query(request, "download", DOWNLOAD_LINK)
         path = cast("dict[str, Any]", request.scope).get(ORIGINAL_PATH_KEY, request.url.path)
-        if not signer.verify("GET", path, params, time.time()):
+        # Verified over the query as it came, every occurrence of every name.
+        if not signer.verify("GET", path, request.query_params, time.time()):
             raise Unauthenticated("download link is invalid or expired; ask for a new one")
         # Like the bearer path: only while one of the signer's jobs still names the file.
-        set_worker(params.get("worker", ""))
-        grant = await files.grant_download(params.get("worker", ""), file_id)
+        set_worker(link["worker"])
+        grant = await files.grant_download(link["worker"], file_id)
     else:
         grant = await files.grant_download(await worker_of(request, access), file_id)
     local = files.local_file(grant.file_id)

@@ -1,44 +1,53 @@
-"""The operators' dashboard over HTTP (DESIGN §7): its sign-in, its page and assets, and the two
-JSON reads the page refreshes itself from (``core.overview``).
+"""The operators' dashboard over HTTP (DESIGN §7): its sign-in and session, its pages and assets,
+and the two JSON reads the page refreshes itself from (``core.overview``).
 
 Sign-in fits a browser: the sign-in page posts a token once (a form body, never a URL), and the
-service answers with its own session cookie, an HMAC-SHA256 over the user name and an expiry,
-keyed by a key derived from the internal API key (``Access.derived_key``), so every API
-process accepts every other's sessions and nothing is stored. The cookie is HttpOnly,
-SameSite=Strict and limited to ``/ui``: scripts cannot read it, other sites cannot send it.
-The data endpoints also take what ``/metrics`` takes (an operator's bearer token, or the internal
-key), for scripts and tests.
+service keeps a session for it through Litestar's server-side session middleware, in the store
+the container provides (the queue's database, or this process with the in-memory queue): the
+cookie holds only a random session id, every API process reads the same sessions, and signing
+out deletes the session, so the cookie reads nothing anywhere afterwards. A session lasts
+``SESSION_HOURS`` at most, and never beyond the expiry of the token it was made from. The cookie
+is HttpOnly, SameSite=Strict, Secure over https, and limited to ``/ui``.
+
+A request that changes something (signing in or out) is refused when it comes from another site
+(``refuse_other_sites``): a form on another page could otherwise sign a browser in as the
+attacker's operator, or out. The data endpoints also take what ``/metrics`` takes (an operator's
+bearer token, or the internal key), for scripts and tests. The pages and assets are files of
+``ui/``, the assets served by Litestar's static files router; none has an inline script or style
+(every answer's Content-Security-Policy forbids them, see ``app.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import html
-import time
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import msgspec
-from litestar import Response, get, post
-from litestar.datastructures import Cookie
+from litestar import MediaType, Response, Router, get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, SkipValidation
-from litestar.response import Redirect
+from litestar.response import File, Redirect
+from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
-from workerfacing_api.core.access import OPERATORS_GROUP, Access, in_group
+from workerfacing_api.core.access import OPERATORS_GROUP, in_group
 from workerfacing_api.core.errors import (
     AccessDenied,
     DomainError,
-    FileNotFound,
     JobNotFound,
     Unauthenticated,
 )
 from workerfacing_api.core.fleet import shared_node_hint
 from workerfacing_api.core.model import Environment, HardwareSpecs
 from workerfacing_api.core.overview import JobPage, Overview, QueueOverview
+from workerfacing_api.core.ports import Clock
 from workerfacing_api.core.waiting import Explanation
 from workerfacing_api.entrypoints.http.auth import api_key, bearer_token
 from workerfacing_api.entrypoints.http.routes import JSON, AnyRequest, Gate, Problem, errors
@@ -47,76 +56,150 @@ ASSETS = Path(__file__).with_name("ui")
 COOKIE = "wf_session"
 COOKIE_PATH = "/ui"
 SESSION_HOURS = 12
-_KEY_LABEL = b"workerfacing-api/ui-session-v1"
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-}
+# The name of the sessions' store among the app's stores (app.py registers the container's).
+SESSION_STORE = "ui_sessions"
+# A route handler's ``opt`` key: the handler starts a new session (the sign-in).
+_STARTS_SESSION = "starts_session"
 _NO_CACHE = {"Cache-Control": "no-cache"}
+_REVALIDATE = CacheControlHeader(no_cache=True)  # a new release's page and script, at once
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Clocked = SkipValidation[Clock]
 
 
-# -- the session ------------------------------------------------------------------------------
+# -- requests from other sites ------------------------------------------------------------------
+
+_FETCH_HEADERS = frozenset({b"sec-fetch-site", b"origin", b"host"})
 
 
-class _Session(msgspec.Struct):
-    user: str
-    exp: int  # seconds since the epoch
+def _from_another_site(scope: HTTPScope) -> bool:
+    """Whether a browser sent this request for a page of another origin. Browsers say so in
+    ``Sec-Fetch-Site``; those too old to send it still send ``Origin`` with a POST, compared
+    with the ``Host`` it was sent to. A request with neither is no browser's cross-site form (a
+    script, curl): nothing to protect there. (The same rule as Go's CrossOriginProtection.)"""
+    headers = {name: value for name, value in scope["headers"] if name in _FETCH_HEADERS}
+    site = headers.get(b"sec-fetch-site")
+    if site is not None:
+        # "none": the user's own navigation (typed, a bookmark); "same-site" is another origin,
+        # another port or subdomain, whose cookies the browser would still send.
+        return site not in (b"same-origin", b"none")
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    host = headers.get(b"host", b"").decode("latin-1").lower()
+    return urlsplit(origin.decode("latin-1")).netloc.lower() != host or not host
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def refuse_other_sites(app: ASGIApp) -> ASGIApp:
+    """Middleware: a request that changes something is refused with 403 when it comes from
+    another site, before the session is read or written (so it leaves none behind)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # type: ignore[comparison-overlap]
+            http = cast("HTTPScope", scope)
+            if http["method"] not in _SAFE_METHODS and _from_another_site(http):
+                raise AccessDenied(
+                    "refused: this request came from a page of another site, and only the "
+                    f"dashboard's own pages sign in and out; open {COOKIE_PATH}/login and sign "
+                    "in there"
+                )
+        await app(scope, receive, send)
+
+    return middleware
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+# -- the session --------------------------------------------------------------------------------
 
 
-def seal(user: str, expires: int, access: Access) -> str:
-    """The cookie's value: the session, then its MAC."""
-    body = _b64(msgspec.json.encode(_Session(user=user, exp=expires)))
-    mac = hmac.new(access.derived_key(_KEY_LABEL), body.encode(), hashlib.sha256).hexdigest()
-    return f"{body}.{mac}"
+def _session_config(*, secure: bool) -> ServerSideSessionConfig:
+    return ServerSideSessionConfig(
+        key=COOKIE,
+        path=COOKIE_PATH,
+        max_age=SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        store=SESSION_STORE,
+    )
 
 
-def unseal(value: str, access: Access, now: float) -> str | None:
-    """The user a cookie value proves, or None (forged, altered, expired or garbled)."""
-    body, _, mac = value.rpartition(".")
-    key = access.derived_key(_KEY_LABEL)
-    expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
-    if not body or not hmac.compare_digest(mac.encode(), expected.encode()):
-        return None
-    try:
-        session = msgspec.json.decode(_unb64(body), type=_Session)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        return None
-    return session.user if session.exp > now else None
+def _cookie_sent(scope: HTTPScope) -> str | None:
+    """The session id the request's cookie names, if any ("null" is Litestar's cleared one)."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                key, _, sent = pair.strip().partition("=")
+                if key == COOKIE and sent and sent != "null":
+                    return sent
+    return None
 
 
-def _token_expiry(token: str) -> int | None:
+def dashboard_sessions(app: ASGIApp) -> ASGIApp:
+    """Middleware: Litestar's server-side sessions (``ServerSideSessionConfig``) for the routes
+    that read or change one, with three rules around them.
+
+    - The cookie is Secure when the request came over https. The scheme is the request's own:
+      uvicorn takes it from ``X-Forwarded-Proto`` of a trusted proxy only (``TRUSTED_PROXIES``).
+    - A request without the cookie has no session to read and gets none written. (Litestar's
+      middleware would store an empty session for it: a row for every anonymous request.)
+    - A sign-in never takes over the session id its cookie names (one planted by another site
+      of the same domain would become signed in): it starts a new session, and the one it
+      replaces ends.
+
+    A handler ends a session that holds no operator (``request.clear_session``): the middleware
+    then deletes what the cookie named and clears the cookie, and writes nothing."""
+    over_https = _session_config(secure=True).middleware(app)
+    over_http = _session_config(secure=False).middleware(app)
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
+            await app(scope, receive, send)
+            return
+        http = cast("HTTPScope", scope)
+        sent = _cookie_sent(http)
+        if http["route_handler"].opt.get(_STARTS_SESSION):
+            if sent is not None:
+                await http["app"].stores.get(SESSION_STORE).delete(sent)
+            # The middleware takes the id from the request's cookies, parsed from these headers
+            # (no layer before this one parses them: a planted cookie's test would fail).
+            headers = [(name, value) for name, value in http["headers"] if name != b"cookie"]
+            scope = cast("Scope", {**http, "headers": headers})
+        elif sent is None:
+            http["session"] = {}
+            await app(scope, receive, send)
+            return
+        chosen = over_https if http["scheme"] == "https" else over_http
+        await chosen(scope, receive, send)
+
+    return middleware
+
+
+def _token_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT the verifier accepted (its signature is checked already)."""
     try:
-        claims = msgspec.json.decode(_unb64(token.split(".")[1]))
+        part = token.split(".")[1]
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
         exp = claims.get("exp") if isinstance(claims, dict) else None
     except (IndexError, binascii.Error, ValueError, msgspec.DecodeError):
         return None
-    return int(exp) if isinstance(exp, int | float) else None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
-def _session_user(request: AnyRequest, access: Access) -> str | None:
-    value = request.cookies.get(COOKIE)
-    if not value:
-        return None
-    return unseal(value, access, time.time())
+def _operator_of_session(request: AnyRequest, now: datetime) -> str | None:
+    """The operator the request's session is of, or None; a session that holds none (expired,
+    or none at all) is cleared, see ``dashboard_sessions``."""
+    session = request.session
+    user, until = session.get("user"), session.get("until")
+    if isinstance(user, str) and isinstance(until, int | float) and until > now.timestamp():
+        return user
+    request.clear_session()
+    return None
 
 
-async def _require_operator(request: AnyRequest, access: Access) -> None:
+async def _require_operator(request: AnyRequest, access: Gate, clock: Clock) -> None:
     """The data endpoints' check: a session, an operator's bearer token or the internal key
     (as ``/metrics``). 401 without any, 403 for an identity outside ``operators``."""
-    if _session_user(request, access) is not None:
+    if _operator_of_session(request, clock.now()) is not None:
         return
     if not request.headers.get("authorization") and not request.headers.get("x-api-key"):
         raise Unauthenticated(
@@ -126,52 +209,35 @@ async def _require_operator(request: AnyRequest, access: Access) -> None:
     await access.operator(bearer_token(request), api_key(request))
 
 
-def _secure(request: AnyRequest) -> bool:
-    """Whether the browser reached us over https (directly, or through a proxy that says so)."""
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return forwarded == "https" or request.url.scheme == "https"
-
-
-def _cookie(request: AnyRequest, value: str, max_age: int) -> Cookie:
-    return Cookie(
-        key=COOKIE,
-        value=value,
-        path=COOKIE_PATH,
-        max_age=max_age,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-    )
-
-
 # -- pages and assets ---------------------------------------------------------------------------
 
 
-def _asset(name: str) -> Response[bytes]:
-    # Only a file that is in the directory, by its bare name: no path of the request's making
-    # is ever opened (no "..", no "/", no dot-file).
-    found = {p.name: p for p in ASSETS.iterdir() if p.is_file() and not p.name.startswith(".")}
-    path = found.get(name)
-    if path is None or path.suffix not in _CONTENT_TYPES:
-        raise FileNotFound(f"no dashboard asset {name!r}")
-    return Response(path.read_bytes(), media_type=_CONTENT_TYPES[path.suffix], headers=_NO_CACHE)
+def _page(name: str) -> File:
+    return File(ASSETS / name, filename=name, content_disposition_type="inline")
 
 
-@get("/ui", include_in_schema=False, sync_to_thread=False)
-def dashboard(request: AnyRequest, access: Gate) -> Response[bytes] | Redirect:
-    if _session_user(request, access) is None:
+@get(
+    "/ui",
+    include_in_schema=False,
+    cache_control=_REVALIDATE,
+    media_type=MediaType.HTML,
+    sync_to_thread=False,
+)
+def dashboard(request: AnyRequest, clock: Clocked) -> File | Redirect:
+    if _operator_of_session(request, clock.now()) is None:
         return Redirect(path="/ui/login", status_code=303)
-    return _asset("index.html")
+    return _page("index.html")
 
 
-@get("/ui/login", include_in_schema=False, sync_to_thread=False)
-def login_page() -> Response[bytes]:
-    return _asset("login.html")
-
-
-@get("/ui/static/{name:str}", include_in_schema=False, sync_to_thread=False)
-def static_asset(name: FromPath[str]) -> Response[bytes]:
-    return _asset(name)
+@get(
+    "/ui/login",
+    include_in_schema=False,
+    cache_control=_REVALIDATE,
+    media_type=MediaType.HTML,
+    sync_to_thread=False,
+)
+def login_page() -> File:
+    return _page("login.html")
 
 
 def _refusal(request: AnyRequest, error: DomainError) -> Response[Any]:
@@ -183,11 +249,11 @@ def _refusal(request: AnyRequest, error: DomainError) -> Response[Any]:
         "<!doctype html><meta charset='utf-8'><title>Not signed in</title>"
         f"<p>{html.escape(error.detail)}</p><p><a href='/ui/login'>Sign in again</a></p>"
     )
-    return Response(page.encode(), media_type="text/html; charset=utf-8", status_code=status)
+    return Response(page.encode(), media_type=MediaType.HTML, status_code=status)
 
 
-@post("/ui/session", include_in_schema=False, status_code=303)
-async def sign_in(request: AnyRequest, access: Gate) -> Response[Any]:
+@post("/ui/session", include_in_schema=False, status_code=303, opt={_STARTS_SESSION: True})
+async def sign_in(request: AnyRequest, access: Gate, clock: Clocked) -> Response[Any]:
     form = await request.form()
     token = str(form.get("token") or "").strip()
     try:
@@ -195,21 +261,20 @@ async def sign_in(request: AnyRequest, access: Gate) -> Response[Any]:
             raise Unauthenticated("paste a token into the form to sign in")
         identity = in_group(await access.identity(token), OPERATORS_GROUP)
     except (Unauthenticated, AccessDenied) as exc:
+        request.clear_session()
         return _refusal(request, exc)
-    now = int(time.time())
-    expires = now + SESSION_HOURS * 3600
+    until = clock.now().timestamp() + SESSION_HOURS * 3600
     token_expires = _token_expiry(token)
     if token_expires is not None:
-        expires = min(expires, token_expires)
-    value = seal(identity.username, expires, access)
-    return Redirect(
-        path="/ui", status_code=303, cookies=[_cookie(request, value, max(expires - now, 0))]
-    )
+        until = min(until, token_expires)
+    request.set_session({"user": identity.username, "until": until})
+    return Redirect(path="/ui", status_code=303)
 
 
 @post("/ui/logout", include_in_schema=False, status_code=303)
 async def sign_out(request: AnyRequest) -> Redirect:
-    return Redirect(path="/ui/login", status_code=303, cookies=[_cookie(request, "", 0)])
+    request.clear_session()  # deleted from the store: the cookie reads nothing, anywhere
+    return Redirect(path="/ui/login", status_code=303)
 
 
 # -- the data endpoints -------------------------------------------------------------------------
@@ -458,9 +523,9 @@ def _data_errors(*codes: int) -> dict[int, ResponseSpec]:
     },
 )
 async def overview(
-    request: AnyRequest, access: Gate, overview: SkipValidation[Overview]
+    request: AnyRequest, access: Gate, clock: Clocked, overview: SkipValidation[Overview]
 ) -> Response[bytes]:
-    await _require_operator(request, access)
+    await _require_operator(request, access, clock)
     body = _overview_body(await overview.overview())
     return Response(msgspec.json.encode(body), media_type=JSON, headers=_NO_CACHE)
 
@@ -476,13 +541,34 @@ async def overview(
     },
 )
 async def job_page(
-    request: AnyRequest, access: Gate, overview: SkipValidation[Overview], job_id: FromPath[int]
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    overview: SkipValidation[Overview],
+    job_id: FromPath[int],
 ) -> Response[bytes]:
-    await _require_operator(request, access)
+    await _require_operator(request, access, clock)
     page = await overview.job_page(job_id)
     if page is None:
         raise JobNotFound(f"job {job_id} does not exist")
     return Response(msgspec.json.encode(_job_page_body(page)), media_type=JSON, headers=_NO_CACHE)
 
 
-UI_ROUTES = [dashboard, login_page, static_asset, sign_in, sign_out, overview, job_page]
+def dashboard_routes() -> list[Router]:
+    """The dashboard's routes: those that read or change a session, behind the cross-site check
+    and the sessions (in that order: a refused request never reaches its session), and the
+    sign-in page and assets, which need neither."""
+    return [
+        Router(
+            "/",
+            route_handlers=[dashboard, sign_in, sign_out, overview, job_page],
+            middleware=[refuse_other_sites, dashboard_sessions],
+        ),
+        Router("/", route_handlers=[login_page]),
+        create_static_files_router(
+            "/ui/static",
+            directories=[ASSETS],
+            name="dashboard_assets",
+            cache_control=_REVALIDATE,
+        ),
+    ]

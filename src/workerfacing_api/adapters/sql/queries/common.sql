@@ -574,6 +574,51 @@ ORDER BY at DESC, job_id DESC, attempt DESC
 LIMIT :limit;
 
 
+-- The operators' dashboard sessions (sessions.py: Litestar's Store, which its session
+-- middleware reads when a request brings the cookie, writes when an answer has a session, and
+-- deletes at sign-out). A session whose expires_at has passed is gone: no statement reads it,
+-- and the next keep_session removes it.
+
+-- name: session_alive
+-- Not a statement: a session that has not expired (null: it never does).
+(expires_at IS NULL OR expires_at > :now)
+
+
+-- name: session_value
+SELECT value FROM ui_sessions WHERE key = :key AND {session_alive};
+
+
+-- name: session_expiry
+SELECT expires_at FROM ui_sessions WHERE key = :key AND {session_alive};
+
+
+-- name: renew_session
+-- A session read with renewal lives until :expires_at; one that never expires stays so, and an
+-- expired one stays gone.
+UPDATE ui_sessions SET expires_at = :expires_at WHERE key = :key AND expires_at > :now;
+
+
+-- name: write_session
+-- Not a statement: keep_session's write, in both dialects. The middleware writes the session
+-- again with every answer (the dashboard asks every 5 s), mostly unchanged: the row is then
+-- rewritten only when its data changed or its expiry moves by more than a minute
+-- (:renew_before is the new expiry less a minute), so a refresh writes no row version.
+INSERT INTO ui_sessions (key, value, expires_at) VALUES (:key, :value, :expires_at)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE ui_sessions.value <> excluded.value
+    OR ui_sessions.expires_at IS NULL OR excluded.expires_at IS NULL
+    OR ui_sessions.expires_at < :renew_before OR ui_sessions.expires_at > excluded.expires_at
+
+
+-- name: end_session
+-- Signing out. Invariant: once this commits, no process reads the session (none keeps a copy).
+DELETE FROM ui_sessions WHERE key = :key;
+
+
+-- name: end_every_session
+DELETE FROM ui_sessions;
+
+
 -- name: schema_revision
 -- The Alembic revision the database is at (readiness: the schema must be the code's).
 SELECT version_num FROM alembic_version;

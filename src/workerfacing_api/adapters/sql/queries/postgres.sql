@@ -237,3 +237,11 @@ date_trunc('minute', pulled_at, 'UTC')
 
 -- name: ended_minute
 date_trunc('minute', ended_at, 'UTC')
+
+
+-- name: keep_session
+-- A session written (a sign-in, or an answer of a signed-in request), and the expired sessions
+-- of anybody removed on the way, so the table holds the live sessions and a few more. Another
+-- session than :key only: this statement's write of :key must not meet its own delete.
+WITH expired AS (DELETE FROM ui_sessions WHERE expires_at <= :now AND key <> :key)
+{write_session};

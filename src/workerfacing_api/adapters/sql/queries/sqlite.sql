@@ -232,3 +232,10 @@ substr(pulled_at, 1, 16)
 
 -- name: ended_minute
 substr(ended_at, 1, 16)
+
+
+-- name: keep_session
+-- A session written (a sign-in, or an answer of a signed-in request), and the expired sessions
+-- of anybody removed on the way, so the table holds the live sessions and a few more.
+DELETE FROM ui_sessions WHERE expires_at <= :now AND key <> :key;
+{write_session};
