@@ -29,6 +29,7 @@ from workerfacing_api.entrypoints.duties import Duties
 from workerfacing_api.entrypoints.http.access import Observe, RequestLog, note_route
 from workerfacing_api.entrypoints.http.auth import internal_only, operators_only, workers_only
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
+from workerfacing_api.entrypoints.http.head import HeadAsGet
 from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
 from workerfacing_api.entrypoints.http.routes import (
     INTERNAL_ROUTES,
@@ -192,4 +193,4 @@ def create_app(
     )
     if observe is None:
         observe = container.request_observer()
-    return RequestLog(FileIdPaths(app), access_log=settings.access_log, observe=observe)
+    return RequestLog(HeadAsGet(FileIdPaths(app)), access_log=settings.access_log, observe=observe)
