@@ -6,8 +6,8 @@ uv run python benchmarks/report.py run.jsonl
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,20 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: uv run python benchmarks/report.py run.jsonl",
+    )
+    parser.add_argument(
+        "files", nargs="+", type=Path, help="JSON lines of load.py, or its --out JSON files"
+    )
+    args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    for name in sys.argv[1:]:
-        text = Path(name).read_text()
+    for path in args.files:
+        try:
+            text = path.read_text()
+        except OSError as error:
+            parser.error(f"cannot read {path}: {error.strerror}")
         if text.lstrip().startswith("{") and '"rows"' in text[:200]:
             rows += json.loads(text)["rows"]
             continue

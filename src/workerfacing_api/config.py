@@ -56,7 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 0 forwards every keep-alive upstream, as the original service did.
     upstream_keepalive_interval: Annotated[float, msgspec.Meta(ge=0, le=_YEAR)] = 5.0
     worker_seen_window: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] = 900.0
-    # Setting a broken worker aside (DESIGN §3): after this many failed attempts in a row
+    # Setting a broken worker aside (ARCHITECTURE §3): after this many failed attempts in a row
     # (0: never), for a cool-off that doubles on each repeat up to the maximum; outcomes older
     # than the window are not evidence.
     aside_after_failures: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3

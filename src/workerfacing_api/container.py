@@ -20,11 +20,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dependency_injector import containers, providers
-from litestar.stores.base import Store
-from litestar.stores.memory import MemoryStore
 from sqlalchemy.engine import URL
 
 from workerfacing_api.adapters.identity import CachingVerifier, CognitoVerifier, LocalIssuer
@@ -48,9 +46,7 @@ from workerfacing_api.adapters.sql import (
     postgres_dsn,
     sqlite_path,
 )
-from workerfacing_api.adapters.sql.sessions import SqlSessionStore
 from workerfacing_api.adapters.storage import LocalStorage
-from workerfacing_api.adapters.upstream import HttpUpstream
 from workerfacing_api.config import ConfigError, Settings, state_dir
 from workerfacing_api.core.access import Access
 from workerfacing_api.core.clock import SystemClock
@@ -69,6 +65,11 @@ from workerfacing_api.core.ports import (
 from workerfacing_api.core.probes import Probes
 from workerfacing_api.core.sync import Backoff, StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
+
+if TYPE_CHECKING:
+    from litestar.stores.base import Store
+
+    from workerfacing_api.adapters.upstream import HttpUpstream
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
 QUEUE_POOL_SIZE = 10
@@ -211,6 +212,22 @@ async def _upstream_open(upstream: HttpUpstream | None) -> AsyncIterator[HttpUps
             await upstream.aclose()
 
 
+def _http_upstream(url: str, key: str) -> HttpUpstream:
+    """The user-facing API over aiohttp. Imported here: a command that forwards nothing (``token``,
+    ``jobs``) does not pay for importing aiohttp."""
+    from workerfacing_api.adapters.upstream import HttpUpstream
+
+    return HttpUpstream(url, key)
+
+
+def _sql_session_store(database: Any, clock: Any) -> Store:
+    """The dashboard's session store over the queue database. Imported here: Litestar's stores
+    cost a command that never serves the dashboard (``token``, ``jobs``) a tenth of a second."""
+    from workerfacing_api.adapters.sql.sessions import SqlSessionStore
+
+    return SqlSessionStore(database, clock)
+
+
 class Container(containers.DeclarativeContainer):
     """Providers in dependency order. Each ``Selector`` picks one adapter by a setting; another
     adapter (Cognito, S3) is one more keyword there."""
@@ -226,7 +243,7 @@ class Container(containers.DeclarativeContainer):
     upstream: providers.Selector[HttpUpstream | None] = providers.Selector(
         providers.Callable(_upstream_kind, settings),
         http=providers.Singleton(
-            HttpUpstream, settings.provided.userfacing_api_url, internal_api_key
+            _http_upstream, settings.provided.userfacing_api_url, internal_api_key
         ),
         none=providers.Object(None),
     )
@@ -253,7 +270,9 @@ class Container(containers.DeclarativeContainer):
     database_open = providers.Resource(_database_open, database)
     # The dashboard's sessions (Litestar's server-side sessions): in the queue's database, so
     # that every process reads the same ones and a sign-out ends a session everywhere.
-    ui_sessions: providers.Provider[Store] = providers.Singleton(SqlSessionStore, database, clock)
+    ui_sessions: providers.Provider[Store] = providers.Singleton(
+        _sql_session_store, database, clock
+    )
 
     local_issuer = providers.Singleton(_local_issuer, settings)
     cognito_secret = providers.Singleton(_cognito_secret, settings, secrets)
@@ -436,6 +455,8 @@ def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
     ):
         port.override(providers.Object(queue))
     container.health.override(providers.Object(InProcessStore()))
+    from litestar.stores.memory import MemoryStore
+
     container.ui_sessions.override(providers.Singleton(MemoryStore))
     container.database_open.override(providers.Object(None))
 

@@ -1,5 +1,5 @@
-"""Who may call what (DESIGN §4): workers need a valid bearer token in group ``workers`` and are
-known by the token's user name; the user-facing API needs the shared ``x-api-key``; the welcome,
+"""Who may call what (ARCHITECTURE §4): workers need a valid bearer token in group ``workers`` and
+are known by the token's user name; the user-facing API needs the shared ``x-api-key``; the welcome,
 ``/access_info`` and the docs are open.
 
 The app is built as ``serve`` builds it, from the container, and driven in this process

@@ -25,14 +25,16 @@ pytestmark = pytest.mark.e2e
 STATE_DIR = ".workerfacing-api"
 
 
-def cli_token(server: Server, username: str, groups: str, state: Path | None = None) -> str:
+def cli_token(
+    server: Server, username: str, groups: str, state: Path | None = None, *, init: bool = False
+) -> str:
     """Run ``workerfacing-api token`` beside the server, as its hint tells an operator to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "COGNITO_"))}
     env["LOCAL_STATE_DIR"] = str(state or server.root / STATE_DIR)
     env["USER_DATA_ROOT_PATH"] = str(server.data_root)
     command = [sys.executable, "-m", "workerfacing_api.entrypoints.cli", "token"]
     result = subprocess.run(
-        [*command, "--username", username, "--groups", groups],
+        [*command, "--username", username, "--groups", groups, *(["--init"] if init else [])],
         cwd=server.root,
         env=env,
         capture_output=True,
@@ -78,6 +80,6 @@ def test_cli_tokens_are_accepted_by_the_running_server(server: Server, tmp_path:
     assert server.put_status(job_id, "running", "someone-else").status_code == 404
 
     # A token minted with another state directory is signed with another key.
-    stranger = cli_token(server, "cli-worker", "workers", state=tmp_path / "elsewhere")
+    stranger = cli_token(server, "cli-worker", "workers", state=tmp_path / "elsewhere", init=True)
     refused = pull_with(server, stranger)
     assert refused.status_code == 401, refused.text

@@ -1,4 +1,4 @@
-"""The production deployment (DESIGN §4, §5): Cognito sign-in, files on S3 through pre-signed
+"""The production deployment (ARCHITECTURE §4, §5): Cognito sign-in, files on S3 through pre-signed
 requests, and a secret from Secrets Manager, against a real ``serve`` and a real moto server,
 driven the way the DECODE worker drives them (boto3 ``initiate_auth``, then ``requests``)."""
 

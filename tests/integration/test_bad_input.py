@@ -1,5 +1,5 @@
-"""Bad input on every endpoint (DESIGN §4, §6): each answers a 4xx whose JSON ``detail`` names the
-problem, never a 500, and leaves the queue database, the files on disk and what the upstream was
+"""Bad input on every endpoint (ARCHITECTURE §4, §6): each answers a 4xx whose JSON ``detail`` names
+the problem, never a 500, and leaves the queue database, the files on disk and what the upstream was
 told as they were.
 
 The app is built as ``serve`` builds it, from the container, over a real SQLite file and over the
@@ -467,7 +467,7 @@ FILE_ID_CASES: dict[str, tuple[str, int, str]] = {
     ),
     "relative": ("relative/x", 403, "outside the data root"),
     # Inside the root but no input of the caller's jobs: 404, which the worker reads as "stop"
-    # (DESIGN §4); 403 is only for what lies outside the root.
+    # (ARCHITECTURE §4); 403 is only for what lies outside the root.
     "unnamed-file": ("{stray}", 404, "not an input"),
     "missing-file": ("{root}/alice/nothing-here.txt", 404, "not an input"),
     "the-root": ("{root}", 404, "not an input"),
@@ -594,7 +594,7 @@ async def test_submission_nested_deeper_than_the_decoder_goes_is_refused(queue: 
     await assert_refused(queue, send, 422, "nested")
 
 
-# --- issue 10: what a black-box probe found -----------------------------------------------------
+# --- what a black-box probe found (docs/RELIABILITY.md) ----------------------------------------
 
 
 async def test_a_submission_that_is_not_utf8_is_refused(queue: Queue) -> None:

@@ -156,3 +156,140 @@ def test_jobs_stats_and_show(server: Server) -> None:
     missing = cli("jobs", "show", "424242", cwd=server.root, env=env)
     assert missing.returncode == 2
     assert "424242" in missing.stderr
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_token_elsewhere_refuses_to_make_a_key_no_serve_uses(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    line = one_line_error(cli("token", "--username", "w", cwd=elsewhere))
+    assert str(elsewhere / ".workerfacing-api") in line
+    assert "LOCAL_STATE_DIR" in line
+    assert "--init" in line
+    assert list(elsewhere.iterdir()) == []  # no key, no folder
+    made = cli("token", "--init", "--username", "w", cwd=elsewhere)
+    assert made.returncode == 0, made.stderr
+    assert (elsewhere / ".workerfacing-api" / "identity.key").is_file()
+    again = cli("token", "--username", "w", cwd=elsewhere)  # the key is there now
+    assert again.returncode == 0, again.stderr
+
+
+def test_token_uses_the_key_serve_made(server: Server) -> None:
+    env = {"LOCAL_STATE_DIR": str(server.root / ".workerfacing-api")}
+    result = cli("token", "--username", "w", cwd=server.root, env=env)
+    assert result.returncode == 0, result.stderr
+    pulled = requests.get(
+        f"{server.url}/jobs",
+        params={"limit": 1, "cpu_cores": 8, "memory": 64000},
+        headers={"Authorization": f"Bearer {result.stdout.strip()}"},
+        timeout=10,
+    )
+    assert pulled.status_code == 200, pulled.text
+
+
+READING = [("jobs", "stats"), ("jobs", "show", "1"), ("jobs", "why", "1"), ("workers",)]
+
+
+@pytest.mark.parametrize("command", READING)
+def test_a_misspelt_sqlite_path_is_refused_not_created(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    database = tmp_path / "no-such-folder" / "queue.db"
+    line = one_line_error(
+        cli(*command, cwd=tmp_path, env={"QUEUE_DB_URL": f"sqlite:///{database}"})
+    )
+    assert "QUEUE_DB_URL" in line
+    assert str(database.parent) in line
+    assert "does not exist" in line
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the keys were made
+
+
+def test_db_current_does_not_create_a_missing_database(tmp_path: Path) -> None:
+    database = tmp_path / "queue.db"
+    result = cli("db", "current", cwd=tmp_path, env={"QUEUE_DB_URL": f"sqlite:///{database}"})
+    assert "no schema yet" in result.stdout
+    assert not database.exists()
+    missing_folder = f"sqlite:///{tmp_path / 'nope' / 'queue.db'}"
+    assert "QUEUE_DB_URL" in one_line_error(
+        cli("db", "current", cwd=tmp_path, env={"QUEUE_DB_URL": missing_folder})
+    )
+
+
+@pytest.mark.parametrize("command", READING)
+def test_an_unreachable_database_hints_at_the_url_not_at_migrations(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {"QUEUE_DB_URL": f"postgresql://nobody@127.0.0.1:{port}/nowhere"}
+    line = one_line_error(cli(*command, cwd=tmp_path, env=env))
+    assert "QUEUE_DB_URL" in line
+    assert "check" in line
+    assert "db upgrade" not in line
+
+
+@pytest.mark.parametrize("command", READING)
+def test_a_database_without_tables_hints_at_db_upgrade(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    database = tmp_path / "queue.db"
+    sqlite3.connect(database).close()  # a database, empty
+    line = one_line_error(
+        cli(*command, cwd=tmp_path, env={"QUEUE_DB_URL": f"sqlite:///{database}"})
+    )
+    assert "QUEUE_DB_URL" in line
+    assert "run: workerfacing-api db upgrade" in line
+
+
+def test_sweep_once_prints_its_answer_without_alembic_chatter(tmp_path: Path) -> None:
+    env = {"QUEUE_DB_URL": f"sqlite:///{tmp_path / 'q.db'}"}
+    result = cli("sweep", "--once", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "re-queued 0 job(s), failed 0 job(s)\n"
+    assert "alembic" not in result.stderr
+    assert "Context impl" not in result.stderr
+
+
+def test_workers_help_shows_the_action_optional_and_token_help_names_operators(
+    tmp_path: Path,
+) -> None:
+    usage = cli("workers", "--help", cwd=tmp_path).stdout
+    assert "[ACTION ...]" in usage
+    assert "operator" in " ".join(cli("token", "--help", cwd=tmp_path).stdout.split())
+
+
+def test_workers_groups_memory_as_the_dashboard_does(server: Server) -> None:
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    server.pull("w", memory=64000, gpu_mem=24576, gpu_model="A100", gpu_archi="ampere")
+    listing = cli("workers", cwd=server.root, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "64\u2009000 MiB" in listing.stdout
+    assert "24\u2009576 MiB" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    "form", ["{id}", "/jobs/{id}/status", "http://127.0.0.1:8001/jobs/{id}/status"]
+)
+def test_jobs_show_takes_the_location_of_a_queued_job(server: Server, form: str) -> None:
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    server.submit()
+    (queue_id,) = server.pull("w")
+    shown = cli("jobs", "show", form.format(id=queue_id), cwd=server.root, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == int(queue_id)
+    refused = cli("jobs", "show", "/jobs/x/status", cwd=server.root, env=env)
+    assert refused.returncode == 2
+    assert "is not a queue id" in refused.stderr

@@ -1,5 +1,5 @@
-"""The operators' dashboard over HTTP, against a real ``serve`` (DESIGN §7): sign-in by form and
-its session cookie, who is refused, the page and its assets, and the JSON the page reads as the
+"""The operators' dashboard over HTTP, against a real ``serve`` (ARCHITECTURE §7): sign-in by form
+and its session cookie, who is refused, the page and its assets, and the JSON the page reads as the
 queue moves. (The session across processes, requests from other sites and the headers of every
 answer are tested in this process: ``test_dashboard_session.py``.)"""
 

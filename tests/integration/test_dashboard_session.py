@@ -1,9 +1,9 @@
-"""The dashboard's session and what every answer carries (DESIGN §7, issue 20 finding 3), in this
-process over both databases (``db_api``): a session lives in the queue's database, so signing out
-in one process ends it in every other, and a cookie replayed afterwards reads nothing; a request
-from another site can neither sign a browser in nor out, and leaves no session behind; every
-answer of the dashboard and of the API, errors included, carries the security headers and one
-charset.
+"""The dashboard's session and what every answer carries (ARCHITECTURE §7, docs/RELIABILITY.md,
+finding 3), in this process over both databases (``db_api``): a session lives in the queue's
+database, so signing out in one process ends it in every other, and a cookie replayed afterwards
+reads nothing; a request from another site can neither sign a browser in nor out, and leaves no
+session behind; every answer of the dashboard and of the API, errors included, carries the security
+headers and one charset.
 
 The browser's side of the same (a cross-site form in real Chromium, no CSP violation in the
 console) is in ``test_dashboard_browser.py``.
@@ -297,7 +297,7 @@ def assert_secured(answer: httpx.Response, what: str) -> None:
     docs_page = answer.request.url.path in DOCS_PAGES
     for name, value in SECURITY_HEADERS.items():
         if docs_page and name == "content-security-policy":
-            value = DOCS_POLICY  # Swagger UI's own page: its script and style from jsDelivr
+            value = DOCS_POLICY  # Swagger UI's own page: its inline start-up script
         assert answer.headers.get_list(name) == [value], (what, name, answer.headers)
     content_type = answer.headers.get("content-type", "")
     assert content_type.lower().count("charset") <= 1, (what, content_type)

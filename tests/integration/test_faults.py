@@ -1,4 +1,4 @@
-"""Faults under load (issue 10, docs/RELIABILITY.md): the database restarting, an API process
+"""Faults under load (docs/RELIABILITY.md): the database restarting, an API process
 killed, and the outbox's lock-step test while both cores are busy. Workers here behave like the
 DECODE worker: they retry a 503 (and a refused connection, which a load balancer would route
 around) with a short pause, and stop working on a job that answers 404.
@@ -285,7 +285,7 @@ async def _attempts(url: str) -> dict[int, list[str]]:
 def test_the_outbox_lockstep_test_passes_again_and_again_with_both_cores_busy(
     postgres_url: str,
 ) -> None:
-    """Issue 10, item 8: the lock-step test of the PostgreSQL queue against the reference model
+    """The lock-step test of the PostgreSQL queue against the reference model
     once failed at random under load. Run it repeatedly, with more examples, while two other
     processes keep both cores busy: it must pass every time."""
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

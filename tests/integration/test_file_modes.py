@@ -1,5 +1,5 @@
-"""The queue's SQLite files are the service's alone (issue 20, finding 6): the database, its
-write-ahead log and its shared-memory index hold every job's paths, worker names and runtime
+"""The queue's SQLite files are the service's alone (docs/RELIABILITY.md, finding 6): the database,
+its write-ahead log and its shared-memory index hold every job's paths, worker names and runtime
 details, so they are created readable by the service's user only (0600), as the key files are,
 whatever the process's umask; files an older release left readable by others are narrowed at
 start."""

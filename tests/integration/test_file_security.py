@@ -1,5 +1,5 @@
-"""Who may read and write which files (DESIGN §3, §4, §6): downloads only of inputs named by the
-caller's active jobs, uploads only into the folders of a job the caller still holds on the same
+"""Who may read and write which files (ARCHITECTURE §3, §4, §6): downloads only of inputs named by
+the caller's active jobs, uploads only into the folders of a job the caller still holds on the same
 attempt, signed links that break when touched, nothing outside the data root — not through
 ``..``, not through a symlink — and uploads that appear whole or not at all."""
 

@@ -1,5 +1,5 @@
 """Fleet health, specified once and run against every queue: the in-memory reference model,
-SQLite and PostgreSQL (DESIGN §3: a worker whose failures point at itself is set aside; jobs
+SQLite and PostgreSQL (ARCHITECTURE §3: a worker whose failures point at itself is set aside; jobs
 that fail everywhere set nobody aside; operators retry jobs and release workers; why a job
 waits).
 
@@ -472,7 +472,7 @@ async def test_explain_a_job_that_is_not_queued_and_an_unknown_one(service: Serv
 
 
 # ---------------------------------------------------------------------------------------------
-# Nodes: an account's machines judged apart (DESIGN §3).
+# Nodes: an account's machines judged apart (ARCHITECTURE §3).
 
 
 def lab(n: int, **kw: object) -> dict[str, object]:

@@ -19,7 +19,7 @@ from tests.integration.test_cli import cli
 # Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
 pytestmark = pytest.mark.e2e
 
-# The worker's own query (DESIGN §4): limit, cores, memory in MiB, GPU name and memory.
+# The worker's own query (ARCHITECTURE §4): limit, cores, memory in MiB, GPU name and memory.
 GPU_BOX: dict[str, str | int] = {
     "limit": 1,
     "cpu_cores": 16,
@@ -141,7 +141,7 @@ def test_workers_lists_what_the_pulls_told(server: Server) -> None:
     text = operator(server, "workers")
     assert "account box-a: 1 node(s)" in text
     assert "127.0.0.1, no instance id  local" in text
-    assert "A100 (ampere, 40000 MiB)" in text
+    assert "A100 (ampere, 40\u2009000 MiB)" in text
     assert "jobs now: none" in text
     listing = operator(server, "workers", "--json")
     assert [(w["account"], w["address"]) for w in listing] == [

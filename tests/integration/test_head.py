@@ -1,6 +1,6 @@
-"""``HEAD`` on every ``GET`` route (issue 20, finding 5: it answered 405 on all of them, health
-included), in this process over the app the container builds: the ``GET``'s status and headers,
-no body; ``HEAD /jobs`` is refused, as it would be a pull."""
+"""``HEAD`` on every ``GET`` route (docs/RELIABILITY.md, finding 5: it answered 405 on all of them,
+health included), in this process over the app the container builds: the ``GET``'s status and
+headers, no body; ``HEAD /jobs`` is refused, as it would be a pull."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Hostile text through every text the HTTP API takes (issue 17), on a real SQLite file and a real
-PostgreSQL database: NUL, 10 000 characters, other control characters, characters outside the
-Basic Multilingual Plane, quotes.
+"""Hostile text through every text the HTTP API takes (docs/RELIABILITY.md), on a real SQLite file
+and a real PostgreSQL database: NUL, 10 000 characters, other control characters, characters outside
+the Basic Multilingual Plane, quotes.
 
 Each backend must give the answer written in the tables below, so both give the same one: never
 a 5xx; a refusal is a 4xx whose JSON ``detail`` names the parameter, and changes nothing stored

@@ -1,5 +1,5 @@
-"""A slow disk never stalls other requests (issue 20, finding 7): local storage writes, flushes,
-renames and removes files in threads, so while a large upload is being written, a pull is
+"""A slow disk never stalls other requests (docs/RELIABILITY.md, finding 7): local storage writes,
+flushes, renames and removes files in threads, so while a large upload is being written, a pull is
 answered.
 
 The disk is made slow by a fake: the upload's part file blocks its first write until the pull

@@ -1,6 +1,6 @@
-"""Issue 20, finding 4: a secret sent in a path reached the log verbatim (``GET /nope/<internal
-key>`` wrote the key into the access line, plain and JSON; a JWT in a path its first 200
-characters). Every line the service writes now has the internal key, anything shaped like a JWT,
+"""docs/RELIABILITY.md, finding 4: a secret sent in a path reached the log verbatim (``GET
+/nope/<internal key>`` wrote the key into the access line, plain and JSON; a JWT in a path its first
+200 characters). Every line the service writes now has the internal key, anything shaped like a JWT,
 a link signature and an AWS credential replaced by ``[redacted]``: here through the app in this
 process with the handler ``serve`` installs, and once through a real ``serve``."""
 

@@ -1,5 +1,5 @@
-"""A pull names its node (DESIGN §3): the account, the client address and the hardware, refined
-by an instance id sent as header ``X-Worker-Instance`` or query ``worker_instance``; in this
+"""A pull names its node (ARCHITECTURE §3): the account, the client address and the hardware,
+refined by an instance id sent as header ``X-Worker-Instance`` or query ``worker_instance``; in this
 process, over the app the container builds."""
 
 from __future__ import annotations

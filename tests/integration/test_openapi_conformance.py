@@ -1,7 +1,7 @@
-"""The OpenAPI document tells the truth (issue 10): schemathesis, against a live ``serve``, with
-a worker's token and the shared key, every check, a fixed seed and a bounded number of examples
-per operation. Any server error, undocumented status code, schema-valid request refused or
-schema-invalid request accepted fails the test."""
+"""The OpenAPI document tells the truth (docs/RELIABILITY.md): schemathesis, against a live
+``serve``, with a worker's token and the shared key, every check, a fixed seed and a bounded number
+of examples per operation. Any server error, undocumented status code, schema-valid request refused
+or schema-invalid request accepted fails the test."""
 
 from __future__ import annotations
 

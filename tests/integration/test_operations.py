@@ -1,4 +1,4 @@
-"""The service as its operators and their machines meet it (DESIGN §7): liveness and readiness
+"""The service as its operators and their machines meet it (ARCHITECTURE §7): liveness and readiness
 for a load balancer, Prometheus metrics, and a deploy's SIGTERM under load."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Correct under concurrency (DESIGN §6) on PostgreSQL, with real processes: several ``serve``
+"""Correct under concurrency (ARCHITECTURE §6) on PostgreSQL, with real processes: several ``serve``
 processes and many workers pulling from one database hand every job out exactly once, and
 several ``sweep --once`` processes at the same time re-queue every timed-out job exactly once.
 
@@ -293,7 +293,7 @@ def test_three_servers_and_64_workers_hand_out_and_finish_each_job_once(
         elapsed = time.monotonic() - started
         logs = server_logs(servers)
 
-    # Not a timing assertion (STYLE 12): shown with -s, to see that the test stays short.
+    # Not a timing assertion (docs/TESTING.md): shown with -s, to see that the test stays short.
     print(f"{JOBS} job cycles by {WORKERS} workers over {PROCESSES} processes in {elapsed:.1f} s")
     assert record.server_errors == [], f"{record.server_errors[:10]}\n{logs}"
     assert record.unexpected == [], record.unexpected[:10]

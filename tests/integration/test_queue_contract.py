@@ -1,5 +1,5 @@
 """The queue port's contract, specified once and run against every implementation: the
-in-memory reference model, SQLite and PostgreSQL (DESIGN §3, §6; STYLE 5-6)."""
+in-memory reference model, SQLite and PostgreSQL (ARCHITECTURE §3, §6)."""
 
 from __future__ import annotations
 
@@ -395,7 +395,8 @@ async def test_without_lease_the_event_waits_for_the_dispatcher(queue: Queue) ->
     assert [e.status for e in leased] == [JobStatus.PULLED]
 
 
-# -- keep-alives forwarded upstream (DESIGN §3) -----------------------------------------------
+# -- keep-alives forwarded upstream (ARCHITECTURE §3)
+# -----------------------------------------------
 
 
 async def test_changes_that_record_an_event_count_as_forwarded(queue: Queue) -> None:

@@ -1,4 +1,4 @@
-"""The SQL queue in lock-step with the in-memory reference model (DESIGN §3, §6; STYLE 6).
+"""The SQL queue in lock-step with the in-memory reference model (ARCHITECTURE §3, §6).
 
 A hypothesis state machine drives the SQLite or the PostgreSQL adapter and ``InMemoryQueue``
 through the same random submissions, pulls, worker updates (keep-alives claimed or not), sweeps,

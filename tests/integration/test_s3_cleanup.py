@@ -1,4 +1,5 @@
-"""On S3, a deleted job's folders do not fill up again (issue 20, finding 8; DESIGN §3).
+"""On S3, a deleted job's folders do not fill up again (docs/RELIABILITY.md, finding 8; ARCHITECTURE
+§3).
 
 The worker uploads straight to the bucket with pre-signed POSTs, so the service never sees the
 files. When the job is cancelled (the user-facing API answered 404: the user deleted it), the

@@ -1,4 +1,4 @@
-"""Secrets given as Secrets Manager ARNs (DESIGN §5), fetched from a real moto server: a plain
+"""Secrets given as Secrets Manager ARNs (ARCHITECTURE §5), fetched from a real moto server: a plain
 string or JSON with ``password``, stripped; a secret that cannot be read stops start-up with one
 line naming the variable and the ARN, never a value."""
 

@@ -1,7 +1,7 @@
-"""Signed links bind their whole query (DESIGN §4; issue 20, finding 2): a link to ``/upload``
-or ``/download`` whose query repeats, adds or lacks a parameter is refused with 401 and a detail
-that names the parameter, and nothing is stored; the link as handed out still works, and the
-handler acts on exactly the values that were signed.
+"""Signed links bind their whole query (ARCHITECTURE §4; docs/RELIABILITY.md, finding 2): a link to
+``/upload`` or ``/download`` whose query repeats, adds or lacks a parameter is refused with 401 and
+a detail that names the parameter, and nothing is stored; the link as handed out still works, and
+the handler acts on exactly the values that were signed.
 
 The probe of the issue: a worker appended ``&base_path=b&type=artifact`` to a signed upload link
 for ``output``; the signature covered the first ``base_path`` and ``type``, the handler read the

@@ -1,7 +1,7 @@
 """A worker that only uploads learns of its user's delete within one keep-alive interval (DESIGN
-§3; issue 20, finding 8): a request for an upload URL of an active job counts as a keep-alive
-for forwarding, at most one per job every ``UPSTREAM_KEEPALIVE_INTERVAL``, counted in intervals
-of the fake clock, in this process (tests/inprocess.py)."""
+§3; docs/RELIABILITY.md, finding 8): a request for an upload URL of an active job counts as a
+keep-alive for forwarding, at most one per job every ``UPSTREAM_KEEPALIVE_INTERVAL``, counted in
+intervals of the fake clock, in this process (tests/inprocess.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Status changes reach the user-facing API at once, in order, at least once, through outages
-and restarts; a job the user deleted is cancelled (DESIGN §1, §3, §4, §6)."""
+and restarts; a job the user deleted is cancelled (ARCHITECTURE §1, §3, §4, §6)."""
 
 from __future__ import annotations
 

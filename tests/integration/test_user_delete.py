@@ -1,4 +1,4 @@
-"""A user's delete reaches the worker, and leaves nothing behind (DESIGN §3, §4; issue 9).
+"""A user's delete reaches the worker, and leaves nothing behind (ARCHITECTURE §3, §4).
 
 The user-facing API never says that a user deleted a job: it answers 404 to anything forwarded
 about it. These tests play that API, drive the service like the DECODE worker does, and check

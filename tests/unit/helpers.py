@@ -1,6 +1,6 @@
 """Builders shared by the unit tests: submissions shaped like the user-facing API's, the service
 as the container builds it over the in-memory queue, and a brute-force reading of the pull rules
-of DESIGN §3.
+of ARCHITECTURE §3.
 
 The reference pull here is deliberately written from the design text, not from
 ``core.matching``: it is what the matching code is held to.
@@ -178,7 +178,7 @@ def make_stack(
 
 
 # ---------------------------------------------------------------------------------------------
-# A brute-force reading of "Matching for a pull by worker W" (DESIGN §3).
+# A brute-force reading of "Matching for a pull by worker W" (ARCHITECTURE §3).
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Dependencies point inward only (DESIGN §2, STYLE 1): the import-linter contracts in
+"""Dependencies point inward only (ARCHITECTURE §2): the import-linter contracts in
 pyproject.toml hold for the project, and they really catch a violation."""
 
 from __future__ import annotations

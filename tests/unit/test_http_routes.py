@@ -1,4 +1,4 @@
-"""The worker protocol of DESIGN §4 through the HTTP routes, in process and in milliseconds.
+"""The worker protocol of ARCHITECTURE §4 through the HTTP routes, in process and in milliseconds.
 
 The app is built the way ``serve`` builds it, from the container, with three providers
 overridden: the in-memory queue, a fake clock and a recording upstream that can answer that a

@@ -1,4 +1,4 @@
-"""The queue's use cases over the in-memory reference queue (DESIGN §3): any interleaving of
+"""The queue's use cases over the in-memory reference queue (ARCHITECTURE §3): any interleaving of
 submissions, pulls, worker updates, upstream deletions and sweeps keeps every job in one state,
 with one holder, within its retry budget; plus the sweep, supersede and pull-limit rules."""
 
@@ -68,7 +68,7 @@ busy_workers = st.one_of(
 
 
 class QueueMachine(RuleBasedStateMachine):
-    """Drives ``JobService`` and keeps its own model of every job, written from DESIGN §3."""
+    """Drives ``JobService`` and keeps its own model of every job, written from ARCHITECTURE §3."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,7 +122,7 @@ class QueueMachine(RuleBasedStateMachine):
             if old.upstream_id != upstream_id or old.status is JobStatus.CANCELLED:
                 continue
             if old.status is JobStatus.QUEUED or old.status in ACTIVE:
-                old.status = JobStatus.CANCELLED  # superseded (DESIGN §3)
+                old.status = JobStatus.CANCELLED  # superseded (ARCHITECTURE §3)
             else:
                 # The design only speaks of queued or active jobs; a final one may stay final
                 # or be cancelled, but nothing else.

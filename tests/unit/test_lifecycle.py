@@ -1,6 +1,6 @@
-"""Worker status updates (DESIGN §3): a job never moves backward or out of a final state, whatever
-order the worker's requests arrive in; 422 for statuses a worker may not set, 409 for the other
-final state, 404 for a job that is not (or no longer) the caller's."""
+"""Worker status updates (ARCHITECTURE §3): a job never moves backward or out of a final state,
+whatever order the worker's requests arrive in; 422 for statuses a worker may not set, 409 for the
+other final state, 404 for a job that is not (or no longer) the caller's."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from workerfacing_api.core.lifecycle import (
 )
 from workerfacing_api.core.model import HardwareSpecs, Job, JobStatus, PathsUpload
 
-# The forward order of DESIGN §3, written out here rather than taken from the model.
+# The forward order of ARCHITECTURE §3, written out here rather than taken from the model.
 RANK = {
     "queued": 0,
     "pulled": 1,
@@ -158,7 +158,8 @@ def real_worker_steps(draw: st.DrawFn) -> list[Step]:
 
 
 async def play(stack: Stack, upstream: RecordingUpstream, steps: list[Step]) -> None:
-    """Run ``steps`` against a job pulled by ``w1``, checking each answer against DESIGN §3."""
+    """Run ``steps`` against a job pulled by ``w1``, checking each answer against ARCHITECTURE
+    §3."""
     service = stack.service
     job = await service.submit(make_submission(1))
     (pulled,) = await service.pull(worker_profile("w1"), 1)
@@ -182,7 +183,7 @@ async def play(stack: Stack, upstream: RecordingUpstream, steps: list[Step]) -> 
         if step[0] == "supersede":
             await service.submit(make_submission(1))
             if state in FINAL:
-                # DESIGN §3 speaks of queued or active jobs; a final one may stay or go.
+                # ARCHITECTURE §3 speaks of queued or active jobs; a final one may stay or go.
                 old = await stack.queue.get(job.id)
                 assert old is not None
                 assert old.status.value in {state, "cancelled"}

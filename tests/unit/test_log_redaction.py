@@ -1,5 +1,5 @@
-"""The mask over every log line (issue 20, finding 4): the internal key, whatever its value and
-however a client encoded it, anything shaped like a JWT, a link signature and an AWS
+"""The mask over every log line (docs/RELIABILITY.md, finding 4): the internal key, whatever its
+value and however a client encoded it, anything shaped like a JWT, a link signature and an AWS
 credential become ``[redacted]`` wherever a formatter would write them, in the message, an
 ``extra`` field, a request fact, a traceback; and an ordinary line is left as it is."""
 

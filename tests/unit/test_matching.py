@@ -1,5 +1,5 @@
-"""Which jobs a pull hands out, and in which order (DESIGN §3 "Matching"), held to a brute-force
-reading of the design in ``tests.unit.helpers.reference_pull``."""
+"""Which jobs a pull hands out, and in which order (ARCHITECTURE §3 "Matching"), held to a
+brute-force reading of the design in ``tests.unit.helpers.reference_pull``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""``UrlSigner.verify`` over a query as it came (issue 20, finding 2): a name given twice verifies
-as no link, whichever occurrence a reader would take; links this release hands out still verify
-(the signed text is unchanged); values no signer wrote are refused, never an exception."""
+"""``UrlSigner.verify`` over a query as it came (docs/RELIABILITY.md, finding 2): a name given twice
+verifies as no link, whichever occurrence a reader would take; links this release hands out still
+verify (the signed text is unchanged); values no signer wrote are refused, never an exception."""
 
 from __future__ import annotations
 

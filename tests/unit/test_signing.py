@@ -1,4 +1,4 @@
-"""Signed links to this service's own endpoints (DESIGN §4): valid as handed out, until they
+"""Signed links to this service's own endpoints (ARCHITECTURE §4): valid as handed out, until they
 expire, for exactly the request they name; no chosen value can stand in for another parameter."""
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def test_a_link_holds_as_handed_out_until_it_expires() -> None:
 
 
 def test_a_newline_in_a_chosen_value_cannot_forge_another_parameter() -> None:
-    """The reproduction of issue 10: a worker asks for a link whose base_path carries line
-    breaks, an expiry of its own and the start of an extra parameter, then splits that text
-    into parameters of its own. With the signed text made of ``name=value`` lines, the old
+    """A black-box probe's finding (docs/RELIABILITY.md): a worker asks for a link whose base_path
+    carries line breaks, an expiry of its own and the start of an extra parameter, then splits that
+    text into parameters of its own. With the signed text made of ``name=value`` lines, the old
     signature covered the forged link too, and it lived for decades."""
     signer = UrlSigner("key", lifetime=600)
     forged_expiry = "4102444800"  # 2100-01-01

@@ -1,5 +1,5 @@
-"""Forwarding status changes to the user-facing API (DESIGN §3, §6 "Nothing lost"): in order per
-job, at least once, retried with capped back-off while the upstream is down, and a job the
+"""Forwarding status changes to the user-facing API (ARCHITECTURE §3, §6 "Nothing lost"): in order
+per job, at least once, retried with capped back-off while the upstream is down, and a job the
 upstream reports deleted is cancelled here."""
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def test_batched_acknowledgements_end_where_one_at_a_time_does(
 
 
 # ---------------------------------------------------------------------------------------------
-# Keep-alives (DESIGN §3): forwarded best effort, so that a user's delete reaches the worker.
+# Keep-alives (ARCHITECTURE §3): forwarded best effort, so that a user's delete reaches the worker.
 
 
 async def running_job(stack: Stack) -> int:

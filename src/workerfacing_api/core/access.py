@@ -1,5 +1,5 @@
-"""Who may call what (DESIGN §4): workers with a token of group ``workers``, the user-facing API
-with the shared internal key, operators with a token of group ``operators`` or the internal key.
+"""Who may call what (ARCHITECTURE §4): workers with a token of group ``workers``, the user-facing
+API with the shared internal key, operators with a token of group ``operators`` or the internal key.
 
 The rules, once, for every front-end: the HTTP layer only reads the credentials off a request
 (``Authorization: Bearer``, ``x-api-key``) and hands them here. A missing or wrong credential is

@@ -1,6 +1,6 @@
 """Use cases of file transfer: where a worker may upload results and which inputs it may read.
 
-Rules (DESIGN §3, §4, §6): uploads only by the worker holding the job, while the job is active
+Rules (ARCHITECTURE §3, §4, §6): uploads only by the worker holding the job, while the job is active
 or final and still on the same attempt; downloads only of files named in the ``files_down`` of
 one of the caller's active jobs (404 otherwise, which the DECODE worker reads as "stop"; 403 only
 for a path outside the data root or bucket). Paths are the storage adapter's to keep inside

@@ -1,8 +1,8 @@
 """Use cases of the job queue: submit, pull, read status, update status, sweep silent jobs, and
 an operator's retry of failed jobs.
 
-``JobService`` holds the rules of DESIGN §3 and applies them through the ``JobQueue`` port with
-compare-and-set, re-reading and re-deciding when a concurrent change won the race.
+``JobService`` holds the rules of ARCHITECTURE §3 and applies them through the ``JobQueue`` port
+with compare-and-set, re-reading and re-deciding when a concurrent change won the race.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def ensure_assigned(job: Job | None, worker: str, job_id: int) -> Job:
 
 
 def decide_update(job: Job, target: JobStatus, runtime_details: str | None) -> UpdateDecision:
-    """Outcome of a worker update on a job it holds (see DESIGN §3).
+    """Outcome of a worker update on a job it holds (see ARCHITECTURE §3).
 
     Late or retried requests arrive out of order, so a backward move is a keep-alive and never
     moves the state back. After a final state only the same final state is news (its

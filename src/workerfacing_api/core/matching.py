@@ -1,4 +1,4 @@
-"""Which queued jobs fit a pulling worker, and in which order they are handed out (DESIGN §3).
+"""Which queued jobs fit a pulling worker, and in which order they are handed out (ARCHITECTURE §3).
 
 The SQL adapter states the same rules in SQL; the in-memory queue uses these functions directly,
 and the property tests hold both to a brute-force reading of the design.

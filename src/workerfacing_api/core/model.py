@@ -277,8 +277,8 @@ class WorkerProfile(msgspec.Struct, frozen=True, kw_only=True):
 def node_id(worker: WorkerProfile) -> str:
     """The node a pull comes from, as a short stable id: the account, the client address, the
     hardware offered and the instance id, if any. Fetchers that agree on all of these are one
-    node (DESIGN §3). Names count as they are stored (``storable``): two that differ only in what
-    no database holds are one name, and one node."""
+    node (ARCHITECTURE §3). Names count as they are stored (``storable``): two that differ only in
+    what no database holds are one name, and one node."""
     parts = (
         worker.worker,
         worker.address,
@@ -309,7 +309,7 @@ class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
 class KeepAlive(msgspec.Struct, frozen=True, kw_only=True):
     """A keep-alive of an active job, forwarded best effort: never stored in the outbox and never
     retried. The user-facing API never says when a user deletes a job; its 404 to this is how
-    the service learns it while the job runs (DESIGN §3)."""
+    the service learns it while the job runs (ARCHITECTURE §3)."""
 
     job_id: int  # queue id
     upstream_id: int
@@ -440,7 +440,7 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ---------------------------------------------------------------------------------------------
-# The operators' dashboard (DESIGN §7): read-only views of the queue's history.
+# The operators' dashboard (ARCHITECTURE §7): read-only views of the queue's history.
 
 
 class WaitingClass(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,4 +1,5 @@
-"""What the operators' dashboard shows (DESIGN §7): the queue at a glance, and one job in full.
+"""What the operators' dashboard shows (ARCHITECTURE §7): the queue at a glance, and one job in
+full.
 
 ``Overview`` reads the ports only: the queue's counts, its history (``DashboardReads``), the
 workers seen (``WorkerRegistry``) and the upstream's health (``StatusSync``), and puts them

@@ -179,7 +179,7 @@ class JobQueue(Protocol):
 
 class UploadLedger(Protocol):
     """Which files the service stored for which job and when: what to take away again when it
-    turns out the user had deleted the job (DESIGN §3)."""
+    turns out the user had deleted the job (ARCHITECTURE §3)."""
 
     async def record_upload(self, job_id: int, attempt: int, file_id: str, now: datetime) -> None:
         """Note that ``file_id`` (canonical) was stored for an attempt of a job."""
@@ -238,7 +238,7 @@ class WorkerRegistry(Protocol):
 
 
 class DashboardReads(Protocol):
-    """What the operators' dashboard reads of the queue's history (DESIGN §7). Read-only.
+    """What the operators' dashboard reads of the queue's history (ARCHITECTURE §7). Read-only.
 
     A port of its own rather than more of ``JobQueue``: the lifecycle never needs these, and a
     narrow port keeps that true. The queue adapters implement it beside the others (the rows
@@ -300,7 +300,7 @@ class Outbox(Protocol):
 
 
 class StoreHealth(Protocol):
-    """Whether the store behind the queue's ports can serve now (readiness, DESIGN §7)."""
+    """Whether the store behind the queue's ports can serve now (readiness, ARCHITECTURE §7)."""
 
     async def not_ready(self) -> str | None:
         """Why the store cannot serve now (unreachable, schema not at the code's), in words;

@@ -1,4 +1,4 @@
-"""What a load balancer and a Prometheus server ask (DESIGN §7): can this process serve (its
+"""What a load balancer and a Prometheus server ask (ARCHITECTURE §7): can this process serve (its
 store answers, with the schema of the code), and its metrics as text.
 
 Readiness is cheap enough to be asked every second: one tiny statement. A scrape reads the queue

@@ -5,7 +5,7 @@ Names (groups, GPU models) and paths are bounded in the wire schema (``core.mode
 when out of bounds. A worker's ``runtime_details`` is never refused, because it often carries the
 report of a failure that would otherwise be lost: it is trimmed (``trim_details``) where it enters
 the core, and the storage ports pass every text through ``storable`` on its way in, so that each
-backend keeps the same characters (DESIGN §3, "a worker's report always lands").
+backend keeps the same characters (ARCHITECTURE §3, "a worker's report always lands").
 """
 
 from __future__ import annotations

@@ -91,6 +91,12 @@ def _shortfall(
     for required, offered, unit, most in numeric:
         if required is not None and all(offered(w.profile) < required for w in pool):
             best = max(offered(w.profile) for w in pool)
+            if best == 0 and unit == "MiB of GPU memory":
+                # A worker reports gpu_mem=0 when it has no GPU: "the largest has 0" reads as
+                # a GPU without memory.
+                return (
+                    f"no {kind} seen {window} has a GPU; the job needs {_number(required)} {unit}"
+                )
             return (
                 f"no {kind} seen {window} has {_number(required)} {unit}; "
                 f"the {most} has {_number(best)}"

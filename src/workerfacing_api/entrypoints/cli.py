@@ -16,16 +16,20 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgspec
 
 from workerfacing_api.config import ConfigError, Settings, load_settings, trusted_proxies
 from workerfacing_api.core.fleet import duration
-from workerfacing_api.core.model import AttemptOutcome, WorkerRecord
 
+# Each command imports what it uses, inside its function: the container brings the web
+# framework, SQLAlchemy and the drivers, which `--help` and a misspelt command never need
+# (docs/PERFORMANCE.md, "CLI start-up"). tests/unit/test_cli_imports.py keeps it so.
 if TYPE_CHECKING:
     from workerfacing_api.container import Container
+    from workerfacing_api.core.model import AttemptOutcome, WorkerRecord
 
 log = logging.getLogger("workerfacing_api")
 T = TypeVar("T")
@@ -63,14 +67,63 @@ def _container(settings: Settings) -> Container:
         _fail(str(exc))
 
 
+def _reading_container(settings: Settings) -> Container:
+    """The container of a command that looks at an existing queue (``jobs``, ``workers``,
+    ``db current``): only the database's URL is resolved up front. The local issuer's key and
+    the generated shared key are not made: run in another folder, such a command would leave
+    keys there that no ``serve`` uses, and a later ``token`` there would mint with them."""
+    from workerfacing_api.container import Container
+
+    container = Container(settings=settings)
+    try:
+        container.db_url()
+    except ConfigError as exc:
+        _fail(str(exc))
+    return container
+
+
+def _sqlite_file(container: Container) -> Path | None:
+    """The queue's SQLite file, or None on PostgreSQL (or an in-memory SQLite)."""
+    url = container.db_url()
+    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+        return None
+    return Path(url.database)
+
+
+def _refuse_missing_database(container: Container, *, missing_file_ok: bool = False) -> None:
+    """Stop with one line naming QUEUE_DB_URL when its SQLite file is not there: opening it
+    would create it (and its folder), empty, and a misspelt path would then read as a database
+    without tables. Only ``serve``, ``sweep`` and ``db upgrade`` create the database."""
+    database = _sqlite_file(container)
+    if database is None or database.exists():
+        return
+    if not database.parent.is_dir():
+        _fail(
+            f"QUEUE_DB_URL: no database at {database}: the folder {database.parent} does not "
+            "exist (a misspelt path? `serve` or `workerfacing-api db upgrade` creates it)"
+        )
+    if not missing_file_ok:
+        _fail(
+            f"QUEUE_DB_URL: no database at {database} yet (check the path; "
+            "`serve` or `workerfacing-api db upgrade` creates it)"
+        )
+
+
 def _database_name(container: Container) -> str:
     return container.db_url().render_as_string()  # the password hidden
 
 
 async def _migrate(container: Container) -> None:
-    """Bring the schema up to date; an unusable database stops the command with one line."""
+    """Bring the schema up to date; an unusable database stops the command with one line.
+
+    Alembic says at INFO which context it runs in before every migration: noise in front of
+    a command's answer (``sweep --once``), kept for LOG_LEVEL=DEBUG. The migrations it applies
+    are still logged, at WARNING by nobody: ``db upgrade`` prints its own answer."""
     from workerfacing_api.container import migrate
 
+    alembic = logging.getLogger("alembic")
+    if not alembic.isEnabledFor(logging.DEBUG):
+        alembic.setLevel(logging.WARNING)
     try:
         await migrate(container)
     except ConfigError as exc:
@@ -85,7 +138,53 @@ def _run(container: Container, work: Callable[[], Awaitable[T]]) -> T:
         async with running(container):
             return await work()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:  # a value resolved on first use (the shared key, say)
+        _fail(str(exc))
+
+
+def _reading(container: Container, work: Callable[[], Awaitable[T]]) -> T:
+    """``_run`` for a command that reads the queue: when the database fails it, one line
+    saying what is wrong and a hint that is true for it (``_diagnosis``)."""
+
+    async def guarded() -> T:
+        try:
+            return await work()
+        except Exception:  # the driver's own error: diagnosed below, or raised again
+            problem = await _diagnosis(container)
+            if problem is None:
+                raise
+            _fail(problem)
+
+    return _run(container, guarded)
+
+
+async def _diagnosis(container: Container) -> str | None:
+    """Why the queue's database cannot serve a command, asked of the database itself (not
+    read from a driver's message): it does not answer, or its schema is missing or behind.
+    None when neither: the command's failure is then not the database's."""
+    from workerfacing_api.core.errors import DomainError
+
+    name = _database_name(container)
+    try:
+        revision = await container.database().schema_revision()
+    except Exception as exc:  # unreachable, refused, no such database, unreadable file
+        detail = (
+            exc.detail if isinstance(exc, DomainError) else str(exc) or repr(exc)
+        ).splitlines()[0]
+        where = (
+            "the path and that the file is readable"
+            if _sqlite_file(container) is not None
+            else "the host, port, database and user, and that the server runs"
+        )
+        return f"QUEUE_DB_URL: cannot use the database {name} ({detail}); check {where}"
+    if revision is None:
+        return (
+            f"QUEUE_DB_URL: the database {name} has no tables yet; run: workerfacing-api db upgrade"
+        )
+    problem = await container.health().not_ready()  # a schema behind the code's (says so)
+    return None if problem is None else f"QUEUE_DB_URL: {name}: {problem}"
 
 
 def _check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
@@ -147,7 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "access_log": False,  # the app writes its own access line, without the query string
         "log_config": None,
         # X-Forwarded-For and -Proto only from TRUSTED_PROXIES (uvicorn rewrites the client's
-        # address and scheme then): the address is a part of a worker's node (DESIGN §3), and
+        # address and scheme then): the address is a part of a worker's node (ARCHITECTURE §3), and
         # anyone could claim another's otherwise.
         "proxy_headers": bool(trusted_proxies(settings)),
         "forwarded_allow_ips": trusted_proxies(settings),
@@ -190,6 +289,17 @@ def cmd_token(args: argparse.Namespace) -> None:
     if not args.username.strip():
         _fail("--username must not be empty")
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    from workerfacing_api.container import identity_key_file
+
+    key_file = identity_key_file(settings)
+    if not args.init and not key_file.exists():
+        # A new key here would sign tokens that no running service accepts ("Signature
+        # verification failed"): the key is `serve`'s, made when it first starts.
+        _fail(
+            f"no identity key in {key_file.parent} (LOCAL_STATE_DIR), so no `serve` uses this "
+            "folder: run token where serve runs, set LOCAL_STATE_DIR to serve's, or create "
+            "the key with: workerfacing-api token --init"
+        )
     container = _container(settings)
     issuer = container.local_issuer()
     ttl = timedelta(seconds=args.ttl)
@@ -198,23 +308,29 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 def cmd_db(args: argparse.Namespace) -> None:
     settings = _settings()
-    container = _container(settings)
     _configure_logging(settings, "WARNING")
     if args.action == "upgrade":
+        container = _container(settings)
         asyncio.run(_migrate(container))
         print(f"database {_database_name(container)} is up to date")
+        return
+    container = _reading_container(settings)
+    _refuse_missing_database(container, missing_file_ok=True)
+    if (database := _sqlite_file(container)) is not None and not database.exists():
+        revision = None  # opening it would create it
     else:
         revision = _run(container, lambda: _current(container))
-        print(revision or "no schema yet (run: workerfacing-api db upgrade)")
+    print(revision or "no schema yet (run: workerfacing-api db upgrade)")
 
 
 async def _current(container: Container) -> str | None:
-    from workerfacing_api.core.errors import Unavailable
-
     try:
         return await container.database().schema_revision()
-    except Unavailable as exc:
-        _fail(f"QUEUE_DB_URL: cannot use the database {_database_name(container)} ({exc.detail})")
+    except Exception:  # why, in one line (the schema's absence is not an error here)
+        problem = await _diagnosis(container)
+        if problem is None:
+            raise
+        _fail(problem)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -248,9 +364,11 @@ async def _sweep(container: Container, *, once: bool, interval: float) -> None:
 
 def cmd_jobs(args: argparse.Namespace) -> None:
     settings = _settings()
-    container = _container(settings)
+    # `retry` changes jobs and tells the upstream (with the shared key): the whole container.
+    container = _container(settings) if args.action == "retry" else _reading_container(settings)
     _configure_logging(settings, "WARNING")
-    _run(container, lambda: _jobs(container, args))
+    _refuse_missing_database(container)
+    _reading(container, lambda: _jobs(container, args))
 
 
 def _age(seconds: float | None) -> str:
@@ -264,103 +382,92 @@ def _age(seconds: float | None) -> str:
 
 
 async def _jobs(container: Container, args: argparse.Namespace) -> None:
-    from workerfacing_api.core.errors import Unavailable
-
     now = container.clock().now()
-    try:
-        if args.action == "stats":
-            stats = await container.queue().stats(now)
-            seen = await _seen_workers(container)
-            if args.json:
-                document = msgspec.to_builtins(stats)
-                document["workers"] = {
-                    "seen": len(seen),
-                    "window_seconds": container.settings().worker_seen_window,
-                    "set_aside": {
-                        w.name: w.aside_until.isoformat()
-                        for w in seen
-                        if w.aside_until is not None and w.aside(now)
-                    },
-                }
-                print(msgspec.json.encode(document).decode())
-                return
-            aside = [w for w in seen if w.aside(now)]
-            print(
-                f"worker nodes seen in the last "
-                f"{duration(container.settings().worker_seen_window)}: "
-                f"{len(seen)}, busy {sum(1 for w in seen if w.active_jobs)}, set aside "
-                + (
-                    ", ".join(
-                        f"node {w.name} of {w.account} (until {_time(w.aside_until)})"
-                        for w in aside
-                    )
-                    if aside
-                    else "none"
+    if args.action == "stats":
+        stats = await container.queue().stats(now)
+        seen = await _seen_workers(container)
+        if args.json:
+            document = msgspec.to_builtins(stats)
+            document["workers"] = {
+                "seen": len(seen),
+                "window_seconds": container.settings().worker_seen_window,
+                "set_aside": {
+                    w.name: w.aside_until.isoformat()
+                    for w in seen
+                    if w.aside_until is not None and w.aside(now)
+                },
+            }
+            print(msgspec.json.encode(document).decode())
+            return
+        aside = [w for w in seen if w.aside(now)]
+        print(
+            f"worker nodes seen in the last "
+            f"{duration(container.settings().worker_seen_window)}: "
+            f"{len(seen)}, busy {sum(1 for w in seen if w.active_jobs)}, set aside "
+            + (
+                ", ".join(
+                    f"node {w.name} of {w.account} (until {_time(w.aside_until)})" for w in aside
                 )
+                if aside
+                else "none"
             )
-            print("jobs by state: " + ", ".join(f"{s} {n}" for s, n in stats.by_status.items()))
-            print(
-                f"oldest queued job: {_age(stats.oldest_queued_age)}"
-                + (f" (id {stats.oldest_queued_id})" if stats.oldest_queued_id else "")
-            )
-            print(
-                f"undelivered status events: {stats.outbox_backlog}, "
-                f"oldest {_age(stats.oldest_event_age)}"
-            )
-            return
-        if args.action == "retry":
-            await _retry(container, args.ids)
-            return
-        if args.action == "why":
-            await _why(container, args.id, meta=args.meta, as_json=args.json)
-            return
-        job = await container.queue().get(args.id)
-        if job is None:
-            _fail(f"job {args.id} does not exist")
-        attempts = await container.dashboard_reads().attempts_of(job.id)
-        events = await container.dashboard_reads().pending_events_of(job.id)
-        view = {
-            "id": job.id,
-            "meta.job_id": job.upstream_id,
-            "status": job.status.value,
-            "worker": job.worker,
-            "attempt": job.attempt,
-            "num_retries": job.num_retries,
-            "environment": job.environment.value if job.environment else None,
-            "group": job.group,
-            "priority": job.priority,
-            "created_at": job.created_at.isoformat(),
-            "last_heartbeat_at": job.last_heartbeat_at.isoformat()
-            if job.last_heartbeat_at
-            else None,
-            "runtime_details": job.runtime_details,
-            "attempts": [
-                {
-                    "attempt": a.attempt,
-                    "worker": a.worker,
-                    "pulled_at": a.pulled_at.isoformat(),
-                    "ended_at": a.ended_at.isoformat() if a.ended_at else None,
-                    "outcome": a.outcome.value if a.outcome else None,
-                }
-                for a in attempts
-            ],
-            "undelivered_events": [
-                {
-                    "status": e.status.value,
-                    "created_at": e.created_at.isoformat(),
-                    "tries": e.attempts,
-                }
-                for e in events
-            ],
-            "paths_upload": msgspec.to_builtins(job.paths_upload),
-            "job": msgspec.json.decode(job.spec),
-        }
-        print(msgspec.json.format(msgspec.json.encode(view), indent=2).decode())
-    except Unavailable as exc:
-        _fail(
-            f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]}); "
-            "run: workerfacing-api db upgrade"
         )
+        print("jobs by state: " + ", ".join(f"{s} {n}" for s, n in stats.by_status.items()))
+        print(
+            f"oldest queued job: {_age(stats.oldest_queued_age)}"
+            + (f" (id {stats.oldest_queued_id})" if stats.oldest_queued_id else "")
+        )
+        print(
+            f"undelivered status events: {stats.outbox_backlog}, "
+            f"oldest {_age(stats.oldest_event_age)}"
+        )
+        return
+    if args.action == "retry":
+        await _retry(container, args.ids)
+        return
+    if args.action == "why":
+        await _why(container, args.id, meta=args.meta, as_json=args.json)
+        return
+    job = await container.queue().get(args.id)
+    if job is None:
+        _fail(f"job {args.id} does not exist")
+    attempts = await container.dashboard_reads().attempts_of(job.id)
+    events = await container.dashboard_reads().pending_events_of(job.id)
+    view = {
+        "id": job.id,
+        "meta.job_id": job.upstream_id,
+        "status": job.status.value,
+        "worker": job.worker,
+        "attempt": job.attempt,
+        "num_retries": job.num_retries,
+        "environment": job.environment.value if job.environment else None,
+        "group": job.group,
+        "priority": job.priority,
+        "created_at": job.created_at.isoformat(),
+        "last_heartbeat_at": job.last_heartbeat_at.isoformat() if job.last_heartbeat_at else None,
+        "runtime_details": job.runtime_details,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "worker": a.worker,
+                "pulled_at": a.pulled_at.isoformat(),
+                "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+                "outcome": a.outcome.value if a.outcome else None,
+            }
+            for a in attempts
+        ],
+        "undelivered_events": [
+            {
+                "status": e.status.value,
+                "created_at": e.created_at.isoformat(),
+                "tries": e.attempts,
+            }
+            for e in events
+        ],
+        "paths_upload": msgspec.to_builtins(job.paths_upload),
+        "job": msgspec.json.decode(job.spec),
+    }
+    print(msgspec.json.format(msgspec.json.encode(view), indent=2).decode())
 
 
 def _time(value: datetime | None) -> str:
@@ -414,39 +521,35 @@ async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) 
 
 def cmd_workers(args: argparse.Namespace) -> None:
     settings = _settings()
-    container = _container(settings)
+    container = _reading_container(settings)
     _configure_logging(settings, "WARNING")
+    _refuse_missing_database(container)
     try:
-        _run(container, lambda: _workers(container, args))
+        _reading(container, lambda: _workers(container, args))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
 
 async def _workers(container: Container, args: argparse.Namespace) -> None:
-    from workerfacing_api.core.errors import Unavailable
-
     now = container.clock().now()
     fleet = container.fleet()
-    try:
-        if args.action == "release":
-            released = await fleet.release(args.name, now)
-            if released is None:
-                _fail(
-                    f"no node or account named {args.name!r} has ever pulled here "
-                    "(`workerfacing-api workers --all` lists them)"
-                )
-            for node, done in released.items():
-                print(
-                    f"node {node}: released; it gets jobs again"
-                    if done
-                    else f"node {node} is not set aside; nothing to do"
-                )
-            return
-        window = timedelta(seconds=container.settings().worker_seen_window)
-        records = await fleet.workers(None if args.all else now - window)
-        outcomes = {w.name: await fleet.recent_outcomes(w.name, now, 10) for w in records}
-    except Unavailable as exc:
-        _fail(f"QUEUE_DB_URL: cannot read the queue ({exc.detail.splitlines()[0]})")
+    if args.action == "release":
+        released = await fleet.release(args.name, now)
+        if released is None:
+            _fail(
+                f"no node or account named {args.name!r} has ever pulled here "
+                "(`workerfacing-api workers --all` lists them)"
+            )
+        for node, done in released.items():
+            print(
+                f"node {node}: released; it gets jobs again"
+                if done
+                else f"node {node} is not set aside; nothing to do"
+            )
+        return
+    window = timedelta(seconds=container.settings().worker_seen_window)
+    records = await fleet.workers(None if args.all else now - window)
+    outcomes = {w.name: await fleet.recent_outcomes(w.name, now, 10) for w in records}
     if args.json:
         print(
             msgspec.json.encode([_worker_view(w, outcomes[w.name], now) for w in records]).decode()
@@ -465,7 +568,7 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         view = _worker_view(w, outcomes[w.name], now)
         p = w.profile
         gpu = f"{p.gpu_model or 'no GPU'}" + (
-            f" ({p.gpu_archi}, {p.gpu_mem} MiB)" if p.gpu_model or p.gpu_mem else ""
+            f" ({p.gpu_archi}, {_mib(p.gpu_mem)})" if p.gpu_model or p.gpu_mem else ""
         )
         standing = (
             f"SET ASIDE until {_time(w.aside_until)} ({w.aside_reason})" if w.aside(now) else "ok"
@@ -474,12 +577,18 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
         instance = f"instance {p.instance}" if p.instance is not None else "no instance id"
         print(
             f"  node {w.name}  {where}, {instance}  {p.environment.value}  last seen "
-            f"{_age(view['last_seen_seconds_ago'])} ago  {p.cpu_cores} cores, {p.memory} MiB, {gpu}"
+            f"{_age(view['last_seen_seconds_ago'])} ago  {p.cpu_cores} cores, "
+            f"{_mib(p.memory)}, {gpu}"
         )
         print(
             f"    jobs now: {', '.join(map(str, w.active_jobs)) or 'none'}; recent: "
             f"{view['recent'] or 'none'}; strikes {w.strikes}; {standing}"
         )
+
+
+def _mib(value: int) -> str:
+    """``64 000 MiB``: digits grouped in threes by thin spaces, as the dashboard shows them."""
+    return f"{value:,} MiB".replace(",", "\u2009")
 
 
 def _worker_view(w: WorkerRecord, recent: list[AttemptOutcome], now: datetime) -> dict[str, Any]:
@@ -528,6 +637,19 @@ def _processes(value: str) -> int:
     return int(value)
 
 
+def _queue_id(value: str) -> int:
+    """A queue id, as a number or as the path a Location header names (``/jobs/5/status``,
+    also as a whole URL): what POST /_jobs answers can be pasted as it is."""
+    path = value.strip().split("?", 1)[0].rstrip("/")
+    if "/jobs/" in path:
+        path = path.rsplit("/jobs/", 1)[1].removesuffix("/status")
+    if not path.isdigit() or not path.isascii():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a queue id (a number, or /jobs/ID/status as in a Location header)"
+        )
+    return int(path)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
@@ -553,12 +675,20 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     token = commands.add_parser("token", help="print a bearer token from the local issuer")
-    token.add_argument("--username", required=True, help="the worker's name")
+    token.add_argument(
+        "--username", required=True, help="user name of the worker or operator the token is for"
+    )
     token.add_argument(
         "--groups", default="workers", help="comma-separated groups (default: workers)"
     )
     token.add_argument(
         "--ttl", type=_positive, default=30 * 24 * 3600, help="lifetime in seconds (30 days)"
+    )
+    token.add_argument(
+        "--init",
+        action="store_true",
+        help="create the identity key in LOCAL_STATE_DIR if there is none yet (else `serve` "
+        "does, when it first starts)",
     )
     token.set_defaults(run=cmd_token)
 
@@ -576,7 +706,11 @@ def parser() -> argparse.ArgumentParser:
     stats = views.add_parser("stats", help="jobs per state, oldest queued job, outbox backlog")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     show = views.add_parser("show", help="one job in full")
-    show.add_argument("id", type=int, help="queue id")
+    show.add_argument(
+        "id",
+        type=_queue_id,
+        help="queue id: a number, or the path of POST /_jobs's Location header (/jobs/ID/status)",
+    )
     retry = views.add_parser("retry", help="put failed jobs back in the queue (start over)")
     retry.add_argument("ids", type=int, nargs="+", metavar="ID", help="queue ids")
     why = views.add_parser("why", help="why a job waits")
@@ -586,11 +720,16 @@ def parser() -> argparse.ArgumentParser:
     jobs.set_defaults(run=cmd_jobs)
 
     workers = commands.add_parser(
-        "workers", help="the worker nodes seen, by account, and setting them aside"
+        "workers",
+        help="the worker nodes seen, by account, and setting them aside",
+        # argparse would show the optional ACTION as required.
+        usage="%(prog)s [-h] [--all] [--json] [ACTION ...]",
     )
     workers.add_argument("--all", action="store_true", help="every node ever seen")
     workers.add_argument("--json", action="store_true", help="print a JSON list")
-    worker_actions = workers.add_subparsers(dest="action", metavar="ACTION")
+    worker_actions = workers.add_subparsers(
+        dest="action", metavar="ACTION", help="optional; without one, list the nodes"
+    )
     release = worker_actions.add_parser(
         "release", help="end the cool-off of a node, or of every node of an account, now"
     )

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import jwt
 
 from workerfacing_api.adapters.identity.claims import identity_from_claims
@@ -151,6 +150,8 @@ class CognitoVerifier:
         await asyncio.shield(self._fetching)
 
     async def _fetch(self) -> None:
+        import aiohttp  # here: a command that verifies no token never pays for importing it
+
         self._last_fetch = self._monotonic()
         try:
             timeout = aiohttp.ClientTimeout(total=self._fetch_timeout)

@@ -1,5 +1,5 @@
 """The ``StoreHealth`` port on a SQL database: whether it answers with the schema this code
-needs (readiness, DESIGN §7), and the connections this process holds to it (``/metrics``)."""
+needs (readiness, ARCHITECTURE §7), and the connections this process holds to it (``/metrics``)."""
 
 from __future__ import annotations
 

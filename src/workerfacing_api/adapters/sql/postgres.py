@@ -30,8 +30,8 @@ from workerfacing_api.core.errors import Unavailable
 T = TypeVar("T")
 
 # How PostgreSQL plans this service's statements, set on each of its connections. Measured side
-# by side (docs/PERFORMANCE.md, issue 17), these keep about a quarter of the job cycles per
-# second: without them PostgreSQL spent 2.3 ms of CPU per cycle, with them 1.4 ms.
+# by side (docs/PERFORMANCE.md, "One adapter per port"), these keep about a quarter of the job
+# cycles per second: without them PostgreSQL spent 2.3 ms of CPU per cycle, with them 1.4 ms.
 PLANNER_SETTINGS = {
     # Plan each statement once per connection, not at every execution: planning costs
     # PostgreSQL more than running these statements, and with the default ("auto") it went on

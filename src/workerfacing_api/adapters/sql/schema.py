@@ -239,7 +239,7 @@ nodes = Table(
     "nodes",
     metadata,
     Column("node", String(16), primary_key=True, comment="core.model.node_id"),
-    # What tells an account's machines apart (DESIGN §3).
+    # What tells an account's machines apart (ARCHITECTURE §3).
     Column("account", _Name, nullable=False, comment="the worker's user name"),
     Column("address", _Name, nullable=False, comment="client address of its pulls ('': unknown)"),
     Column("instance", _Name, comment="the instance id it sends, if any"),

@@ -1,7 +1,7 @@
 """Litestar's ``Store`` on the queue's database: where the operators' dashboard keeps its
-sessions (DESIGN §7), in table ``ui_sessions``. Litestar's server-side session middleware reads a
-session here when a request brings its cookie, writes it when an answer has one, and deletes it
-when the operator signs out; every API process reads the same rows and keeps no copy, so signing
+sessions (ARCHITECTURE §7), in table ``ui_sessions``. Litestar's server-side session middleware
+reads a session here when a request brings its cookie, writes it when an answer has one, and deletes
+it when the operator signs out; every API process reads the same rows and keeps no copy, so signing
 out in one process ends the session in all of them.
 
 Time is the container's clock (expiry is decided in the statements, against ``now``); values are

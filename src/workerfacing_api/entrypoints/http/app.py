@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Router
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityRequirement
+from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
 from workerfacing_api import __version__
@@ -30,7 +33,14 @@ from workerfacing_api.entrypoints.http.access import Observe, RequestLog, note_r
 from workerfacing_api.entrypoints.http.auth import internal_only, operators_only, workers_only
 from workerfacing_api.entrypoints.http.errors import EXCEPTION_HANDLERS
 from workerfacing_api.entrypoints.http.head import HeadAsGet
-from workerfacing_api.entrypoints.http.openapi import ExactJsonRenderPlugin
+from workerfacing_api.entrypoints.http.openapi import (
+    BEARER,
+    DASHBOARD_SESSION,
+    INTERNAL_KEY,
+    ExactJsonRenderPlugin,
+    ExactSwaggerRenderPlugin,
+    security_schemes,
+)
 from workerfacing_api.entrypoints.http.routes import (
     INTERNAL_ROUTES,
     OPERATOR_ROUTES,
@@ -38,11 +48,11 @@ from workerfacing_api.entrypoints.http.routes import (
     WORKER_ROUTES,
 )
 from workerfacing_api.entrypoints.http.routing import FileIdPaths
-from workerfacing_api.entrypoints.http.ui import SESSION_STORE, dashboard_routes
+from workerfacing_api.entrypoints.http.ui import COOKIE, SESSION_STORE, dashboard_routes
 
 log = logging.getLogger("workerfacing_api.http")
 
-# On every answer of the API and of the dashboard, errors included (DESIGN §7): the pages load
+# On every answer of the API and of the dashboard, errors included (ARCHITECTURE §7): the pages load
 # scripts, styles and data from this origin only, and no inline script or style (ui/ has none);
 # no other page may frame them (clickjacking; X-Frame-Options for browsers without CSP); a
 # response is read as the type it says (nosniff); and a link followed to another site does not
@@ -55,14 +65,47 @@ SECURITY_HEADERS = (
 )
 
 
-# The API's documentation page (Swagger UI, Litestar's plugin) loads its script and style from
-# jsDelivr and starts with an inline script: that one page allows those, nothing else.
+# The API's documentation page (Swagger UI, Litestar's plugin) loads its script, style and icon
+# from this service (``DOCS_ASSETS``) and starts with an inline script that holds the document:
+# that one page allows an inline script, and the icons Swagger UI's style sheet holds as data:
+# URLs; nothing else, and nothing from another origin (the page works offline).
 DOCS_PAGES = frozenset({"/docs", "/docs/"})
 DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://cdn.jsdelivr.net; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
 )
+# Swagger UI's files, from the package that ships them (swagger-ui-py's ``static`` folder; found
+# without importing the package, whose own code is for other frameworks).
+DOCS_ASSETS = "/docs/assets"
+
+
+def _swagger_ui_files() -> Path:
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:  # pragma: no cover - a dependency of the project
+        raise RuntimeError("the package swagger-ui-py is missing: run `uv sync`")
+    return Path(spec.origin).parent / "static"
+
+
+def _docs_page() -> ExactSwaggerRenderPlugin:
+    """Swagger UI at /docs, every file it loads served here (no CDN)."""
+    return ExactSwaggerRenderPlugin(
+        path="/",
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+        style="",  # Litestar's default is an inline <style>, which the page's policy refuses
+    )
+
+
+# Who may call each group of routes, as the document tells it (the guards enforce it). The
+# dashboard's data also answers the key and an operator's token; they are listed before the
+# browser's cookie (schemathesis judges a request by the first alternative it carries, and takes
+# a cookie it made up beside a valid key for a bypass).
+WORKERS: list[SecurityRequirement] = [{BEARER: []}]
+INTERNAL: list[SecurityRequirement] = [{INTERNAL_KEY: []}]
+OPERATORS: list[SecurityRequirement] = [{INTERNAL_KEY: []}, {BEARER: []}]
+DASHBOARD: list[SecurityRequirement] = [*OPERATORS, {DASHBOARD_SESSION: []}]
 
 
 def _one_charset(content_type: str) -> str:
@@ -170,10 +213,28 @@ def create_app(
     app = Litestar(
         route_handlers=[
             Router("/", route_handlers=PUBLIC_ROUTES),
-            Router("/", route_handlers=WORKER_ROUTES, guards=[workers_only(container.access)]),
-            Router("/", route_handlers=INTERNAL_ROUTES, guards=[internal_only(container.access)]),
-            Router("/", route_handlers=OPERATOR_ROUTES, guards=[operators_only(container.access)]),
-            *dashboard_routes(),
+            Router(
+                "/",
+                route_handlers=WORKER_ROUTES,
+                guards=[workers_only(container.access)],
+                security=WORKERS,
+            ),
+            Router(
+                "/",
+                route_handlers=INTERNAL_ROUTES,
+                guards=[internal_only(container.access)],
+                security=INTERNAL,
+            ),
+            Router(
+                "/",
+                route_handlers=OPERATOR_ROUTES,
+                guards=[operators_only(container.access)],
+                security=OPERATORS,
+            ),
+            Router("/", route_handlers=dashboard_routes(), security=DASHBOARD),
+            create_static_files_router(
+                DOCS_ASSETS, directories=[_swagger_ui_files()], name="swagger_ui_assets"
+            ),
         ],
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -182,7 +243,8 @@ def create_app(
             title="DECODE OpenCloud worker-facing API",
             version=__version__,
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/"), ExactJsonRenderPlugin()],
+            render_plugins=[_docs_page(), ExactJsonRenderPlugin()],
+            components=Components(security_schemes=security_schemes(COOKIE)),
         ),
         logging_config=None,
         debug=False,

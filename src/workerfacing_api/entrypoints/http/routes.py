@@ -1,4 +1,4 @@
-"""The HTTP endpoints (DESIGN §4): thin handlers that decode input, call one core service and
+"""The HTTP endpoints (ARCHITECTURE §4): thin handlers that decode input, call one core service and
 encode its answer. Paths, parameter names and shapes are those the DECODE clients use.
 
 The handlers take the core services they use as Litestar dependencies of those names, which
@@ -19,8 +19,8 @@ from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ClientException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import (
-    FromPath,
     HeaderParameter,
     JSONBody,
     PathParameter,
@@ -70,7 +70,7 @@ from workerfacing_api.entrypoints.http.errors import (
     nested_submission,
 )
 from workerfacing_api.entrypoints.http.multipart import MultipartFile, until_hang_up
-from workerfacing_api.entrypoints.http.openapi import exact
+from workerfacing_api.entrypoints.http.openapi import BEARER, exact
 from workerfacing_api.entrypoints.http.routing import FILE_ID_KEY, ORIGINAL_PATH_KEY
 from workerfacing_api.entrypoints.logs import set_worker
 
@@ -121,8 +121,14 @@ def caller(request: AnyRequest) -> Identity:
 # Query numbers stop at 2**53: the OpenAPI document writes bounds as floats, and above 2**53 a
 # float is not the integer it names (no machine has that many MiB or cores anyway).
 QUERY_MAX = 2**53
-NonNegativeInt = Annotated[int, QueryParameter(ge=0, le=QUERY_MAX)]
-MaybeText = Annotated[str | None, QueryParameter()]
+# The queue's id of a job (the key of a pull's answer; not the user-facing API's meta.job_id).
+QueueId = Annotated[
+    int,
+    PathParameter(
+        description="the job's queue id, as the pull that handed it out names it (an integer; "
+        "not meta.job_id)"
+    ),
+]
 # A name the queue matches on and stores (a GPU model or architecture, a group): the bounds of
 # ``core.model.Name``, so that a pull accepts exactly the names a submission may hold.
 NAME_BOUNDS = {"maxLength": NAME_MAX, "pattern": NO_CONTROL_CHARACTERS}
@@ -131,9 +137,7 @@ INSTANCE_HELP = (
     "fleet health judges each node apart; fetchers of one account, address and hardware without "
     "one are one node"
 )
-MaybeName = Annotated[
-    str | None, QueryParameter(max_length=NAME_MAX, pattern=NO_CONTROL_CHARACTERS)
-]
+NAME_HELP = f"at most {NAME_MAX} characters, no control characters"
 FileTypeParam = Annotated[
     str,
     QueryParameter(
@@ -143,7 +147,18 @@ FileTypeParam = Annotated[
     ),
 ]
 BasePath = Annotated[
-    str, QueryParameter(description="folder below the job's upload folder, relative, no '..'")
+    str,
+    QueryParameter(
+        description="a folder (not a file name) below the job's upload folder of this type, "
+        "relative, no '..'; the file keeps its own name inside it (default: the folder itself)"
+    ),
+]
+FileIdPath = Annotated[
+    str,
+    PathParameter(
+        description="a value of the job's `files_down`, unencoded: `s3://bucket/key` or an "
+        "absolute path under the data root (so the path holds `//`)"
+    ),
 ]
 WORKER_STATUSES_DOC = sorted(s.value for s in WORKER_STATUSES)
 
@@ -154,21 +169,57 @@ class Problem(msgspec.Struct):
     detail: str
 
 
+# Each error answer a route may give: what it means, and an answer of that kind as the service
+# words it.
 _ERRORS = {
-    400: "The request cannot be served this way (e.g. a direct transfer on S3 storage)",
-    401: "No valid bearer token (or shared key, or link signature)",
-    403: "Not in group 'workers', or a path outside the data root or bucket",
-    404: "Unknown, not the caller's (any more), or cancelled: the worker stops",
-    409: "The job already ended in the other final state",
-    413: "The upload is larger than MAX_UPLOAD_BYTES",
-    422: "A parameter or the body is not acceptable; the detail names it",
-    503: "The queue's database cannot be reached right now; retry (see Retry-After)",
+    400: (
+        "The request cannot be served this way (e.g. a direct transfer on S3 storage)",
+        "direct upload is only available with local storage; upload to the URL from "
+        "POST /jobs/{id}/files/url instead",
+    ),
+    401: (
+        "No valid bearer token (or shared key, or link signature)",
+        "missing bearer token: send 'Authorization: Bearer <token>'",
+    ),
+    403: (
+        "Not in group 'workers', or a path outside the data root or bucket",
+        "user 'gpu-box-1' is not in group 'workers'",
+    ),
+    404: (
+        "Unknown, not the caller's (any more), or cancelled: the worker stops",
+        "job 17 not found among the jobs assigned to you",
+    ),
+    409: (
+        "The job already ended in the other final state",
+        "job 17 already ended as 'finished'; it cannot become 'error'",
+    ),
+    413: (
+        "The upload is larger than MAX_UPLOAD_BYTES",
+        "upload exceeds the limit of 10737418240 bytes (MAX_UPLOAD_BYTES)",
+    ),
+    422: (
+        "A parameter or the body is not acceptable; the detail names it",
+        "status 'done' cannot be set by a worker; use one of: error, finished, postprocessing, "
+        "preprocessing, running",
+    ),
+    503: (
+        "The queue's database cannot be reached right now; retry (see Retry-After)",
+        "lost the connection to the queue's database (connection refused); retry",
+    ),
 }
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error answers a route gives, each ``{"detail": "..."}``."""
-    return {code: ResponseSpec(data_container=Problem, description=_ERRORS[code]) for code in codes}
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            description=_ERRORS[code][0],
+            generate_examples=False,
+            examples=[Example(summary=f"A {code} answer", value={"detail": _ERRORS[code][1]})],
+        )
+        for code in codes
+    }
 
 
 @get("/", operation_id="welcome", summary="Welcome message")
@@ -203,30 +254,71 @@ async def access_info(settings: SkipValidation[Settings]) -> AccessInfo:
         200: ResponseSpec(
             data_container=dict[str, JobSpecs],
             description="Queue id → job, as submitted; empty when nothing fits",
+            generate_examples=False,  # openapi.exact shows a real one
         ),
     },
 )
 async def pull_jobs(
     request: AnyRequest,
     jobs: Jobs,
-    memory: NonNegativeInt,
-    cpu_cores: NonNegativeInt = 1,
-    gpu_mem: NonNegativeInt = 0,
+    memory: Annotated[
+        int,
+        QueryParameter(
+            ge=0,
+            le=QUERY_MAX,
+            description="the worker's free memory in MiB (0 or more): a job that asks for more "
+            "is not handed out",
+        ),
+    ],
+    cpu_cores: Annotated[
+        int,
+        QueryParameter(
+            ge=0,
+            le=QUERY_MAX,
+            description="the worker's CPU cores (0 or more): a job that asks for more is not "
+            "handed out",
+        ),
+    ] = 1,
+    gpu_mem: Annotated[
+        int,
+        QueryParameter(
+            ge=0,
+            le=QUERY_MAX,
+            description="the worker's GPU memory in MiB (0 or more; 0: no GPU)",
+        ),
+    ] = 0,
     gpu_memory: Annotated[
         int | None,
         QueryParameter(
             ge=0,
             le=QUERY_MAX,
-            description="alias of gpu_mem",
+            description="the worker's GPU memory in MiB, alias of gpu_mem (the DECODE worker "
+            "sends this one); wins over gpu_mem when both are sent",
             schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
         ),
     ] = None,
-    gpu_model: MaybeName = None,
-    gpu_archi: MaybeName = None,
+    gpu_model: Annotated[
+        str | None,
+        QueryParameter(
+            max_length=NAME_MAX,
+            pattern=NO_CONTROL_CHARACTERS,
+            description="the worker's GPU model (e.g. 'NVIDIA A100'), matched exactly against "
+            f"a job's hardware.gpu_model; {NAME_HELP}",
+        ),
+    ] = None,
+    gpu_archi: Annotated[
+        str | None,
+        QueryParameter(
+            max_length=NAME_MAX,
+            pattern=NO_CONTROL_CHARACTERS,
+            description="the worker's GPU architecture (e.g. 'sm_80'), matched exactly against "
+            f"a job's hardware.gpu_archi; {NAME_HELP}",
+        ),
+    ] = None,
     groups: Annotated[
         tuple[Name, ...],
         QueryParameter(
-            description="preferred groups",
+            description=f"preferred job groups, repeatable (groups=a&groups=b); {NAME_HELP} each",
             # Litestar validates each item as a Name but leaves its bounds out of the document.
             schema_extra={"items": {"type": "string", **NAME_BOUNDS}},
         ),
@@ -236,10 +328,20 @@ async def pull_jobs(
         QueryParameter(
             ge=1,
             le=QUERY_MAX,
-            description=f"jobs wanted; at most {MAX_PULL_LIMIT} are handed out per call",
+            description=f"how many jobs the worker wants, 1 or more; at most {MAX_PULL_LIMIT} "
+            "are handed out per call",
         ),
     ] = 1,
-    older_than: Annotated[float, QueryParameter(ge=0, le=10**9)] = 0.0,
+    older_than: Annotated[
+        float,
+        QueryParameter(
+            ge=0,
+            le=10**9,
+            description="seconds (0 to 10^9): a job submitted for any environment is handed "
+            "to this worker only once it waited this long (its preferred kind of worker gets "
+            "it first)",
+        ),
+    ] = 0.0,
     worker_instance: Annotated[
         str | None,
         QueryParameter(
@@ -289,7 +391,7 @@ async def pull_jobs(
         **errors(401, 403, 404, 503),
     },
 )
-async def get_job_status(jobs: Jobs, job_id: FromPath[int]) -> Response[bytes]:
+async def get_job_status(jobs: Jobs, job_id: QueueId) -> Response[bytes]:
     status = await jobs.status_of(job_id)
     return Response(msgspec.json.encode(status.value), media_type=JSON)
 
@@ -304,7 +406,7 @@ async def get_job_status(jobs: Jobs, job_id: FromPath[int]) -> Response[bytes]:
 async def put_job_status(
     request: AnyRequest,
     jobs: Jobs,
-    job_id: FromPath[int],
+    job_id: QueueId,
     status: Annotated[
         str,
         QueryParameter(
@@ -312,7 +414,13 @@ async def put_job_status(
             enum=WORKER_STATUSES_DOC,
         ),
     ],
-    runtime_details: MaybeText = None,
+    runtime_details: Annotated[
+        str | None,
+        QueryParameter(
+            description="free text for the user, e.g. the last 1 000 characters of the logs "
+            "with status=error; a longer text keeps its end (at most 16 384 characters)"
+        ),
+    ] = None,
 ) -> None:
     await jobs.update_status(job_id, caller(request).username, status, runtime_details)
 
@@ -342,7 +450,7 @@ async def get_upload_url(
     request: AnyRequest,
     files: Files,
     signer: Signer,
-    job_id: FromPath[int],
+    job_id: QueueId,
     file_type: FileTypeParam,
     base_path: BasePath = "",
 ) -> PresignedRequest:
@@ -363,7 +471,7 @@ async def get_upload_url(
 # --- signed links (local storage) --------------------------------------------------------------
 
 # The query of the links ``get_upload_url`` and ``get_download_url`` hand out, as
-# ``adapters.signing`` writes it: each of these parameters once, and nothing else (DESIGN §4).
+# ``adapters.signing`` writes it: each of these parameters once, and nothing else (ARCHITECTURE §4).
 SIGNATURE, EXPIRES = "signature", "expires"
 UPLOAD_LINK = frozenset({"type", "base_path", "worker", "attempt", EXPIRES, SIGNATURE})
 DOWNLOAD_LINK = frozenset({"worker", EXPIRES, SIGNATURE})
@@ -390,11 +498,11 @@ def _link_query(connection: AnyConnection, link: str, signed: frozenset[str]) ->
     parameters ``signed`` exactly; else 401 naming what is wrong.
 
     The signature covers one value per name, while the framework, given a name twice, reads the
-    last (issue 20: ``&base_path=b&type=artifact`` appended to an upload link stored the file in
-    another folder of the job). So every occurrence is looked at (the query's multi items), a
-    repeated name is refused, and a handler acts on the mapping returned here, never on the
-    parameters the framework parsed. An added or missing name fails the signature too; here it
-    is named."""
+    last (docs/RELIABILITY.md, finding 2: ``&base_path=b&type=artifact`` appended to an upload link
+    stored the file in another folder of the job). So every occurrence is looked at (the query's
+    multi items), a repeated name is refused, and a handler acts on the mapping returned here, never
+    on the parameters the framework parsed. An added or missing name fails the signature too; here
+    it is named."""
     pairs = [(name, str(value)) for name, value in connection.query_params.multi_items()]
     counts = Counter(name for name, _ in pairs)
     repeated = sorted(name for name, count in counts.items() if count > 1)
@@ -430,6 +538,8 @@ def _link_shape(link: str, signed: frozenset[str]) -> Guard:
     status_code=201,
     request_max_body_size=None,
     guards=[_link_shape("upload", UPLOAD_LINK)],
+    # A worker's token, or none: the signed link's own query (from POST /jobs/{id}/files/url).
+    security=[{BEARER: []}, {}],
     responses=errors(400, 401, 403, 404, 413, 422, 503),
 )
 async def upload_file(
@@ -437,7 +547,7 @@ async def upload_file(
     files: Files,
     signer: Signer,
     access: Gate,
-    job_id: FromPath[int],
+    job_id: QueueId,
     file_type: FileTypeParam,
     base_path: BasePath = "",
 ) -> Stored:
@@ -486,7 +596,12 @@ def _file_id(request: AnyRequest) -> str:
     "or an absolute path (so the path holds `//`).",
     responses=errors(401, 403, 404, 422, 503),
 )
-async def get_download_url(request: AnyRequest, files: Files, signer: Signer) -> PresignedRequest:
+async def get_download_url(
+    request: AnyRequest,
+    files: Files,
+    signer: Signer,
+    file_id: FileIdPath,  # documented; read from the path as FileIdPaths kept it (``_file_id``)
+) -> PresignedRequest:
     worker = caller(request)
     grant = await files.grant_download(worker.username, _file_id(request))
     if grant.presigned is not None:
@@ -501,10 +616,18 @@ async def get_download_url(request: AnyRequest, files: Files, signer: Signer) ->
     operation_id="download_file",
     summary="Download one input file (local storage)",
     guards=[_link_shape("download", DOWNLOAD_LINK)],
+    # A worker's token, or none: the signed link's own query (from GET /files/{id}/url).
+    security=[{BEARER: []}, {}],
     response_headers=[ResponseHeader(name="content-disposition", documentation_only=True)],
     responses=errors(400, 401, 403, 404, 422, 503),
 )
-async def download_file(request: AnyRequest, files: Files, signer: Signer, access: Gate) -> File:
+async def download_file(
+    request: AnyRequest,
+    files: Files,
+    signer: Signer,
+    access: Gate,
+    file_id: FileIdPath,  # documented; read from the path as FileIdPaths kept it (``_file_id``)
+) -> File:
     file_id = _file_id(request)
     if _presents_link(request):
         link = _link_query(request, "download", DOWNLOAD_LINK)
@@ -533,7 +656,12 @@ async def download_file(request: AnyRequest, files: Files, signer: Signer, acces
         UnicodeDecodeError: invalid_encoding_of_submission,
     },
     responses={
-        201: ResponseSpec(data_container=SubmittedJob, description="The queued job"),
+        201: ResponseSpec(
+            data_container=SubmittedJob,
+            description="The queued job, echoed as the user-facing API expects; header "
+            "Location names it by its queue id",
+            generate_examples=False,  # openapi.exact shows a real one
+        ),
         **errors(401, 422, 503),
     },
 )
@@ -554,7 +682,12 @@ async def submit_job(
         "priority": data.priority,  # as sent: null stays null (it means the default)
         "paths_upload": data.paths_upload,
     }
-    return Response(msgspec.json.encode(echo), media_type=JSON, status_code=201)
+    return Response(
+        msgspec.json.encode(echo),
+        media_type=JSON,
+        status_code=201,
+        headers={"location": f"/jobs/{job.id}/status"},
+    )
 
 
 def _meta_job_id(text: str) -> int:
@@ -611,7 +744,17 @@ async def health_live() -> Health:
     "revision (for a load balancer's health check)",
     responses={
         200: ResponseSpec(data_container=Health, description="Ready"),
-        503: ResponseSpec(data_container=Problem, description="Not ready; the detail says why"),
+        503: ResponseSpec(
+            data_container=Problem,
+            description="Not ready; the detail says why",
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary="A 503 answer",
+                    value={"detail": "the queue's database does not answer: connection refused"},
+                )
+            ],
+        ),
     },
 )
 async def health_ready(probes: SkipValidation[Probes]) -> Response[bytes]:
@@ -636,7 +779,16 @@ async def health_ready(probes: SkipValidation[Probes]) -> Response[bytes]:
             data_container=str, media_type="text/plain", description="Prometheus text format"
         ),
         **errors(401, 403, 503),
-        404: ResponseSpec(data_container=Problem, description="Metrics are off (METRICS=0)"),
+        404: ResponseSpec(
+            data_container=Problem,
+            description="Metrics are off (METRICS=0)",
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary="A 404 answer", value={"detail": "metrics are off here (METRICS=0)"}
+                )
+            ],
+        ),
     },
 )
 async def metrics(probes: SkipValidation[Probes]) -> Response[bytes]:

@@ -1,5 +1,5 @@
-"""The operators' dashboard over HTTP (DESIGN §7): its sign-in and session, its pages and assets,
-and the two JSON reads the page refreshes itself from (``core.overview``).
+"""The operators' dashboard over HTTP (ARCHITECTURE §7): its sign-in and session, its pages and
+assets, and the two JSON reads the page refreshes itself from (``core.overview``).
 
 Sign-in fits a browser: the sign-in page posts a token once (a form body, never a URL), and the
 service keeps a session for it through Litestar's server-side session middleware, in the store

@@ -19,7 +19,7 @@ id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
 
 -- name: fits
 -- Not a statement: the predicate of a pull, in the claims of both dialects and in count_ahead.
--- DESIGN §3's matching: a queued job of the worker's environment, or of none once it has waited
+-- ARCHITECTURE §3's matching: a queued job of the worker's environment, or of none once it has waited
 -- :any_before, whose every requirement the worker meets. Requirements are stored with
 -- "anything" as 0 (numbers) or NULL (names), so that numbers are plain ranges an index serves.
 status = 'queued'
@@ -42,7 +42,7 @@ status = 'queued'
 
 -- name: worker_not_set_aside
 -- Not a statement: in the picks of both dialects' claims.
--- Invariant: a node set aside (nodes.aside_until after :now) gets no job (DESIGN §3: its pulls
+-- Invariant: a node set aside (nodes.aside_until after :now) gets no job (ARCHITECTURE §3: its pulls
 -- answer nothing until its cool-off ends). Checked inside the claim itself, not before it: a
 -- cool-off another process begins, or an operator ends, counts from the next claim on, and the
 -- pull costs no extra round trip. Uncorrelated (it names :node, not the job): the planner
@@ -212,7 +212,7 @@ WHERE job_id = :id AND id {in_acknowledged} {if_changed}
 
 -- name: keepalive_due
 -- Not a statement: whether a worker's update claims its job's keep-alive, in set_reported_status.
--- DESIGN §3: a keep-alive goes upstream when the update records no event, nothing went upstream
+-- ARCHITECTURE §3: a keep-alive goes upstream when the update records no event, nothing went upstream
 -- about the job since :keepalive_before (NULL: none is asked for), and none of the job's events
 -- waits in the outbox, which it must never overtake. The probe of the outbox (one index entry)
 -- runs only when the rest holds: at most once per interval and job while its pings go out.
@@ -244,7 +244,7 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
 
 
 -- name: start_failed_job_over
--- Not a statement: an operator's retry (DESIGN §3): a job that ended in error starts over,
+-- Not a statement: an operator's retry (ARCHITECTURE §3): a job that ended in error starts over,
 -- queued with no worker, no retries used and no worker tried (RETRY_DIFFERENT then lets the
 -- worker it failed on take it again), and :details for the upstream. Only from error: a job that
 -- moved on (cancelled, already retried by someone else) is left alone. Its next pull is a new

@@ -1,6 +1,6 @@
 """Keep-alives forwarded upstream and files stored per job: when a message about a job last went
 upstream and when the upstream last answered it, and a ledger of uploads, so that what a worker
-stored after its user deleted the job can be removed again (DESIGN §3).
+stored after its user deleted the job can be removed again (ARCHITECTURE §3).
 
 Revision ID: 0002
 Revises: 0001

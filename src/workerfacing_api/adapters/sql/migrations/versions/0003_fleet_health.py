@@ -1,5 +1,5 @@
 """Fleet health: the workers seen pulling and their standing (set aside or not), and how each
-attempt ended, as evidence of its worker's health (DESIGN §3).
+attempt ended, as evidence of its worker's health (ARCHITECTURE §3).
 
 Revision ID: 0003
 Revises: 0002

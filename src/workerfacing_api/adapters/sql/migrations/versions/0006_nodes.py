@@ -1,4 +1,4 @@
-"""Fleet health per node (DESIGN §3): the registry's rows become nodes, an account's machines
+"""Fleet health per node (ARCHITECTURE §3): the registry's rows become nodes, an account's machines
 told apart by client address, hardware and instance id; jobs and attempts say which node holds
 or held them; a node's outcomes are read by node.
 

@@ -1,4 +1,4 @@
-"""The operators' dashboard sessions in the queue's database (DESIGN §7): every API process
+"""The operators' dashboard sessions in the queue's database (ARCHITECTURE §7): every API process
 reads the same sessions, so signing out in one ends the session in all of them.
 
 Revision ID: 0007
