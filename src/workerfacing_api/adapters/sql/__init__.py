@@ -4,7 +4,7 @@ the database URLs operators write."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from workerfacing_api.adapters.sql.dashboard import SqlDashboardReads
 from workerfacing_api.adapters.sql.database import Conflict, Database
@@ -23,6 +23,9 @@ from workerfacing_api.adapters.sql.postgres import PostgresDatabase
 from workerfacing_api.adapters.sql.sqlite import SqliteDatabase
 from workerfacing_api.adapters.sql.uploads import SqlUploadLedger
 from workerfacing_api.adapters.sql.workers import SqlWorkerRegistry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

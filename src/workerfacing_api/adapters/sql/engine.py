@@ -17,14 +17,16 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("workerfacing_api.database")
 
@@ -124,6 +126,10 @@ def private_sqlite_file(path: str) -> None:
 def create_engine(url: URL, *, pool_size: int = 1) -> AsyncEngine:
     """An engine for migrations: SQLite in WAL mode with immediate write transactions,
     PostgreSQL with a pool of ``pool_size`` connections."""
+    # Imported here: SQLAlchemy's asyncio layer brings its ORM along, a tenth of a second that a
+    # command which never migrates (``token``, ``jobs``) need not pay.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     if is_sqlite(url):
         return _sqlite_engine(url)
     return create_async_engine(
@@ -136,6 +142,8 @@ def create_engine(url: URL, *, pool_size: int = 1) -> AsyncEngine:
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     database = url.database or ""
     in_memory = database in {"", ":memory:"}
     if not in_memory:
