@@ -102,12 +102,13 @@ class PrometheusMetrics:
         )
         self._workers_seen = Gauge(
             "workerfacing_workers_seen",
-            "Workers that pulled within WORKER_SEEN_WINDOW",
+            "Worker nodes (account, address, hardware, instance id) that pulled within "
+            "WORKER_SEEN_WINDOW",
             registry=r,
         )
         self._workers_aside = Gauge(
             "workerfacing_workers_set_aside_now",
-            "Workers seen within WORKER_SEEN_WINDOW that are set aside now",
+            "Worker nodes seen within WORKER_SEEN_WINDOW that are set aside now",
             registry=r,
         )
         self._pool = Gauge(
