@@ -50,6 +50,7 @@ from workerfacing_api.adapters.storage import LocalStorage
 from workerfacing_api.config import ConfigError, Settings, state_dir
 from workerfacing_api.core.access import Access
 from workerfacing_api.core.clock import SystemClock
+from workerfacing_api.core.demand import Demand
 from workerfacing_api.core.files import FileService, LateUploads
 from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
@@ -373,6 +374,13 @@ class Container(containers.DeclarativeContainer):
     )
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
     # The operators' dashboard.
+    demand = providers.Singleton(
+        Demand,
+        dashboard_reads,
+        registry,
+        clock,
+        seen_window=settings.provided.worker_seen_window,
+    )
     overview = providers.Singleton(
         Overview,
         queue,

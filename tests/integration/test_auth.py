@@ -344,6 +344,7 @@ async def test_docs_are_served_and_list_every_endpoint(api: Api) -> None:
         "/health/live": ["get"],
         "/health/ready": ["get"],
         "/metrics": ["get"],
+        "/_demand": ["get"],
         "/ui/api/overview": ["get"],
         "/ui/api/jobs/{job_id}": ["get"],
     }

@@ -293,3 +293,22 @@ def test_jobs_show_takes_the_location_of_a_queued_job(server: Server, form: str)
     refused = cli("jobs", "show", "/jobs/x/status", cwd=server.root, env=env)
     assert refused.returncode == 2
     assert "is not a queue id" in refused.stderr
+
+
+def test_demand_prints_the_classes_as_json(server: Server) -> None:
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    big = server.job_body()
+    big["job"]["hardware"]["gpu_mem"] = 80000
+    server.submit(big)
+    server.submit()
+    server.pull("w", gpu_mem=24000)  # a node seen, which takes the job it fits
+    shown = cli("demand", cwd=server.root, env=env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert (report["queued"], report["nodes_seen"], report["no_node_can_run"]) == (1, 1, 1)
+    (waiting,) = report["classes"]
+    assert (waiting["gpu_mem"], waiting["no_node_can_run"]) == (80000, 1)
+    assert "80 000 MiB of GPU memory" in waiting["reason"]

@@ -38,6 +38,7 @@ SECURITY: dict[str, Requirement | None] = {
     "submit_job": INTERNAL,
     "explain_job": INTERNAL,
     "metrics": OPERATOR,
+    "demand": OPERATOR,
     "dashboard_overview": DASHBOARD,
     "dashboard_job": DASHBOARD,
 }

@@ -519,6 +519,22 @@ async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) 
     print(e.reason)
 
 
+def cmd_demand(args: argparse.Namespace) -> None:
+    settings = _settings()
+    container = _reading_container(settings)
+    _configure_logging(settings, "WARNING")
+    _refuse_missing_database(container)
+    try:
+        _reading(container, lambda: _demand(container))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+async def _demand(container: Container) -> None:
+    report = await container.demand().report()
+    print(msgspec.json.encode(report).decode())
+
+
 def cmd_workers(args: argparse.Namespace) -> None:
     settings = _settings()
     container = _reading_container(settings)
@@ -718,6 +734,12 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("--meta", action="store_true", help="ID is meta.job_id (user-facing id)")
     why.add_argument("--json", action="store_true", help="print one JSON object")
     jobs.set_defaults(run=cmd_jobs)
+
+    demand = commands.add_parser(
+        "demand",
+        help="queued jobs by hardware class, and whether any node seen can run them (JSON)",
+    )
+    demand.set_defaults(run=cmd_demand)
 
     workers = commands.add_parser(
         "workers",

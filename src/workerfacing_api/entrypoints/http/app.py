@@ -206,6 +206,7 @@ def create_app(
             "explainer",
             "probes",
             "overview",
+            "demand",
             "settings",
             "clock",
         )

@@ -31,6 +31,7 @@ from litestar.response import File
 
 from workerfacing_api.config import Settings
 from workerfacing_api.core.access import Access
+from workerfacing_api.core.demand import Demand, DemandReport
 from workerfacing_api.core.errors import (
     InvalidRequest,
     JobNotFound,
@@ -796,6 +797,21 @@ async def metrics(probes: SkipValidation[Probes]) -> Response[bytes]:
     return Response(text, media_type=content_type)
 
 
+@get(
+    "/_demand",
+    operation_id="demand",
+    summary="Queued jobs by hardware class, for an autoscaler (header x-api-key, or a bearer token "
+    "of group 'operators')",
+    description="Each queued job counts in exactly one class (its environment and hardware "
+    "requirement; 0 or null: anything). Per class: the jobs, the oldest one's wait in seconds, "
+    "the nodes seen in WORKER_SEEN_WINDOW that could run it, the smallest of their offers, and "
+    "the jobs no node seen can run (with the reason in figures). Read from the queue when asked.",
+    responses={**errors(401, 403, 503)},
+)
+async def demand(demand: SkipValidation[Demand]) -> DemandReport:
+    return await demand.report()
+
+
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
 def openapi_json(request: AnyRequest) -> Response[bytes]:
     """The OpenAPI document also where FastAPI services keep it (it is at /docs/openapi.json)."""
@@ -822,4 +838,4 @@ WORKER_ROUTES = [
     get_download_url,
 ]
 INTERNAL_ROUTES = [submit_job, explain_job]
-OPERATOR_ROUTES = [metrics]
+OPERATOR_ROUTES = [metrics, demand]
