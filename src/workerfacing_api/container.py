@@ -399,6 +399,7 @@ class Container(containers.DeclarativeContainer):
         metrics_report,
         clock,
         seen_window=settings.provided.worker_seen_window,
+        demand=demand,
     )
 
 

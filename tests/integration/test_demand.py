@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.inprocess import API_KEY, Api
 from tests.queues import Queue, at, submission, worker
@@ -123,3 +124,32 @@ async def test_demand_over_http_for_the_internal_key_or_an_operator(api: Api) ->
     operator = await api.client.get("/_demand", headers=api.auth("op", ("operators",)))
     assert operator.status_code == 200
     assert operator.json()["classes"] == body["classes"]
+
+
+async def test_the_demand_gauges_parse_and_follow_the_queue(api: Api) -> None:
+    """What a Prometheus (or KEDA) scaler reads: one series per class with queued jobs, parsed by
+    prometheus_client's own parser; a class no longer queued leaves no series behind."""
+    await api.submit(1, hardware={"gpu_mem": 80000})
+    await api.submit(2)
+    assert len(await api.pull("gpu-box", gpu_mem=24000)) == 1  # takes job 2, the one it fits
+
+    async def series() -> dict[tuple[str, str], float]:
+        answer = await api.client.get("/metrics", headers={"x-api-key": API_KEY})
+        assert answer.status_code == 200, answer.text
+        found: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(answer.text):
+            if family.name.startswith("workerfacing_demand_"):
+                for sample in family.samples:
+                    found[(sample.name, sample.labels["gpu_mem_mib"])] = sample.value
+        return found
+
+    first = await series()
+    assert first[("workerfacing_demand_queued_jobs", "80000")] == 1
+    assert first[("workerfacing_demand_unrunnable_jobs", "80000")] == 1
+    assert first[("workerfacing_demand_fitting_nodes", "80000")] == 0
+    assert first[("workerfacing_demand_oldest_wait_seconds", "80000")] >= 0
+    assert ("workerfacing_demand_queued_jobs", "0") not in first  # job 2 is pulled, not queued
+    await api.submit(3, hardware={"gpu_mem": 80000})
+    assert (await series())[("workerfacing_demand_queued_jobs", "80000")] == 2
+    assert len(await api.pull("big-box", gpu_mem=81920, limit=2)) == 2
+    assert not any(name == "workerfacing_demand_queued_jobs" for name, _ in await series())

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from workerfacing_api.core.demand import ClassDemand
 from workerfacing_api.core.model import Delivery, QueueStats, WorkerRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -111,6 +112,33 @@ class PrometheusMetrics:
             "Worker nodes seen within WORKER_SEEN_WINDOW that are set aside now",
             registry=r,
         )
+        # Demand by hardware class (core.demand), for an autoscaler: one series per class that has
+        # queued jobs, labelled by its requirement ("" or 0: anything).
+        labels = ("environment", "cpu_cores", "memory_mib", "gpu_mem_mib", "gpu_model", "gpu_archi")
+        self._demand_queued = Gauge(
+            "workerfacing_demand_queued_jobs",
+            "Queued jobs of a hardware class",
+            labels,
+            registry=r,
+        )
+        self._demand_unrunnable = Gauge(
+            "workerfacing_demand_unrunnable_jobs",
+            "Queued jobs of a hardware class that no node seen within WORKER_SEEN_WINDOW can run",
+            labels,
+            registry=r,
+        )
+        self._demand_wait = Gauge(
+            "workerfacing_demand_oldest_wait_seconds",
+            "How long the oldest queued job of a hardware class has waited",
+            labels,
+            registry=r,
+        )
+        self._demand_fitting = Gauge(
+            "workerfacing_demand_fitting_nodes",
+            "Nodes seen within WORKER_SEEN_WINDOW that could run a hardware class's jobs",
+            labels,
+            registry=r,
+        )
         self._pool = Gauge(
             "workerfacing_db_pool_connections",
             "Connections of this process's database pool",
@@ -167,8 +195,30 @@ class PrometheusMetrics:
         workers: Sequence[WorkerRecord],
         connections: tuple[int, int] | None,
         now: datetime,
+        demand: Sequence[ClassDemand] = (),
     ) -> bytes:
         """The text exposition, with the gauges set from what was just read."""
+        gauges = (
+            self._demand_queued,
+            self._demand_unrunnable,
+            self._demand_wait,
+            self._demand_fitting,
+        )
+        for gauge in gauges:
+            gauge.clear()  # classes no longer queued leave no stale series
+        for c in demand:
+            key = (
+                c.environment,
+                str(c.cpu_cores),
+                str(c.memory),
+                str(c.gpu_mem),
+                c.gpu_model or "",
+                c.gpu_archi or "",
+            )
+            self._demand_queued.labels(*key).set(c.queued)
+            self._demand_unrunnable.labels(*key).set(c.no_node_can_run)
+            self._demand_wait.labels(*key).set(c.oldest_wait_seconds)
+            self._demand_fitting.labels(*key).set(c.fitting_nodes_seen)
         for state, count in stats.by_status.items():
             self._jobs.labels(state).set(count)
         self._oldest_queued.set(stats.oldest_queued_age or 0.0)

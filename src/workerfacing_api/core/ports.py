@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from workerfacing_api.core.model import (
     AttemptOutcome,
@@ -33,6 +33,9 @@ from workerfacing_api.core.model import (
     WorkerProfile,
     WorkerRecord,
 )
+
+if TYPE_CHECKING:
+    from workerfacing_api.core.demand import ClassDemand
 
 
 class Clock(Protocol):
@@ -427,6 +430,7 @@ class MetricsReport(Protocol):
         workers: Sequence[WorkerRecord],
         connections: tuple[int, int] | None,
         now: datetime,
+        demand: Sequence[ClassDemand] = (),
     ) -> bytes: ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from workerfacing_api.core.demand import Demand
 from workerfacing_api.core.errors import JobNotFound
 from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.ports import Clock, JobQueue, MetricsReport, StoreHealth
@@ -25,7 +26,9 @@ class Probes:
         clock: Clock,
         *,
         seen_window: float,
+        demand: Demand | None = None,
     ) -> None:
+        self._demand = demand
         self._queue = queue
         self._health = health
         self._fleet = fleet
@@ -44,5 +47,6 @@ class Probes:
         now = self._clock.now()
         stats = await self._queue.stats(now)
         workers = await self._fleet.workers(now - self._seen_window)
-        text = self._report.render(stats, workers, self._health.connections(), now)
+        classes = (await self._demand.report()).classes if self._demand is not None else []
+        text = self._report.render(stats, workers, self._health.connections(), now, classes)
         return text, self._report.content_type
