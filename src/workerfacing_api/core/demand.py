@@ -67,8 +67,9 @@ class DemandReport(msgspec.Struct, frozen=True, kw_only=True):
     complete: bool  # False: more than MAX_CLASSES classes, the rest not read
 
 
-def _stand_in(waiting: WaitingClass) -> Job:
-    """A queued job of ``waiting``'s class, for ``fits`` to judge."""
+def stand_in(waiting: WaitingClass) -> Job:
+    """A queued job of ``waiting``'s class, for ``fits`` to judge (its age that of the class's
+    oldest job)."""
     return Job(
         id=0,
         upstream_id=0,
@@ -97,7 +98,7 @@ def class_demand(
     waiting: WaitingClass, seen: list[WorkerRecord], now: datetime, window: float
 ) -> ClassDemand:
     """The demand of one class, given the nodes seen: pure."""
-    job = _stand_in(waiting)
+    job = stand_in(waiting)
     # Waiting time aside (an "any" job is old enough for everyone): hardware decides.
     fitting = [
         w.profile

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from workerfacing_api.core.matching import fits
+from workerfacing_api.core.demand import class_demand
 from workerfacing_api.core.model import (
     MAX_DB_INT,
     AttemptRecord,
@@ -22,16 +22,14 @@ from workerfacing_api.core.model import (
     FailureKind,
     Job,
     JobStatus,
-    PathsUpload,
     QueueStats,
     StatusEvent,
     WaitingClass,
-    WorkerProfile,
     WorkerRecord,
 )
 from workerfacing_api.core.ports import Clock, DashboardReads, JobQueue, WorkerRegistry
 from workerfacing_api.core.sync import StatusSync
-from workerfacing_api.core.waiting import Explanation, WaitExplainer, why_none_fits
+from workerfacing_api.core.waiting import Explanation, WaitExplainer
 
 THROUGHPUT_MINUTES = 60
 FAILURES_SHOWN = 20
@@ -80,28 +78,6 @@ class JobPage(msgspec.Struct, frozen=True, kw_only=True):
 
 def _minute_of(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
-
-
-def _stand_in(waiting: WaitingClass) -> Job:
-    """A queued job of ``waiting``'s class: what ``fits`` judges a class by. Its age is that of
-    the class's oldest job, though only hardware and environment are asked about here."""
-    return Job(
-        id=0,
-        upstream_id=0,
-        status=JobStatus.QUEUED,
-        environment=waiting.environment,
-        group=None,
-        priority=0,
-        hardware=waiting.hardware,
-        created_at=waiting.oldest_created_at,
-        spec=b"{}",
-        paths_upload=PathsUpload(output="", log="", artifact=""),
-    )
-
-
-def _patient(profile: WorkerProfile) -> WorkerProfile:
-    """``profile`` as if it took "any" jobs at once: hardware decides, not waiting time."""
-    return msgspec.structs.replace(profile, older_than=0.0)
 
 
 class Overview:
@@ -174,11 +150,11 @@ class Overview:
     async def _unfitting(self, seen: list[WorkerRecord], now: datetime) -> list[Unfitting]:
         found: list[Unfitting] = []
         for waiting in await self._reads.waiting_classes(_CLASSES_READ):
-            job = _stand_in(waiting)
-            if any(fits(job, _patient(w.profile), now) for w in seen):
+            # The class's demand decides, as GET /_demand has it: by the pull's own rule.
+            demand = class_demand(waiting, seen, now, self._seen_window)
+            if demand.reason is None:
                 continue
-            reason = why_none_fits(waiting.environment, waiting.hardware, seen, self._seen_window)
-            found.append(Unfitting(waiting=waiting, reason=reason))
+            found.append(Unfitting(waiting=waiting, reason=demand.reason))
             if len(found) == CLASSES_SHOWN:
                 break
         return found
