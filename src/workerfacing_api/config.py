@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # are X-Forwarded-For (the client's address, a part of its node) and X-Forwarded-Proto
     # believed. None by default.
     trusted_proxies: str = ""
+    # Telling users why their job waits (ARCHITECTURE §3): a job queued this long that no worker
+    # seen can run is forwarded as `queued` with the reason (0: never); with a queued limit such
+    # a job fails after that long (None: never).
+    wait_notice_after: Annotated[float, msgspec.Meta(ge=0, le=_YEAR)] = 600.0
+    queued_limit: Annotated[float, msgspec.Meta(gt=0, le=_YEAR)] | None = None
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024**3
     local_state_dir: str = f"./{DEFAULT_STATE_DIR}"
     url_expiry: Annotated[int, msgspec.Meta(ge=1, le=_WEEK)] = 600
@@ -126,6 +131,9 @@ VARIABLES: dict[str, str] = {
     "MAX_JOBS_PER_NODE": "active jobs one worker node may hold at once (default 8)",
     "TRUSTED_PROXIES": "proxies whose `X-Forwarded-For`/`-Proto` are believed: addresses or "
     "networks, comma-separated (default none)",
+    "WAIT_NOTICE_AFTER": "seconds a job waits, with no worker seen that can run it, before its "
+    "user is told why (default 600; 0: never)",
+    "QUEUED_LIMIT": "seconds after which such a job fails, with the reason (default: never)",
     "MAX_UPLOAD_BYTES": "largest accepted upload in bytes (default 10 GiB)",
     "LOCAL_STATE_DIR": "folder of the local issuer's key and generated secrets",
     "URL_EXPIRY": "seconds a signed or pre-signed file URL stays valid (default 600)",

@@ -56,6 +56,7 @@ from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
+from workerfacing_api.core.notices import WaitNotices
 from workerfacing_api.core.overview import Overview
 from workerfacing_api.core.ports import (
     FileStorage,
@@ -70,6 +71,7 @@ from workerfacing_api.core.waiting import WaitExplainer
 if TYPE_CHECKING:
     from litestar.stores.base import Store
 
+    from workerfacing_api.adapters.cloudwatch import CloudWatchDemand
     from workerfacing_api.adapters.upstream import HttpUpstream
 
 # Connections the queue keeps per process (PostgreSQL; SQLite has one writer and uses one).
@@ -160,6 +162,14 @@ def _cognito_jwks_url(settings: Settings) -> str:
     assert settings.cognito_user_pool_id is not None
     client = boto3.client("cognito-idp", region_name=settings.cognito_region)
     return jwks_url_of(settings.cognito_user_pool_id, client.meta.endpoint_url)
+
+
+def _cloudwatch_demand(settings: Settings) -> CloudWatchDemand:
+    """Where ``demand --cloudwatch`` writes. Imported here: only that command loads boto3 for
+    it. The region of the deployment's other AWS parts, else boto3's own (AWS_REGION)."""
+    from workerfacing_api.adapters.cloudwatch import CloudWatchDemand
+
+    return CloudWatchDemand(settings.s3_region or settings.cognito_region)
 
 
 def _local_issuer(settings: Settings) -> LocalIssuer:
@@ -372,6 +382,17 @@ class Container(containers.DeclarativeContainer):
         seen_window=settings.provided.worker_seen_window,
         exclude_attempted=settings.provided.retry_different,
     )
+    notices = providers.Singleton(
+        WaitNotices,
+        queue,
+        dashboard_reads,
+        registry,
+        sync,
+        clock,
+        seen_window=settings.provided.worker_seen_window,
+        notice_after=settings.provided.wait_notice_after,
+        queued_limit=settings.provided.queued_limit,
+    )
     signer = providers.Singleton(UrlSigner, internal_api_key, lifetime=settings.provided.url_expiry)
     # The operators' dashboard.
     demand = providers.Singleton(
@@ -381,6 +402,8 @@ class Container(containers.DeclarativeContainer):
         clock,
         seen_window=settings.provided.worker_seen_window,
     )
+    # The demand in CloudWatch, for AWS's autoscalers (``workerfacing-api demand --cloudwatch``).
+    cloudwatch_demand = providers.Singleton(_cloudwatch_demand, settings)
     overview = providers.Singleton(
         Overview,
         queue,

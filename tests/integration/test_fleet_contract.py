@@ -423,6 +423,33 @@ async def test_explain_when_every_fitting_worker_is_busy(service: Service) -> No
     assert why.reason == "all 2 fitting worker node(s) are busy; it is next in line"
 
 
+async def test_explain_estimates_the_start_from_the_fitting_nodes_pace(service: Service) -> None:
+    s = service
+    await submit(s, 6)
+    assert await s.run("w1", "finished", seconds=600) == 1
+    assert await s.run("w2", "finished", seconds=600) == 2
+    assert await s.jobs.pull(worker("w1"), 1)
+    assert await s.jobs.pull(worker("w2"), 1)
+    why = await s.explainer.explain_upstream(6)
+    # Job 5 and one more must end first; two nodes that take 10 minutes a job free a place
+    # every 5 minutes.
+    assert (why.ahead, why.estimated_start_seconds, why.finish_rate_per_hour) == (1, 600.0, 12.0)
+    assert why.estimate == (
+        "expected to start in about 10 minutes: 2 job(s) must end first, and the 2 fitting "
+        "node(s) take about 10 minutes a job (the mean of the 2 they ended in the last 60 "
+        "minutes), 12.0 jobs an hour"
+    )
+    # An hour later the pace is forgotten: no estimate rather than a stale one.
+    s.clock.advance(3601)
+    for name in ("w1", "w2"):  # seen again, still busy
+        await s.queue.record_seen(worker(name), s.clock.now())
+    why = await s.explainer.explain_upstream(6)
+    assert (why.estimated_start_seconds, why.finish_rate_per_hour) == (None, 0.0)
+    assert why.estimate == (
+        "no estimate: the 2 fitting node(s) ended no job in the last 60 minutes"
+    )
+
+
 async def test_explain_when_a_fitting_worker_is_idle(service: Service) -> None:
     s = service
     await submit(s, 3)
@@ -434,6 +461,8 @@ async def test_explain_when_a_fitting_worker_is_idle(service: Service) -> None:
     why = await s.explainer.explain_upstream(2)
     assert why.ahead == 0
     assert "it is next in line" in why.reason
+    assert why.estimated_start_seconds == 0.0
+    assert why.estimate == "expected at the next pull of one of the 1 idle fitting node(s)"
 
 
 async def test_explain_an_any_job_waiting_for_older_than(service: Service) -> None:

@@ -46,7 +46,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0007"
+        assert await current(engine) == "0008"
     finally:
         await engine.dispose()
 
@@ -258,7 +258,7 @@ async def test_the_sessions_table_comes_and_goes_and_the_queue_stays(
     await upgrade(engine, "0006")
     before = await _counts(engine, "nodes")
 
-    await upgrade(engine)
+    await upgrade(engine, "0007")
     assert await current(engine) == "0007"
     async with engine.begin() as conn:
         await conn.execute(
@@ -272,6 +272,35 @@ async def test_the_sessions_table_comes_and_goes_and_the_queue_stays(
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync))
     assert "ui_sessions" not in tables
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_wait_notices_come_and_go_and_the_queue_stays(
+    blank_engine: AsyncEngine, kind: str
+) -> None:
+    """0008 on a queue in use adds what each queued job's user was told about its wait (nothing,
+    for the jobs there); down again, the column goes and the jobs stay as they were."""
+    engine = blank_engine
+    await upgrade(engine, "0005")
+    await _queue_in_use(engine)
+    await upgrade(engine, "0007")
+    before = await _counts(engine, "nodes")
+
+    await upgrade(engine)
+    assert await current(engine) == "0008"
+    async with engine.begin() as conn:
+        assert (await conn.execute(text("SELECT wait_notice FROM jobs"))).all() == [(None,)]
+        await conn.execute(text("UPDATE jobs SET wait_notice = 'no worker', status = 'queued'"))
+    assert await _counts(engine, "nodes") == before
+
+    await _downgrade(engine, "0007")
+    assert await current(engine) == "0007"
+    assert await _counts(engine, "nodes") == before
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(
+            lambda sync: [c["name"] for c in sync.dialect.get_columns(sync, "jobs")]
+        )
+    assert "wait_notice" not in columns
 
 
 async def _queue_in_use(engine: AsyncEngine) -> None:

@@ -48,6 +48,8 @@ def test_no_configuration_gives_the_embedded_default() -> None:
         "aside_window": 3600.0,
         "max_jobs_per_node": 8,
         "trusted_proxies": "",
+        "wait_notice_after": 600.0,
+        "queued_limit": None,
         "max_upload_bytes": 10 * 1024**3,
         "local_state_dir": "./.workerfacing-api",
         "url_expiry": 600,

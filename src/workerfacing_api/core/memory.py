@@ -69,6 +69,20 @@ def _as_matched(job: Job) -> Job:
     )
 
 
+def _class_of(job: Job) -> tuple[str, int, int, int, str | None, str | None]:
+    """The hardware class of ``job``, as ``waiting_classes`` groups them: "anything" is 0
+    (numbers) whether the job said null or 0, as the SQL tables say."""
+    need = _as_matched(job).hardware
+    return (
+        job.environment.value if job.environment is not None else "any",
+        need.cpu_cores or 0,
+        need.memory or 0,
+        need.gpu_mem or 0,
+        need.gpu_model,
+        need.gpu_archi,
+    )
+
+
 def _minute_of(at: datetime) -> datetime:
     """The start of the minute ``at`` falls in, UTC."""
     return at.astimezone(UTC).replace(second=0, microsecond=0)
@@ -243,9 +257,91 @@ class InMemoryQueue:
                 updated_at=now,
                 event_seq=current.event_seq + int(self._record_events),
                 forwarded_at=now if self._record_events else current.forwarded_at,
+                wait_notice=None,
             )
             self._jobs[job.id] = updated
             self._attempts[job.id] = []  # it starts over: every worker may take it again
+            return Committed(job=updated, event=self._event(updated, detail, now, lease))
+
+    async def waiting_in_class(
+        self,
+        waiting: WaitingClass,
+        queued_before: datetime,
+        *,
+        not_told: str | None,
+        after: int,
+        limit: int,
+    ) -> list[Job]:
+        key = (
+            waiting.environment.value if waiting.environment is not None else "any",
+            waiting.cpu_cores,
+            waiting.memory,
+            waiting.gpu_mem,
+            waiting.gpu_model,
+            waiting.gpu_archi,
+        )
+        found = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED
+            and j.id > after
+            and _class_of(j) == key
+            and (j.updated_at or j.created_at) < queued_before
+            and (not_told is None or j.wait_notice != storable(not_told))
+        ]
+        return sorted(found, key=lambda j: j.id)[:limit]
+
+    async def told_why_waiting(self, after: int, limit: int) -> list[Job]:
+        found = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED and j.wait_notice is not None and j.id > after
+        ]
+        return sorted(found, key=lambda j: j.id)[:limit]
+
+    async def tell_why_waiting(
+        self, job: Job, notice: str | None, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        notice, detail = _text(notice), storable(detail)
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or current.status is not JobStatus.QUEUED
+                or not self._unchanged(job, same_events=self._record_events)
+                or current.wait_notice == notice
+            ):
+                return None
+            updated = msgspec.structs.replace(
+                current,
+                wait_notice=notice,
+                event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
+            )
+            self._jobs[job.id] = updated
+            return Committed(job=updated, event=self._event(updated, detail, now, lease))
+
+    async def fail_waiting(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        detail = storable(detail)
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or current.status is not JobStatus.QUEUED
+                or not self._unchanged(job, same_events=self._record_events)
+            ):
+                return None
+            updated = msgspec.structs.replace(
+                current,
+                status=JobStatus.ERROR,
+                runtime_details=detail,
+                updated_at=now,
+                event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
+            )
+            self._jobs[job.id] = updated
             return Committed(job=updated, event=self._event(updated, detail, now, lease))
 
     async def record_update(
@@ -516,19 +612,8 @@ class InMemoryQueue:
     async def waiting_classes(self, limit: int) -> list[WaitingClass]:
         groups: dict[tuple[str, int, int, int, str | None, str | None], list[Job]] = {}
         for j in self._jobs.values():
-            if j.status is not JobStatus.QUEUED:
-                continue
-            need = _as_matched(j).hardware
-            # "Anything" is 0 (numbers) whether the job said null or 0, as the SQL tables say.
-            key = (
-                j.environment.value if j.environment is not None else "any",
-                need.cpu_cores or 0,
-                need.memory or 0,
-                need.gpu_mem or 0,
-                need.gpu_model,
-                need.gpu_archi,
-            )
-            groups.setdefault(key, []).append(j)
+            if j.status is JobStatus.QUEUED:
+                groups.setdefault(_class_of(j), []).append(j)
         classes = [
             WaitingClass(
                 environment=None if env == "any" else Environment(env),
@@ -727,6 +812,7 @@ class InMemoryQueue:
                 updated_at=now,
                 event_seq=current.event_seq + int(self._record_events),
                 forwarded_at=now if self._record_events else current.forwarded_at,
+                wait_notice=None,
             )
             self._jobs[job.id] = updated
             return Committed(job=updated, event=self._event(updated, detail, now, lease))

@@ -238,6 +238,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     # When the upstream last answered anything but 404 about this job (the sending time of that
     # message): a delete the user made must have come later, and so did the files stored after it.
     upstream_ok_at: datetime | None = None
+    # Why it waits, as last told to its user (core.notices); None: nothing told, or since told
+    # that a worker can run it.
+    wait_notice: str | None = None
 
     def files_down(self) -> dict[str, str]:
         return msgspec.json.decode(self.spec, type=_FilesDownView).handler.files_down or {}

@@ -102,6 +102,40 @@ class JobQueue(Protocol):
         event with ``detail``."""
         ...
 
+    async def waiting_in_class(
+        self,
+        waiting: WaitingClass,
+        queued_before: datetime,
+        *,
+        not_told: str | None,
+        after: int,
+        limit: int,
+    ) -> list[Job]:
+        """The queued jobs of ``waiting``'s class (as ``DashboardReads.waiting_classes`` groups
+        them) queued since before ``queued_before`` and, unless ``not_told`` is None, whose
+        users were not told ``not_told``; ids above ``after``, lowest first, ``limit`` at most."""
+        ...
+
+    async def told_why_waiting(self, after: int, limit: int) -> list[Job]:
+        """The queued jobs whose users were told why they wait (``wait_notice`` set), ids above
+        ``after``, lowest first, ``limit`` at most."""
+        ...
+
+    async def tell_why_waiting(
+        self, job: Job, notice: str | None, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        """A queued job's user is told why it waits: its ``wait_notice`` becomes ``notice``
+        (None: a worker that can run it appeared) and a ``queued`` event carries ``detail``.
+        None, and nothing recorded, when the job moved on or already has that notice."""
+        ...
+
+    async def fail_waiting(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        """A queued job that waited too long for a worker that can run it ends in ``error``
+        with ``detail`` (recorded as its event); None when it is no longer queued as given."""
+        ...
+
     async def record_update(
         self,
         job: Job,

@@ -10,7 +10,7 @@ disagrees with what a pull would do.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -30,6 +30,10 @@ from workerfacing_api.core.model import (
 from workerfacing_api.core.ports import Clock, JobQueue, WorkerRegistry
 
 _CAP = 1000  # jobs ahead counted at most: "1 000 or more" says enough
+# Ended attempts read per fitting node for the finish rate: a node ends far fewer in a window.
+_ENDED_READ = 10_000
+# How long the fitting nodes take a job: the attempts they ended in the last hour.
+_RATE_WINDOW = 3600.0
 
 
 class Explanation(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +49,21 @@ class Explanation(msgspec.Struct, frozen=True, kw_only=True):
     fitting_idle: int
     ahead: int | None  # jobs the first free fitting worker would take before this one
     reason: str
+    # When it may start: from the place in line and how long the fitting nodes took a job lately
+    # (each job they end frees a place). None: no estimate (not waiting for a fitting node, or
+    # those nodes ended no job in the last hour).
+    estimated_start_seconds: float | None = None  # from now
+    finish_rate_per_hour: float | None = None  # jobs the fitting nodes end an hour, at that pace
+    estimate: str | None = None  # the estimate in one sentence, with the figures it came from
+
+
+class _Estimate(msgspec.Struct, frozen=True):
+    seconds: float | None
+    rate_per_hour: float | None
+    sentence: str | None
+
+
+_NO_ESTIMATE = _Estimate(seconds=None, rate_per_hour=None, sentence=None)
 
 
 def _number(value: int) -> str:
@@ -171,6 +190,7 @@ class WaitExplainer:
         idle = [w for w in ready if not w.active_jobs]
         waiting = (now - (job.updated_at or job.created_at)).total_seconds()
         ahead: int | None = None
+        estimate = _NO_ESTIMATE
         if not seen:
             reason = f"no worker has asked for jobs {window}"
         elif not fitting:
@@ -208,6 +228,7 @@ class WaitExplainer:
                 )
             else:
                 reason = f"all {len(ready)} fitting worker node(s) are busy; {place}"
+            estimate = await self._estimate(ready, len(idle), ahead, now)
         return Explanation(
             job_id=job.upstream_id,
             queue_id=job.id,
@@ -221,6 +242,54 @@ class WaitExplainer:
             fitting_idle=len(idle),
             ahead=ahead,
             reason=reason,
+            estimated_start_seconds=estimate.seconds,
+            finish_rate_per_hour=estimate.rate_per_hour,
+            estimate=estimate.sentence,
+        )
+
+    async def _estimate(
+        self, ready: list[WorkerRecord], idle: int, ahead: int, now: datetime
+    ) -> _Estimate:
+        """When the job may start. Each idle fitting node takes one job at its next pull; after
+        that a place frees up each time one of the fitting nodes ends a job, which it does every
+        so long: the mean time the attempts they ended in the last hour took. So the fleet frees
+        places at (nodes / mean time), and the job waits for those ahead of it. A model of a
+        steady fleet: it does not know the nodes an autoscaler is about to start."""
+        if ahead >= _CAP:
+            return _NO_ESTIMATE
+        if ahead < idle:
+            return _Estimate(
+                seconds=0.0,
+                rate_per_hour=None,
+                sentence=f"expected at the next pull of one of the {idle} idle fitting node(s)",
+            )
+        since = now - timedelta(seconds=_RATE_WINDOW)
+        took: list[float] = []
+        for w in ready:
+            for ended in await self._registry.outcomes_of(w.node, since, _ENDED_READ):
+                took.append((ended.ended_at - ended.pulled_at).total_seconds())
+        if not took:
+            return _Estimate(
+                seconds=None,
+                rate_per_hour=0.0,
+                sentence=(
+                    f"no estimate: the {len(ready)} fitting node(s) ended no job in the last "
+                    f"{duration(_RATE_WINDOW)}"
+                ),
+            )
+        per_job = max(sum(took) / len(took), 1.0)
+        places = ahead + 1 - idle  # jobs that must end before a place is free for it
+        seconds = places * per_job / len(ready)
+        per_hour = len(ready) * 3600.0 / per_job
+        return _Estimate(
+            seconds=seconds,
+            rate_per_hour=per_hour,
+            sentence=(
+                f"expected to start in about {duration(seconds)}: {_number(places)} job(s) "
+                f"must end first, and the {len(ready)} fitting node(s) take about "
+                f"{duration(per_job)} a job (the mean of the {_number(len(took))} they ended "
+                f"in the last {duration(_RATE_WINDOW)}), {per_hour:.1f} jobs an hour"
+            ),
         )
 
     @staticmethod

@@ -29,6 +29,7 @@ from workerfacing_api.core.fleet import duration
 # (docs/PERFORMANCE.md, "CLI start-up"). tests/unit/test_cli_imports.py keeps it so.
 if TYPE_CHECKING:
     from workerfacing_api.container import Container
+    from workerfacing_api.core.demand import MachineOffer
     from workerfacing_api.core.model import AttemptOutcome, WorkerRecord
 
 log = logging.getLogger("workerfacing_api")
@@ -346,13 +347,22 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 async def _sweep(container: Container, *, once: bool, interval: float) -> None:
     jobs = container.jobs()
     sync = container.sync()
+    notices = container.notices()
     try:
         while True:
             report = await jobs.sweep()
+            told = await notices.run()
             while await sync.dispatch_due() > 0:
                 pass
             print(
-                f"re-queued {len(report.requeued)} job(s), failed {len(report.failed)} job(s)",
+                f"re-queued {len(report.requeued)} job(s), failed {len(report.failed)} job(s)"
+                + (
+                    f"; told {len(told.told)} user(s) why their job waits, "
+                    f"{len(told.cleared)} that a worker can run it now; failed "
+                    f"{len(told.failed)} job(s) queued past QUEUED_LIMIT"
+                    if told.told or told.cleared or told.failed
+                    else ""
+                ),
                 flush=True,
             )
             if once:
@@ -517,22 +527,63 @@ async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) 
             f"idle {e.fitting_idle})" + (f"; {e.ahead} job(s) ahead" if e.ahead is not None else "")
         )
     print(e.reason)
+    if e.estimate is not None:
+        print(e.estimate)
 
 
 def cmd_demand(args: argparse.Namespace) -> None:
+    from workerfacing_api.core.demand import machine_offer
+    from workerfacing_api.core.model import Environment
+
+    if args.every is not None and args.cloudwatch is None:
+        _fail("--every: only with --cloudwatch NAMESPACE (it publishes in a loop)")
+    parts = ("cpu_cores", "gpu_mem", "gpu_model", "gpu_archi", "environment")
+    if args.memory is None and (given := [p for p in parts if getattr(args, p) is not None]):
+        # Said here, not ignored: the whole demand instead would scale the wrong machines.
+        options = ", ".join("--" + p.replace("_", "-") for p in given)
+        _fail(f"--memory: give the machine's memory in MiB too ({options} alone filter nothing)")
+    offer = machine_offer(
+        memory=args.memory,
+        cpu_cores=args.cpu_cores,
+        gpu_mem=args.gpu_mem,
+        gpu_model=args.gpu_model,
+        gpu_archi=args.gpu_archi,
+        environment=None if args.environment is None else Environment(args.environment),
+    )
     settings = _settings()
     container = _reading_container(settings)
     _configure_logging(settings, "WARNING")
     _refuse_missing_database(container)
     try:
-        _reading(container, lambda: _demand(container))
+        _reading(container, lambda: _demand(container, offer, args.cloudwatch, args.every))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
 
-async def _demand(container: Container) -> None:
-    report = await container.demand().report()
-    print(msgspec.json.encode(report).decode())
+async def _demand(
+    container: Container, offer: MachineOffer | None, namespace: str | None, every: float | None
+) -> None:
+    demand = container.demand()
+    if namespace is None:
+        print(msgspec.json.encode(await demand.report(offer)).decode())
+        return
+    from workerfacing_api.core.errors import Unavailable
+
+    cloudwatch = container.cloudwatch_demand()
+    while True:
+        report = await demand.report(offer)
+        try:
+            count = await cloudwatch.publish(namespace, report)
+        except Unavailable as exc:  # one line, the sidecar's supervisor restarts it
+            _fail(exc.detail)
+        print(
+            f"published {count} metrics ({len(report.classes)} classes, {report.queued} queued "
+            f"jobs) to CloudWatch namespace {namespace!r} at {cloudwatch.where}",
+            flush=True,
+        )
+        if every is None:
+            return
+        await asyncio.sleep(every)
 
 
 def cmd_workers(args: argparse.Namespace) -> None:
@@ -647,6 +698,37 @@ def _positive(value: str) -> float:
     return number
 
 
+def _offered_count(value: str) -> int:
+    """A number a machine offers, within the bounds a pull accepts (``core.model.NonNegative``)."""
+    from workerfacing_api.core.model import NonNegative
+
+    try:
+        return msgspec.convert(int(value), NonNegative)
+    except (ValueError, msgspec.ValidationError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number, 0 or more") from None
+
+
+def _offered_name(value: str) -> str:
+    """A GPU model or architecture, as a pull accepts it (``core.model.Name``)."""
+    from workerfacing_api.core.model import NAME_MAX, Name
+
+    try:
+        return msgspec.convert(value, Name)
+    except msgspec.ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a name: at most {NAME_MAX} characters, no control characters"
+        ) from None
+
+
+def _namespace(value: str) -> str:
+    # CloudWatch's own rules for a namespace it accepts from us; the rest it says itself.
+    if not 1 <= len(value) <= 255 or value.startswith("AWS/") or not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a CloudWatch namespace of your own (1-255 characters, not AWS/...)"
+        )
+    return value
+
+
 def _processes(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 256:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes (1-256)")
@@ -738,6 +820,35 @@ def parser() -> argparse.ArgumentParser:
     demand = commands.add_parser(
         "demand",
         help="queued jobs by hardware class, and whether any node seen can run them (JSON)",
+        description="The demand as JSON; with --memory (and the rest of a machine's offer) only "
+        "the classes a machine of that kind would run; with --cloudwatch published there "
+        "instead (once, or every --every seconds).",
+    )
+    offer = demand.add_argument_group(
+        "one kind of machine", "what its worker would send to GET /jobs (--memory turns it on)"
+    )
+    offer.add_argument("--memory", type=_offered_count, help="memory in MiB")
+    offer.add_argument("--cpu-cores", type=_offered_count, help="CPU cores (default 1)")
+    offer.add_argument("--gpu-mem", type=_offered_count, help="GPU memory in MiB (default 0)")
+    offer.add_argument("--gpu-model", type=_offered_name, help="GPU model, as the worker sends it")
+    offer.add_argument("--gpu-archi", type=_offered_name, help="GPU architecture")
+    offer.add_argument(
+        "--environment",
+        choices=["cloud", "local"],
+        help="environment of its worker token (default cloud)",
+    )
+    demand.add_argument(
+        "--cloudwatch",
+        metavar="NAMESPACE",
+        type=_namespace,
+        help="publish the demand to this CloudWatch namespace (one metric per class, and the "
+        "totals) instead of printing it",
+    )
+    demand.add_argument(
+        "--every",
+        metavar="SECONDS",
+        type=_positive,
+        help="with --cloudwatch: publish again every SECONDS, until stopped (a sidecar)",
     )
     demand.set_defaults(run=cmd_demand)
 

@@ -1,5 +1,6 @@
 """Background duties of a running service, one small loop each: the sweeper takes back jobs whose
-keep-alive stopped; the dispatcher delivers status events the requests could not deliver inline.
+keep-alive stopped (and tells users why a job waits, ``core.notices``); the dispatcher delivers
+status events the requests could not deliver inline.
 
 Both are safe to run in every API process at once (compare-and-set and leases keep them apart).
 A failing round is logged and retried at the next tick; it never stops the loop.
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from workerfacing_api.core.errors import Unavailable
 from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.notices import WaitNotices
 from workerfacing_api.core.sync import StatusSync
 
 log = logging.getLogger("workerfacing_api.duties")
@@ -45,18 +47,23 @@ async def every(
 class Duties:
     """The loops of one process, over the same services its requests use."""
 
-    def __init__(self, jobs: JobService, sync: StatusSync, *, sweep_interval: float) -> None:
+    def __init__(
+        self, jobs: JobService, sync: StatusSync, notices: WaitNotices, *, sweep_interval: float
+    ) -> None:
         self._jobs = jobs
         self._sync = sync
+        self._notices = notices
         self._sweep_interval = sweep_interval
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         jobs = self._jobs
         sync = self._sync
+        notices = self._notices
 
         async def sweep() -> bool:
             await jobs.sweep()
+            await notices.run()  # users told why their job waits, if it waits for nobody
             return False
 
         async def dispatch() -> bool:

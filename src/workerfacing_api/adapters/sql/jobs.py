@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from workerfacing_api.adapters.sql.database import Conflict, Database, Session
 from workerfacing_api.adapters.sql.rows import (
     ahead_values,
@@ -33,6 +35,7 @@ from workerfacing_api.core.model import (
     Outcome,
     QueueStats,
     Submission,
+    WaitingClass,
     WorkerProfile,
 )
 
@@ -161,6 +164,57 @@ class SqlJobQueue:
         # The upstream hears that the job is queued again, as of any status change.
         values = {"details": detail, "ended": None}
         return await self._change("retry_failed", job, values, now, forward=True, lease=lease)
+
+    async def waiting_in_class(
+        self,
+        waiting: WaitingClass,
+        queued_before: datetime,
+        *,
+        not_told: str | None,
+        after: int,
+        limit: int,
+    ) -> list[Job]:
+        literals = {
+            "gpu_model_any": int(waiting.gpu_model is None),
+            "gpu_archi_any": int(waiting.gpu_archi is None),
+            "any_notice": int(not_told is None),
+        }
+        rows = await self._db.fetch_all(
+            "waiting_in_class",
+            literals=literals,
+            environment=waiting.environment.value if waiting.environment else "any",
+            cpu_cores=waiting.cpu_cores,
+            memory=waiting.memory,
+            gpu_mem=waiting.gpu_mem,
+            gpu_model=waiting.gpu_model,
+            gpu_archi=waiting.gpu_archi,
+            queued_before=queued_before,
+            notice=not_told or "",
+            after=after,
+            limit=limit,
+        )
+        return [job_from(r) for r in rows]
+
+    async def told_why_waiting(self, after: int, limit: int) -> list[Job]:
+        rows = await self._db.fetch_all("told_why_waiting", after=after, limit=limit)
+        return [job_from(r) for r in rows]
+
+    async def tell_why_waiting(
+        self, job: Job, notice: str | None, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        values = {"notice": notice, "details": detail, "ended": None}
+        done = await self._change("tell_why_waiting", job, values, now, forward=True, lease=lease)
+        if done is None:
+            return None
+        return msgspec.structs.replace(
+            done, job=msgspec.structs.replace(done.job, wait_notice=notice)
+        )
+
+    async def fail_waiting(
+        self, job: Job, detail: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        values = {"details": detail, "ended": None}
+        return await self._change("fail_waiting", job, values, now, forward=True, lease=lease)
 
     async def record_update(
         self,

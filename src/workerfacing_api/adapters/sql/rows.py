@@ -107,6 +107,7 @@ def job_from(row: Row) -> Job:
         runtime_details=row["runtime_details"],
         forwarded_at=utc_or_none(row["forwarded_at"]),
         upstream_ok_at=utc_or_none(row["upstream_ok_at"]),
+        wait_notice=row["wait_notice"],
     )
 
 

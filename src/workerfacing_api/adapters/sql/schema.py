@@ -104,6 +104,10 @@ jobs = Table(
     # return the new row alone, and whether forwarded_at moved cannot be told from its new
     # value (it may have been set at that same instant before).
     Column("keepalive_claimed", Boolean, nullable=False, server_default=text("false")),
+    # Why the queued job waits, as last told to its user (core.notices): no worker seen can run
+    # it. Null: nothing told, or the user was told since that a worker can. A re-queue or a
+    # retry starts it over.
+    Column("wait_notice", Text),
     CheckConstraint(f"status IN {STATUSES!r}", name="status"),
     CheckConstraint("environment IN ('cloud', 'local', 'any')", name="environment"),
     postgresql_with={"fillfactor": 85},  # room on each page for in-place (HOT) updates
@@ -175,6 +179,14 @@ Index(
     jobs.c.id,
     postgresql_where=text("status = 'queued'"),
     sqlite_where=text("status = 'queued'"),
+)
+# The queued jobs whose users were told that no worker can run them (core.notices): the few
+# the sweep looks at every round to tell them when a worker that can appears.
+Index(
+    "ix_jobs_wait_noticed",
+    jobs.c.id,
+    postgresql_where=text("status = 'queued' AND wait_notice IS NOT NULL"),
+    sqlite_where=text("status = 'queued' AND wait_notice IS NOT NULL"),
 )
 # The dashboard's recent failures: the jobs in error, without reading the others. Not keyed on
 # updated_at: every keep-alive moves updated_at, and a column in any index would turn those

@@ -181,7 +181,10 @@ def create_app(
         duties = None
         if run_duties:
             duties = Duties(
-                container.jobs(), container.sync(), sweep_interval=settings.sweep_interval
+                container.jobs(),
+                container.sync(),
+                container.notices(),
+                sweep_interval=settings.sweep_interval,
             )
             duties.start()
         try:

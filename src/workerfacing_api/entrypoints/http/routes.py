@@ -31,7 +31,7 @@ from litestar.response import File
 
 from workerfacing_api.config import Settings
 from workerfacing_api.core.access import Access
-from workerfacing_api.core.demand import Demand, DemandReport
+from workerfacing_api.core.demand import Demand, DemandReport, machine_offer
 from workerfacing_api.core.errors import (
     InvalidRequest,
     JobNotFound,
@@ -45,6 +45,7 @@ from workerfacing_api.core.model import (
     NAME_MAX,
     NO_CONTROL_CHARACTERS,
     WORKER_STATUSES,
+    Environment,
     FileType,
     Identity,
     JobSpecs,
@@ -139,6 +140,23 @@ INSTANCE_HELP = (
     "one are one node"
 )
 NAME_HELP = f"at most {NAME_MAX} characters, no control characters"
+
+
+def offered_count(description: str, **extra: Any) -> QueryParameter:
+    """A number a node offers (``GET /jobs``; a machine kind of ``GET /_demand``): its bounds
+    written once, so that both accept the same values."""
+    return QueryParameter(ge=0, le=QUERY_MAX, description=description, **extra)
+
+
+def offered_name(description: str) -> QueryParameter:
+    """A GPU model or architecture a node offers: the bounds of ``core.model.Name``."""
+    return QueryParameter(
+        max_length=NAME_MAX,
+        pattern=NO_CONTROL_CHARACTERS,
+        description=f"{description}; {NAME_HELP}",
+    )
+
+
 FileTypeParam = Annotated[
     str,
     QueryParameter(
@@ -264,56 +282,40 @@ async def pull_jobs(
     jobs: Jobs,
     memory: Annotated[
         int,
-        QueryParameter(
-            ge=0,
-            le=QUERY_MAX,
-            description="the worker's free memory in MiB (0 or more): a job that asks for more "
-            "is not handed out",
+        offered_count(
+            "the worker's free memory in MiB (0 or more): a job that asks for more "
+            "is not handed out"
         ),
     ],
     cpu_cores: Annotated[
         int,
-        QueryParameter(
-            ge=0,
-            le=QUERY_MAX,
-            description="the worker's CPU cores (0 or more): a job that asks for more is not "
-            "handed out",
+        offered_count(
+            "the worker's CPU cores (0 or more): a job that asks for more is not handed out"
         ),
     ] = 1,
     gpu_mem: Annotated[
-        int,
-        QueryParameter(
-            ge=0,
-            le=QUERY_MAX,
-            description="the worker's GPU memory in MiB (0 or more; 0: no GPU)",
-        ),
+        int, offered_count("the worker's GPU memory in MiB (0 or more; 0: no GPU)")
     ] = 0,
     gpu_memory: Annotated[
         int | None,
-        QueryParameter(
-            ge=0,
-            le=QUERY_MAX,
-            description="the worker's GPU memory in MiB, alias of gpu_mem (the DECODE worker "
+        offered_count(
+            "the worker's GPU memory in MiB, alias of gpu_mem (the DECODE worker "
             "sends this one); wins over gpu_mem when both are sent",
             schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
         ),
     ] = None,
     gpu_model: Annotated[
         str | None,
-        QueryParameter(
-            max_length=NAME_MAX,
-            pattern=NO_CONTROL_CHARACTERS,
-            description="the worker's GPU model (e.g. 'NVIDIA A100'), matched exactly against "
-            f"a job's hardware.gpu_model; {NAME_HELP}",
+        offered_name(
+            "the worker's GPU model (e.g. 'NVIDIA A100'), matched exactly against "
+            "a job's hardware.gpu_model"
         ),
     ] = None,
     gpu_archi: Annotated[
         str | None,
-        QueryParameter(
-            max_length=NAME_MAX,
-            pattern=NO_CONTROL_CHARACTERS,
-            description="the worker's GPU architecture (e.g. 'sm_80'), matched exactly against "
-            f"a job's hardware.gpu_archi; {NAME_HELP}",
+        offered_name(
+            "the worker's GPU architecture (e.g. 'sm_80'), matched exactly against "
+            "a job's hardware.gpu_archi"
         ),
     ] = None,
     groups: Annotated[
@@ -805,11 +807,66 @@ async def metrics(probes: SkipValidation[Probes]) -> Response[bytes]:
     description="Each queued job counts in exactly one class (its environment and hardware "
     "requirement; 0 or null: anything). Per class: the jobs, the oldest one's wait in seconds, "
     "the nodes seen in WORKER_SEEN_WINDOW that could run it, the smallest of their offers, and "
-    "the jobs no node seen can run (with the reason in figures). Read from the queue when asked.",
-    responses={**errors(401, 403, 503)},
+    "the jobs no node seen can run (with the reason in figures). Read from the queue when asked. "
+    "With `memory` (and optionally the rest of a pull's offer and the environment), only the "
+    "classes a machine offering that would run, and the totals of those: what an autoscaler of "
+    "one kind of machine scales on (0 when it would run none). Without `memory` the other offer "
+    "parameters are not looked at, and `offer` in the answer is null.",
+    responses={**errors(401, 403, 422, 503)},
 )
-async def demand(demand: SkipValidation[Demand]) -> DemandReport:
-    return await demand.report()
+async def demand(
+    demand: SkipValidation[Demand],
+    memory: Annotated[
+        int | None,
+        offered_count(
+            "a machine's memory in MiB, as its worker would send it to GET /jobs; given, "
+            "the report counts only the classes such a machine would run",
+            schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
+        ),
+    ] = None,
+    cpu_cores: Annotated[
+        int | None,
+        offered_count(
+            "the machine's CPU cores (default 1, as for GET /jobs); only with memory",
+            schema_extra={"minimum": 0},
+        ),
+    ] = None,
+    gpu_mem: Annotated[
+        int | None,
+        offered_count(
+            "the machine's GPU memory in MiB (default 0: no GPU); only with memory",
+            schema_extra={"minimum": 0},
+        ),
+    ] = None,
+    gpu_memory: Annotated[
+        int | None,
+        offered_count("alias of gpu_mem; wins when both are sent", schema_extra={"minimum": 0}),
+    ] = None,
+    gpu_model: Annotated[
+        str | None,
+        offered_name("the machine's GPU model, as its worker sends it; only with memory"),
+    ] = None,
+    gpu_archi: Annotated[
+        str | None,
+        offered_name("the machine's GPU architecture, as its worker sends it; only with memory"),
+    ] = None,
+    environment: Annotated[
+        Environment | None,
+        QueryParameter(
+            description="the environment of the machine's worker token (default cloud); only "
+            "with memory"
+        ),
+    ] = None,
+) -> DemandReport:
+    offer = machine_offer(
+        memory=memory,
+        cpu_cores=cpu_cores,
+        gpu_mem=gpu_memory if gpu_memory is not None else gpu_mem,
+        gpu_model=gpu_model,
+        gpu_archi=gpu_archi,
+        environment=environment,
+    )
+    return await demand.report(offer)
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)

@@ -14,7 +14,7 @@
 -- Not a statement: what rows.job_from reads of a job.
 id, upstream_id, status, environment, job_group, priority, spec, paths_upload,
     worker, node, attempt, num_retries, event_seq, runtime_details, created_at, updated_at,
-    last_heartbeat_at, forwarded_at, upstream_ok_at
+    last_heartbeat_at, forwarded_at, upstream_ok_at, wait_notice
 
 
 -- name: fits
@@ -235,7 +235,7 @@ SET status = CASE WHEN :requeue = 1 THEN 'queued' ELSE 'error' END,
     node = CASE WHEN :requeue = 1 THEN NULL ELSE node END,
     num_retries = num_retries + :requeue,
     runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
-    keepalive_claimed = false,
+    keepalive_claimed = false, wait_notice = NULL,
     forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status <> 'cancelled' AND (:record = 0 OR event_seq = :expected_event_seq)
@@ -252,10 +252,35 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
 UPDATE jobs
 SET status = 'queued', worker = NULL, node = NULL, num_retries = 0, attempted_by = '[]',
     runtime_details = :details, updated_at = :now, event_seq = event_seq + :record,
-    keepalive_claimed = false,
+    keepalive_claimed = false, wait_notice = NULL,
     forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
 WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status = 'error' AND (:record = 0 OR event_seq = :expected_event_seq)
+
+
+-- name: tell_why_waiting_job
+-- Not a statement: the user of a queued job is told why it waits (core.notices): :notice is
+-- what it was told (null: a worker that can run it was seen since), and the event carries
+-- :details. Once per notice: a change to the notice it already has is no change, so of several
+-- sweepers deciding at once one tells, and a notice repeated at every sweep is never sent
+-- again. Neither its runtime_details nor updated_at (since when it waits) move.
+UPDATE jobs
+SET wait_notice = :notice, event_seq = event_seq + :record, keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status = 'queued' AND (:record = 0 OR event_seq = :expected_event_seq)
+    AND COALESCE(wait_notice, '') <> COALESCE(CAST(:notice AS TEXT), '')
+
+
+-- name: fail_waiting_job
+-- Not a statement: QUEUED_LIMIT: a job that waited that long, and that no worker seen can run,
+-- fails with :details. Only while still queued: a pull that came first keeps it.
+UPDATE jobs
+SET status = 'error', runtime_details = :details, updated_at = :now,
+    event_seq = event_seq + :record, keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND status = 'queued' AND (:record = 0 OR event_seq = :expected_event_seq)
 
 
 -- name: note_outcome
@@ -538,6 +563,37 @@ WHERE status = 'queued'
 GROUP BY environment, req_cpu_cores, req_memory, req_gpu_mem, req_gpu_model, req_gpu_archi
 ORDER BY count(*) DESC, min(created_at), environment, req_cpu_cores, req_memory, req_gpu_mem,
     COALESCE(req_gpu_model, ''), COALESCE(req_gpu_archi, '')
+LIMIT :limit;
+
+
+-- name: waiting_in_class
+-- The queued jobs of one hardware class, as waiting_classes groups them (environment and each
+-- requirement equal; {gpu_model_any} and {gpu_archi_any} are literals, 1 when the class asks
+-- for no model or architecture, so that each test is a plain equality or IS NULL), that wait
+-- since before :queued_before and, unless {any_notice} is 1, whose users were not told
+-- :notice; from id :after on, lowest first, at most :limit. Served by ix_jobs_queued_class.
+SELECT {job_columns}
+FROM jobs
+WHERE status = 'queued' AND environment = :environment AND req_cpu_cores = :cpu_cores
+    AND req_memory = :memory AND req_gpu_mem = :gpu_mem
+    AND ({gpu_model_any} = 1 AND req_gpu_model IS NULL
+        OR {gpu_model_any} = 0 AND req_gpu_model = :gpu_model)
+    AND ({gpu_archi_any} = 1 AND req_gpu_archi IS NULL
+        OR {gpu_archi_any} = 0 AND req_gpu_archi = :gpu_archi)
+    AND updated_at < :queued_before
+    AND ({any_notice} = 1 OR COALESCE(wait_notice, '') <> :notice)
+    AND id > :after
+ORDER BY id
+LIMIT :limit;
+
+
+-- name: told_why_waiting
+-- The queued jobs whose users were told that no worker can run them, from id :after on, at
+-- most :limit: a range of the small partial index ix_jobs_wait_noticed.
+SELECT {job_columns}
+FROM jobs
+WHERE status = 'queued' AND wait_notice IS NOT NULL AND id > :after
+ORDER BY id
 LIMIT :limit;
 
 

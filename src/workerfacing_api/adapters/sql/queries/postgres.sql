@@ -75,7 +75,7 @@ events AS ({record_event} RETURNING id, job_id, leased_until)
 SELECT claim.retry, j.id, j.upstream_id, j.status, j.environment, j.job_group, j.priority,
     j.spec, j.paths_upload, j.worker, j.node, j.attempt, j.num_retries, j.event_seq,
     j.runtime_details, j.created_at, j.updated_at, j.last_heartbeat_at, j.forwarded_at,
-    j.upstream_ok_at, e.id AS event_id, e.leased_until AS event_leased_until
+    j.upstream_ok_at, j.wait_notice, e.id AS event_id, e.leased_until AS event_leased_until
 FROM (
     SELECT EXISTS (SELECT 1 FROM taken) AND NOT EXISTS (SELECT 1 FROM granted) AS retry
 ) AS claim
@@ -137,6 +137,18 @@ WITH changed AS ({end_silent_attempt_of_job} RETURNING {changed_columns}),
 -- name: retry_failed
 -- An operator's retry (common.sql's start_failed_job_over), likewise.
 WITH changed AS ({start_failed_job_over} RETURNING {changed_columns}),
+{after_change}
+
+
+-- name: tell_why_waiting
+-- Telling a queued job's user why it waits (common.sql's tell_why_waiting_job), likewise.
+WITH changed AS ({tell_why_waiting_job} RETURNING {changed_columns}),
+{after_change}
+
+
+-- name: fail_waiting
+-- QUEUED_LIMIT's failure of a job no worker can run (common.sql's fail_waiting_job), likewise.
+WITH changed AS ({fail_waiting_job} RETURNING {changed_columns}),
 {after_change}
 
 

@@ -150,6 +150,18 @@ CASE WHEN job_group IN (SELECT value FROM json_each(:groups)) THEN 0 ELSE 1 END
 {after_change}
 
 
+-- name: tell_why_waiting
+-- Telling a queued job's user why it waits (common.sql's tell_why_waiting_job), likewise.
+{tell_why_waiting_job};
+{after_change}
+
+
+-- name: fail_waiting
+-- QUEUED_LIMIT's failure of a job no worker can run (common.sql's fail_waiting_job), likewise.
+{fail_waiting_job};
+{after_change}
+
+
 -- name: after_change
 -- Not a statement: what follows a change that won: the attempt's outcome, the worker's strikes
 -- forgiven, the event, then the answer (the changed columns, with the event just inserted, when
