@@ -21,12 +21,11 @@ demand:
     queue) sees one number with no hardware in it, so every node group that serves the queue is
     scaled on that same number; it cannot know that a queued training will never run on a small
     node.
-(b) demand by class: the demand as this service reports it (``core.demand.Demand``, as
-    ``GET /_demand``): queued jobs by hardware class, each class judged with ``class_demand``
-    (``core.matching.fits`` on a ``stand_in`` job) against the offers of the kinds the scaler can
-    start, the "nodes seen" of a fleet that does not exist yet. A class's jobs count for the kind
-    of its ``smallest_fitting_offer``; a pool is sized to the jobs of the classes it is the
-    smallest fit for.
+(b) demand by class: each pool is sized to the queued jobs a machine of its kind would run, as
+    this service reports them to the scalers of docs/OPERATIONS.md (``GET /_demand`` with the
+    kind's offer, ``core.demand.Demand.report(MachineOffer)``: the classes whose requirement the
+    offer meets, by the pull's own rule). A training counts for the large pool only; a fit for
+    both, as a large node would take it.
 
 The core is driven as the service drives it: jobs are submitted to the in-memory queue
 (``core.memory.InMemoryQueue``) at their arrival, time is a ``FakeClock``, and a ready idle node
@@ -68,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from workerfacing_api.core.clock import FakeClock  # noqa: E402
-from workerfacing_api.core.demand import Demand, Offer  # noqa: E402
+from workerfacing_api.core.demand import Demand, MachineOffer  # noqa: E402
 from workerfacing_api.core.memory import InMemoryQueue  # noqa: E402
 from workerfacing_api.core.model import (  # noqa: E402
     Environment,
@@ -322,8 +321,8 @@ class _Fleet:
         # The kinds the scaler can start, recorded as nodes "seen" (an in-memory worker registry
         # of their own): ``class_demand`` judges each class against their offers, so a class is
         # placed before any node of its kind exists. The fleet's real nodes are in ``queue``.
-        self.catalogue = InMemoryQueue()
-        self.demand = Demand(self.queue, self.catalogue, self.clock, seen_window=3600.0)
+        # No node is "seen" by the demand: the scaler asks what a machine of each kind would run.
+        self.demand = Demand(self.queue, InMemoryQueue(), self.clock, seen_window=3600.0)
         self.events: list[tuple[float, int, int, Any]] = []
         self.order = 0
         self.nodes: list[Node] = []
@@ -436,15 +435,11 @@ class _Fleet:
         if self.policy is Policy.QUEUE_LENGTH:
             queued = (await self.queue.stats(self.clock.now())).by_status[JobStatus.QUEUED]
             return {k.name: queued for k in KINDS}
-        now = self.clock.now()
+        wanted = {}
         for kind in KINDS:
-            await self.catalogue.record_seen(kind.profile(f"{kind.name}-template"), now)
-        report = await self.demand.report()
-        by_offer = {_offer_of(k): k.name for k in KINDS}
-        wanted = {k.name: 0 for k in KINDS}
-        for c in report.classes:
-            if c.smallest_fitting_offer is not None:  # else no kind can run it (checked before)
-                wanted[by_offer[c.smallest_fitting_offer]] += c.queued
+            # GET /_demand?environment=cloud&memory=…&gpu_mem=…: what the recipes' scalers read.
+            report = await self.demand.report(_machine_offer(kind))
+            wanted[kind.name] = report.queued
         return wanted
 
     async def scale(self, now_s: float) -> None:
@@ -461,13 +456,13 @@ class _Fleet:
                 self.schedule(now_s + self.config.startup_s, _READY, node)
 
 
-def _offer_of(kind: NodeKind) -> Offer:
-    return Offer(
+def _machine_offer(kind: NodeKind) -> MachineOffer:
+    return MachineOffer(
+        environment=Environment.CLOUD,
         cpu_cores=kind.cpu_cores,
         memory=kind.memory,
         gpu_mem=kind.gpu_mem,
         gpu_model=kind.gpu_model,
-        gpu_archi=None,
     )
 
 
