@@ -411,6 +411,7 @@ class Container(containers.DeclarativeContainer):
         registry,
         sync,
         explainer,
+        demand,
         clock,
         seen_window=settings.provided.worker_seen_window,
     )

@@ -203,6 +203,14 @@ def test_the_overview_follows_the_queue(server: Server) -> None:
     queued = overview(session, server)
     assert queued["jobs_by_state"]["queued"] == 3
     assert queued["oldest_queued_age_seconds"] >= 0
+    # By hardware class, as GET /_demand: no node seen yet, so none can run either class.
+    assert {
+        (c["gpu_mem"], c["queued"], c["fitting_nodes_seen"], c["no_node_can_run"], c["reason"])
+        for c in queued["demand"]["classes"]
+    } == {
+        (0, 2, 0, 2, "no worker has asked for jobs in the last 15 minutes"),
+        (40000, 1, 0, 1, "no worker has asked for jobs in the last 15 minutes"),
+    }
 
     finished_id = int(next(iter(server.pull("gpu-1", gpu_mem=24000))))
     failed_id = int(next(iter(server.pull("gpu-1", gpu_mem=24000))))
@@ -238,8 +246,12 @@ def test_the_overview_follows_the_queue(server: Server) -> None:
     assert sum(t["pulled"] for t in throughput) == 2
     assert sum(t["finished"] for t in throughput) == 1
 
-    (waiting,) = after["waiting_without_worker"]
-    assert (waiting["environment"], waiting["gpu_mem"], waiting["jobs"]) == ("local", 40000, 1)
+    demand = after["demand"]
+    assert (demand["queued"], demand["no_node_can_run"], demand["nodes_seen"]) == (1, 1, 1)
+    (waiting,) = demand["classes"]
+    assert (waiting["environment"], waiting["gpu_mem"], waiting["queued"]) == ("local", 40000, 1)
+    assert (waiting["fitting_nodes_seen"], waiting["smallest_fitting_offer"]) == (0, None)
+    assert waiting["no_node_can_run"] == 1
     assert waiting["reason"] == (
         "no local worker seen in the last 15 minutes has 40 000 MiB of GPU memory; "
         "the largest has 24 000"

@@ -2,7 +2,9 @@
 Playwright) against a real ``serve``: sign-in refuses a non-operator, an operator sees the counts
 move as jobs are submitted, pulled and finished (by the page's own refresh, never a reload),
 opens a failed job from the failures table and reads its details, all under the service's
-Content-Security-Policy with no violation in the console; and a page of another site (a tiny
+Content-Security-Policy with no violation in the console; reads the demand by hardware class (a
+class a node seen fits, and one no node can run, with why) and when a queued job may start; and
+a page of another site (a tiny
 server on another port of 127.0.0.1, reached as ``127.0.0.1`` and as ``localhost``) can neither
 sign the browser in or out with a form it submits, nor show the sign-in page in a frame. (The
 README's screenshot,
@@ -25,7 +27,7 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from tests.conftest import IN_CI
 from tests.integration.conftest import Server
@@ -151,7 +153,7 @@ def test_operator_watches_the_queue_and_reads_a_failed_job(
     workers = page.get_by_test_id("workers-table")
     expect(workers).to_contain_text("gpu-box-3", timeout=WAIT_MS)
     expect(workers.get_by_role("link", name=f"#{running_id}")).to_be_visible()
-    expect(page.get_by_test_id("waiting-table")).to_contain_text("GPU memory", timeout=WAIT_MS)
+    expect(page.get_by_test_id("demand-reason")).to_contain_text("GPU memory", timeout=WAIT_MS)
     failures = page.get_by_test_id("failures-table")
     expect(failures).to_contain_text("CUDA error: no kernel image", timeout=WAIT_MS)
     chart = page.get_by_test_id("throughput-chart")
@@ -191,6 +193,96 @@ def test_operator_watches_the_queue_and_reads_a_failed_job(
     assert login is not None
     assert login.headers["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'"
     assert csp_violations(console) == []
+
+
+def test_operator_reads_the_demand_by_class_and_when_a_job_may_start(
+    server: Server, browser: Browser
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+
+    # One node is seen (it pulls and finishes a job); three jobs of the class it fits wait
+    # behind, and one needs more GPU memory than it has.
+    metas = [int(server.submit()["job"]["meta"]["job_id"]) for _ in range(4)]
+    big = server.job_body()
+    big["job"]["hardware"]["gpu_mem"] = 40000
+    server.submit(big)
+    done = next(iter(server.pull("gpu-box-1", gpu_mem=24000, gpu_model="RTX")))
+    for status in ("running", "finished"):
+        assert server.put_status(done, status, "gpu-box-1").status_code == 204
+
+    sign_in(page, server, server.token("ops-alice", groups=("operators",)))
+    expect(page).to_have_url(f"{server.url}/ui", timeout=WAIT_MS)
+    rows = page.get_by_test_id("demand-row")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    fitting = rows.filter(has_not=page.get_by_test_id("demand-reason"))
+    expect(fitting.get_by_test_id("demand-class")).to_have_text("local · any")
+    expect(fitting.get_by_test_id("demand-queued")).to_have_text("3")
+    expect(fitting.get_by_test_id("demand-fitting")).to_have_text("1")
+    expect(fitting.get_by_test_id("demand-offer")).to_have_text(
+        "8 cores · 64\u2009000 MiB · GPU RTX 24\u2009000 MiB"
+    )
+    expect(fitting.get_by_test_id("demand-unrunnable")).to_have_text("0")
+    unrunnable = rows.filter(has=page.get_by_test_id("demand-reason"))
+    expect(unrunnable.get_by_test_id("demand-queued")).to_have_text("1")
+    expect(unrunnable.get_by_test_id("demand-fitting")).to_have_text("0")
+    expect(unrunnable.get_by_test_id("demand-offer")).to_have_text("—")
+    expect(unrunnable.get_by_test_id("demand-reason")).to_have_text(
+        "no local worker seen in the last 15 minutes has 40 000 MiB of GPU memory; "
+        "the largest has 24 000"
+    )
+    expect(page.get_by_test_id("demand-summary")).to_contain_text(
+        "4 queued in 2 classes; 1 that no node can run; 1 node(s) seen"
+    )
+
+    # The last of them waits behind two: the page says so, and when it may start (from how
+    # long the node that fits it took a job), in the explanation's own words.
+    last = queue_id(server, metas[-1])
+    page.goto(f"{server.url}/ui#/jobs/{last}")
+    expect(page.get_by_test_id("job-status")).to_have_text("queued", timeout=WAIT_MS)
+    expect(page.get_by_test_id("job-why")).to_contain_text("2 job(s) come before it in line")
+    answer = requests.get(
+        f"{server.url}/ui/api/jobs/{last}",
+        headers={"Authorization": f"Bearer {server.token('ops-alice', groups=('operators',))}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    estimate = answer.json()["why"]["estimate"]
+    assert isinstance(estimate, str)
+    assert "expected to start in about" in estimate
+    expect(page.get_by_test_id("job-estimate")).to_have_text(estimate)
+    assert script_errors == []
+
+
+def test_a_late_answer_never_paints_over_the_page_opened_since(
+    server: Server, browser: Browser
+) -> None:
+    first, second = (queue_id(server, int(server.submit()["job"]["meta"]["job_id"])) for _ in "ab")
+    page = browser.new_page()
+    sign_in(page, server, server.token("ops-alice", groups=("operators",)))
+    expect(page).to_have_url(f"{server.url}/ui", timeout=WAIT_MS)
+
+    # The first job's answer is held back until the operator has opened the second job.
+    held: list[Route] = []
+    page.route(f"**/ui/api/jobs/{first}", lambda route: held.append(route))
+    page.goto(f"{server.url}/ui#/jobs/{first}")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the first job's page never asked for its data"
+    page.goto(f"{server.url}/ui#/jobs/{second}")
+    heading = page.locator("#job h1")
+    expect(heading).to_contain_text(f"Job #{second}", timeout=WAIT_MS)
+
+    # The second page's own refreshes are held from now on, so none can paint over a wrong page.
+    page.route(f"**/ui/api/jobs/{second}", lambda route: held.append(route))
+    with page.expect_request_finished(lambda r: r.url.endswith(f"/ui/api/jobs/{first}")):
+        held[0].continue_()
+    page.wait_for_timeout(500)  # the page reads the late answer in a task or two, not 500 ms
+    expect(heading).to_contain_text(f"Job #{second}")
+    expect(page.get_by_test_id("error-banner")).to_be_hidden()
 
 
 def test_a_page_of_another_site_cannot_sign_in_or_out_or_frame_the_dashboard(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.queues import Queue, at, submission, worker
 from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.demand import Demand
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import (
     Environment,
@@ -192,7 +193,8 @@ async def test_attempts_and_pending_events_of_a_job(queue: Queue) -> None:
 def _overview(q: InMemoryQueue, clock: FakeClock) -> Overview:
     sync = StatusSync(q, q, None, clock)
     explainer = WaitExplainer(q, q, clock, seen_window=900, exclude_attempted=True)
-    return Overview(q, q, q, sync, explainer, clock, seen_window=900)
+    demand = Demand(q, q, clock, seen_window=900)
+    return Overview(q, q, q, sync, explainer, demand, clock, seen_window=900)
 
 
 async def test_the_overview_shows_the_last_hour_and_what_waits_for_hardware() -> None:
@@ -215,19 +217,20 @@ async def test_the_overview_shows_the_last_hour_and_what_waits_for_hardware() ->
     assert [t.pulled for t in view.throughput[-2:]] == [1, 0]
     assert [w.account for w in view.workers] == ["gpu-1"]
     assert view.workers[0].active_jobs == (small.id,)
+    assert (view.demand.queued, view.demand.no_node_can_run) == (4, 4)
     waiting = [
-        (u.waiting.gpu_mem, u.waiting.environment, u.reason) for u in view.waiting_without_worker
+        (c.gpu_mem, c.environment, c.reason) for c in view.demand.classes if c.no_node_can_run
     ]
     assert waiting == [
         (
             40000,
-            Environment.LOCAL,
+            "local",
             "no local worker seen in the last 15 minutes has 40 000 MiB of GPU memory; "
             "the largest has 24 000",
         ),
         (
             0,
-            Environment.CLOUD,
+            "cloud",
             "no cloud worker was seen in the last 15 minutes (the workers seen are local)",
         ),
     ]

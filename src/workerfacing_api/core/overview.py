@@ -3,9 +3,10 @@ full.
 
 ``Overview`` reads the ports only: the queue's counts, its history (``DashboardReads``), the
 workers seen (``WorkerRegistry``) and the upstream's health (``StatusSync``), and puts them
-together with ``now`` from the clock. Which hardware classes wait with no worker that fits is
-decided by the pull's own rule (``core.matching.fits``), and said in the sentence ``why a job
-waits`` uses (``core.waiting``): the page never disagrees with a pull or with ``explain``.
+together with ``now`` from the clock. The queued jobs by hardware class, and those no worker
+seen can run, are ``core.demand``'s report, the very answer of ``GET /_demand``: decided by the
+pull's own rule and said in the sentence ``explain`` uses, so the page never disagrees with a
+pull, with ``explain`` or with an autoscaler.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from workerfacing_api.core.demand import class_demand
+from workerfacing_api.core.demand import Demand, DemandReport
 from workerfacing_api.core.model import (
     MAX_DB_INT,
     AttemptRecord,
@@ -24,7 +25,6 @@ from workerfacing_api.core.model import (
     JobStatus,
     QueueStats,
     StatusEvent,
-    WaitingClass,
     WorkerRecord,
 )
 from workerfacing_api.core.ports import Clock, DashboardReads, JobQueue, WorkerRegistry
@@ -33,23 +33,12 @@ from workerfacing_api.core.waiting import Explanation, WaitExplainer
 
 THROUGHPUT_MINUTES = 60
 FAILURES_SHOWN = 20
-CLASSES_SHOWN = 20
-# Hardware classes read to find those no worker fits. Classes are few in practice (a handful of
-# GPU types): this bounds the read, not what is found.
-_CLASSES_READ = 500
 
 
 class ThroughputMinute(msgspec.Struct, frozen=True, kw_only=True):
     minute: datetime  # its start, UTC
     pulled: int
     finished: int
-
-
-class Unfitting(msgspec.Struct, frozen=True, kw_only=True):
-    """Queued jobs of one hardware class that no worker seen lately fits, and why."""
-
-    waiting: WaitingClass
-    reason: str
 
 
 class UpstreamHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,7 +52,7 @@ class QueueOverview(msgspec.Struct, frozen=True, kw_only=True):
     now: datetime
     stats: QueueStats
     throughput: list[ThroughputMinute]  # THROUGHPUT_MINUTES entries, oldest first
-    waiting_without_worker: list[Unfitting]
+    demand: DemandReport  # the queued jobs by hardware class, as GET /_demand has them
     workers: list[WorkerRecord]  # seen within the window
     recent_failures: list[Failure]
     upstream: UpstreamHealth
@@ -90,10 +79,12 @@ class Overview:
         registry: WorkerRegistry,
         sync: StatusSync,
         explainer: WaitExplainer,
+        demand: Demand,
         clock: Clock,
         *,
         seen_window: float,
     ) -> None:
+        self._demand = demand
         self._queue = queue
         self._reads = reads
         self._registry = registry
@@ -111,7 +102,7 @@ class Overview:
             now=now,
             stats=stats,
             throughput=await self._throughput(now),
-            waiting_without_worker=await self._unfitting(seen, now),
+            demand=await self._demand.report(),
             workers=seen,
             recent_failures=[_described(f) for f in failures],
             upstream=UpstreamHealth(
@@ -147,18 +138,6 @@ class Overview:
             entries.append(ThroughputMinute(minute=minute, pulled=pulled, finished=finished))
         return entries
 
-    async def _unfitting(self, seen: list[WorkerRecord], now: datetime) -> list[Unfitting]:
-        found: list[Unfitting] = []
-        for waiting in await self._reads.waiting_classes(_CLASSES_READ):
-            # The class's demand decides, as GET /_demand has it: by the pull's own rule.
-            demand = class_demand(waiting, seen, now, self._seen_window)
-            if demand.reason is None:
-                continue
-            found.append(Unfitting(waiting=waiting, reason=demand.reason))
-            if len(found) == CLASSES_SHOWN:
-                break
-        return found
-
 
 def _described(failure: Failure) -> Failure:
     """A re-queue whose job was pulled again since has no details of its own left: say what
@@ -172,4 +151,4 @@ def _described(failure: Failure) -> Failure:
     return failure
 
 
-__all__ = ["JobPage", "Overview", "QueueOverview", "ThroughputMinute", "Unfitting"]
+__all__ = ["JobPage", "Overview", "QueueOverview", "ThroughputMinute"]

@@ -1,5 +1,6 @@
 """The operators' dashboard over HTTP (ARCHITECTURE §7): its sign-in and session, its pages and
-assets, and the two JSON reads the page refreshes itself from (``core.overview``).
+assets, and the two JSON reads the page refreshes itself from (``core.overview``, and the demand
+by hardware class of ``core.demand``, as ``GET /_demand`` has it).
 
 Sign-in fits a browser: the sign-in page posts a token once (a form body, never a URL), and the
 service keeps a session for it through Litestar's server-side session middleware, in the store
@@ -38,6 +39,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from workerfacing_api.core.access import OPERATORS_GROUP, in_group
+from workerfacing_api.core.demand import DemandReport
 from workerfacing_api.core.errors import (
     AccessDenied,
     DomainError,
@@ -286,18 +288,6 @@ class ThroughputEntry(msgspec.Struct):
     finished: int
 
 
-class WaitingEntry(msgspec.Struct):
-    environment: str  # cloud, local or any
-    cpu_cores: int  # requirements: 0 (numbers) or null (names) is "anything"
-    memory: int
-    gpu_mem: int
-    gpu_model: str | None
-    gpu_archi: str | None
-    jobs: int
-    oldest_age_seconds: float
-    reason: str
-
-
 class WorkerEntry(msgspec.Struct):
     name: str  # the node's id
     account: str
@@ -340,7 +330,9 @@ class OverviewBody(msgspec.Struct):
     jobs_by_state: dict[str, int]
     oldest_queued_age_seconds: float | None
     throughput: list[ThroughputEntry]  # 60 minutes, oldest first
-    waiting_without_worker: list[WaitingEntry]
+    # The queued jobs by hardware class, exactly as GET /_demand answers: the classes no node
+    # seen can run are those with no_node_can_run > 0, each with its reason.
+    demand: DemandReport
     workers: list[WorkerEntry]
     recent_failures: list[FailureEntry]
     upstream: UpstreamEntry
@@ -398,20 +390,7 @@ def _overview_body(view: QueueOverview) -> OverviewBody:
             ThroughputEntry(minute=t.minute.isoformat(), pulled=t.pulled, finished=t.finished)
             for t in view.throughput
         ],
-        waiting_without_worker=[
-            WaitingEntry(
-                environment=_env(u.waiting.environment),
-                cpu_cores=u.waiting.cpu_cores,
-                memory=u.waiting.memory,
-                gpu_mem=u.waiting.gpu_mem,
-                gpu_model=u.waiting.gpu_model,
-                gpu_archi=u.waiting.gpu_archi,
-                jobs=u.waiting.jobs,
-                oldest_age_seconds=(now - u.waiting.oldest_created_at).total_seconds(),
-                reason=u.reason,
-            )
-            for u in view.waiting_without_worker
-        ],
+        demand=view.demand,
         workers=[
             WorkerEntry(
                 name=w.name,
@@ -523,7 +502,10 @@ def _data_errors(*codes: int) -> dict[int, ResponseSpec]:
     },
 )
 async def overview(
-    request: AnyRequest, access: Gate, clock: Clocked, overview: SkipValidation[Overview]
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    overview: SkipValidation[Overview],
 ) -> Response[bytes]:
     await _require_operator(request, access, clock)
     body = _overview_body(await overview.overview())

@@ -200,14 +200,31 @@
     box.replaceChildren(chart, legend);
   }
 
-  function renderWaiting(rows) {
-    const tbody = document.getElementById("waiting");
-    if (!rows.length) return emptyRow(tbody, 4, "Every queued job has a worker that fits.");
-    tbody.replaceChildren(...rows.map((r) => el("tr", {},
-      el("td", {}, `${r.environment || "any"} · ${hardware(r)}`),
-      el("td", { class: "num" }, r.jobs),
-      el("td", {}, age(r.oldest_age_seconds)),
-      el("td", { class: "reason" }, r.reason))));
+  // The queued jobs by hardware class, as GET /_demand has them (core.demand): what to start
+  // more of, and which classes no node seen can run at all (with the reason in figures).
+  function renderDemand(d) {
+    const summary = document.getElementById("demand-summary");
+    const classes = d.classes.length === 1 ? "1 class" : `${d.classes.length} classes`;
+    summary.textContent = `${d.queued} queued in ${classes}; ${d.no_node_can_run} that no node ` +
+      `can run; ${d.nodes_seen} node(s) seen in the last ${age(d.seen_window_seconds)}` +
+      (d.complete ? "" : "; more classes than shown, the rest not read");
+    const tbody = document.getElementById("demand");
+    if (!d.classes.length) return emptyRow(tbody, 6, "Nothing queued.");
+    tbody.replaceChildren(...d.classes.map((c) => {
+      const unrunnable = c.no_node_can_run > 0;
+      const none = el("td", { testid: "demand-unrunnable" });
+      if (unrunnable) {
+        none.className = "bad";
+        none.append(String(c.no_node_can_run), el("span", { class: "reason", testid: "demand-reason" }, c.reason));
+      } else none.append(el("span", { class: "muted" }, "0"));
+      return el("tr", { class: unrunnable ? "unrunnable" : null, testid: "demand-row" },
+        el("td", { testid: "demand-class" }, `${c.environment} · ${hardware(c)}`),
+        el("td", { class: "num", testid: "demand-queued" }, c.queued),
+        el("td", {}, age(c.oldest_wait_seconds)),
+        el("td", { class: "num", testid: "demand-fitting" }, c.fitting_nodes_seen),
+        el("td", { testid: "demand-offer" }, c.smallest_fitting_offer ? hardware(c.smallest_fitting_offer) : "—"),
+        none);
+    }));
   }
 
   function renderWorkers(rows) {
@@ -247,13 +264,14 @@
     node.textContent = `${health} · outbox backlog ${u.outbox_backlog}${oldest}`;
   }
 
-  async function loadOverview() {
+  async function loadOverview(current) {
     const data = await getJSON("/ui/api/overview");
+    if (!current()) return; // the operator moved on while it was asked: a stale answer
     renderTiles(data.jobs_by_state);
     document.getElementById("oldest-queued").textContent =
       data.oldest_queued_age_seconds === null ? "nothing queued" : age(data.oldest_queued_age_seconds);
     renderChart(data.throughput);
-    renderWaiting(data.waiting_without_worker);
+    renderDemand(data.demand);
     renderWorkers(data.workers);
     renderFailures(data.recent_failures, data.now);
     renderUpstream(data.upstream);
@@ -269,16 +287,18 @@
       el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {}, h)))), el("tbody", {}, ...body)));
   }
 
-  async function loadJob(id) {
+  async function loadJob(id, current) {
     const target = document.getElementById("job");
     let data;
     try {
       data = await getJSON(`/ui/api/jobs/${encodeURIComponent(id)}`);
     } catch (error) {
       if (error.status !== 404) throw error;
+      if (!current()) return;
       target.replaceChildren(el("h1", {}, `Job #${id}`), el("p", { class: "error" }, error.message));
       return;
     }
+    if (!current()) return; // another job's page, or the overview, was opened meanwhile
     const j = data.job;
     const facts = [["Upstream job", j.meta_job_id], ["Worker", j.worker || "—"],
       ["Attempt", `${j.attempt} (retries used: ${j.num_retries})`], ["Environment", j.environment || "any"],
@@ -290,8 +310,12 @@
       el("dl", { class: "facts-list" }, ...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
     ];
     if (data.why) {
+      // The reason holds the place in line; the estimate (when the service gives one: null
+      // without a finish rate, absent from an older service) says when that place comes.
       parts.push(el("div", { class: "why" }, el("strong", {}, "Why it waits: "),
-        el("span", { testid: "job-why" }, data.why.reason)));
+        el("span", { testid: "job-why" }, data.why.reason),
+        data.why.estimate ? el("span", { class: "estimate" }, el("strong", {}, "When: "),
+          el("span", { testid: "job-estimate" }, data.why.estimate)) : null));
     }
     parts.push(el("h2", {}, "Runtime details"),
       el("pre", { class: "details", testid: "job-details" }, j.runtime_details || "(none)"));
@@ -313,7 +337,7 @@
     document.getElementById("overview-view").hidden = Boolean(match);
     document.getElementById("job-view").hidden = !match;
     if (!match) document.title = "Queue · DECODE worker queue";
-    return match ? () => loadJob(match[1]) : loadOverview;
+    return match ? (current) => loadJob(match[1], current) : loadOverview;
   }
 
   let timer = null;
@@ -321,14 +345,18 @@
   async function refresh() {
     clearTimeout(timer);
     const mine = ++generation;
+    // An answer that arrives after a newer refresh started is dropped, whatever it says: it
+    // would paint the page (or its banner) with what the operator navigated away from.
+    const current = () => mine === generation;
     try {
-      await route()();
+      await route()(current);
+      if (!current()) return;
       showBanner("");
       refreshed();
     } catch (error) {
-      if (error.status !== 401) showBanner(`Refresh failed: ${error.message || error}. Retrying in 5 s.`);
+      if (current() && error.status !== 401) showBanner(`Refresh failed: ${error.message || error}. Retrying in 5 s.`);
     } finally {
-      if (mine === generation) timer = setTimeout(refresh, REFRESH_MS);
+      if (current()) timer = setTimeout(refresh, REFRESH_MS);
     }
   }
 
