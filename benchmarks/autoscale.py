@@ -551,12 +551,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-nodes", type=int, default=20, help="small nodes at most (20)")
     parser.add_argument("--max-large", type=int, default=4, help="large nodes at most (4)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="replay the traces of this many seeds from --seed on, and judge their totals (1)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if min(args.jobs, args.max_nodes, args.max_large) < 1 or min(args.startup, args.idle_stop) < 0:
-        parser.error(
-            "--jobs, --max-nodes and --max-large must be at least 1, --startup and --idle-stop >= 0"
-        )
+    if min(args.jobs, args.max_nodes, args.max_large, args.seeds) < 1:
+        parser.error("--jobs, --max-nodes, --max-large and --seeds must be at least 1")
+    if min(args.startup, args.idle_stop) < 0:
+        parser.error("--startup and --idle-stop must be at least 0")
+    if args.seeds > 1 and args.trace is not None:
+        parser.error("--seeds replays generated traces; it cannot go with --trace")
     if args.trace is not None:
         try:
             trace = read_trace(args.trace)
@@ -574,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         max_nodes=args.max_nodes,
         max_large=args.max_large,
     )
+    if args.seeds > 1:
+        return _several(range(args.seed, args.seed + args.seeds), args.jobs, config, args.json)
     figures = {
         "parameters": {
             "seed": None if args.trace else args.seed,
@@ -600,6 +610,43 @@ def main(argv: list[str] | None = None) -> int:
             f"{config.max_large} large nodes"
         )
         print(table(figures))
+    return 0
+
+
+def _several(seeds: range, jobs: int, config: Config, as_json: bool) -> int:
+    """Each seed's trace under both policies, and the acceptance test on their totals: one
+    trace's clear time also depends on which node happens to free first for its last jobs."""
+    runs = {seed: compare(generate_trace(seed, jobs), config) for seed in seeds}
+    totals = {
+        p.value: {
+            key: round(sum(r["policies"][p.value][key] for r in runs.values()), 1)
+            for key in ("clear_min", "idle_node_min", "busy_node_min")
+        }
+        for p in Policy
+    }
+    a, b = totals[Policy.QUEUE_LENGTH.value], totals[Policy.CLASS_DEMAND.value]
+    verdict = {
+        "clears_no_slower": b["clear_min"] <= a["clear_min"],
+        "idle_at_most_half": b["idle_node_min"] <= a["idle_node_min"] / 2,
+    }
+    if as_json:
+        print(json.dumps({"runs": runs, "totals": totals, "acceptance": verdict}))
+        return 0
+    for seed, r in runs.items():
+        fa, fb = (r["policies"][p.value] for p in Policy)
+        print(
+            f"seed {seed}: clear (a) {fa['clear_min']} / (b) {fb['clear_min']} min; idle (a) "
+            f"{fa['idle_node_min']} / (b) {fb['idle_node_min']} node-min"
+        )
+    print(
+        f"totals over {len(runs)} traces: clear (a) {a['clear_min']} / (b) {b['clear_min']} min; "
+        f"idle (a) {a['idle_node_min']} / (b) {b['idle_node_min']} node-min "
+        f"({b['idle_node_min'] / a['idle_node_min']:.0%})"
+    )
+    print(
+        f"(b) clears no slower than (a): {'yes' if verdict['clears_no_slower'] else 'no'}; "
+        f"(b) idles at most half of (a): {'yes' if verdict['idle_at_most_half'] else 'no'}"
+    )
     return 0
 
 

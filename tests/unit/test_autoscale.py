@@ -103,6 +103,19 @@ def test_a_trace_file_replays_as_the_same_trace(
     assert printed["policies"] == autoscale.compare(TRACE, Config())["policies"]
 
 
+def test_several_seeds_are_judged_on_their_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert autoscale.main(["--seed", "3", "--seeds", "2", "--jobs", "40", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(printed["runs"]) == ["3", "4"]
+    assert printed["runs"]["4"] == autoscale.compare(autoscale.generate_trace(4, 40), Config())
+    for policy in Policy:
+        total = sum(r["policies"][policy.value]["idle_node_min"] for r in printed["runs"].values())
+        assert printed["totals"][policy.value]["idle_node_min"] == total
+    with pytest.raises(SystemExit):
+        autoscale.main(["--seeds", "2", "--trace", "trace.json"])
+    assert "cannot go with --trace" in capsys.readouterr().err
+
+
 def test_a_trace_no_node_can_run_is_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "trace.csv"
     path.write_text("arrival_s,gpu_mem,duration_s\n0,160000,600\n")
