@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.inprocess import API_KEY, assemble, serving
 from tests.queues import Queue, at, submission, worker
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
@@ -197,3 +199,31 @@ async def test_a_requeued_job_is_told_again(service: Service) -> None:
         "queued",
         "the job waits: " + SHORT.replace("80 000", "40 000") + "; the largest has 24 000",
     )
+
+
+async def test_the_service_tells_and_fails_as_configured(tmp_path: Path) -> None:
+    """Through the app the container builds: WAIT_NOTICE_AFTER and QUEUED_LIMIT as set, the
+    user-facing API hearing what the real one would show the user, and explain agreeing."""
+    assembled = assemble(tmp_path, wait_notice_after=60, queued_limit=180)
+    async with serving(assembled) as api:
+        await api.submit(7, hardware=BIG)
+        assert await api.pull("w1", gpu_mem=24000) == {}
+        notices = api.container.notices()
+        api.clock.advance(61)
+        await notices.run()
+        reason = f"{SHORT}; the largest has 24 000"
+        assert api.upstream.delivered(7) == [("queued", f"the job waits: {reason}")]
+        explained = await api.client.get("/_jobs/7/explain", headers={"x-api-key": API_KEY})
+        assert explained.json()["reason"] == reason
+        api.clock.advance(60)
+        await notices.run()
+        assert len(api.upstream.delivered(7)) == 1
+        api.clock.advance(60)
+        assert await api.pull("w1", gpu_mem=24000) == {}  # seen again: still too small
+        await notices.run()
+        assert api.upstream.delivered(7)[-1] == (
+            "error",
+            f"the job failed after waiting 3 minutes for a worker that can run it: {reason}",
+        )
+        explained = await api.client.get("/_jobs/7/explain", headers={"x-api-key": API_KEY})
+        assert explained.json()["status"] == "error"
