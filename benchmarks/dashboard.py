@@ -8,7 +8,9 @@ failed jobs with their attempts, time-outs) and a fleet of nodes seen (half of t
 running job), then times N sequential GETs of ``/ui/api/overview``, of ``/ui/api/jobs/{id}`` (a
 queued job, whose page asks why it waits, and a failed one) with an operator's bearer token, and
 of ``/_demand`` with the internal key (as an autoscaler asks; and for one offer, when the
-service takes the offer's query parameters). Prints one JSON line per endpoint: p50, p95, p99
+service takes the offer's query parameters), and of the jobs view ``/ui/api/jobs`` (its first
+page, failed jobs, queued jobs of one class, a page deep in the queue, one worker's jobs, a search
+by ``meta.job_id``). Prints one JSON line per endpoint: p50, p95, p99
 and mean in milliseconds, the 1-minute load average at its end (a busy machine's figures are not
 the service's), and for ``/_demand`` what the answer held.
 
@@ -28,6 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
@@ -179,9 +182,12 @@ async def fill(db_url: str, queued: int, classes: int, nodes: int) -> dict[str, 
             "ORDER BY created_at DESC LIMIT 1"
         )
         failed = await conn.fetchval("SELECT id FROM jobs WHERE status = 'error' LIMIT 1")
+        middle = await conn.fetchval(
+            "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id OFFSET $1 LIMIT 1", queued // 2
+        )
     finally:
         await conn.close()
-    return {"queued": int(waiting), "failed": int(failed)}
+    return {"queued": int(waiting), "failed": int(failed), "middle": int(middle)}
 
 
 async def time_gets(url: str, headers: dict[str, str], count: int) -> list[float]:
@@ -199,6 +205,15 @@ async def time_gets(url: str, headers: dict[str, str], count: int) -> list[float
 def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
     with urlopen(Request(url, headers=headers or {}), timeout=10) as answer:
         return json.load(answer)
+
+
+def get_status(url: str, headers: dict[str, str]) -> int:
+    """The status code of a GET (an error's too)."""
+    try:
+        with urlopen(Request(url, headers=headers), timeout=30) as answer:
+            return int(answer.status)
+    except HTTPError as exc:
+        return exc.code
 
 
 def takes_offer(base: str) -> bool:
@@ -242,6 +257,23 @@ def main() -> None:
                 "job_failed": (f"{base}/ui/api/jobs/{ids['failed']}", operator),
                 "demand": (f"{base}/_demand", internal),
             }
+            # The jobs view (its first page, filtered pages, a page deep in the queue, a search),
+            # when the service has it.
+            if get_status(f"{base}/ui/api/jobs?limit=1", operator) == 200:
+                env, cpu, memory, gpu_mem, model = CLASSES[1]
+                klass = f"{env}:{cpu}:{memory}:{gpu_mem}:{model or ''}:"
+                views = {
+                    "jobs_first_page": {},
+                    "jobs_failed": {"state": "error"},
+                    "jobs_queued_of_class": {"state": "queued", "class": klass},
+                    "jobs_deep_page": {"state": "queued", "before": str(ids["middle"])},
+                    "jobs_by_worker": {"worker": "w3"},
+                    "jobs_search_meta_id": {"job_id": str(queued // 3)},
+                }
+                for name, query in views.items():
+                    targets[name] = (f"{base}/ui/api/jobs?{urlencode(query)}", operator)
+            else:
+                print("# no jobs view (/ui/api/jobs) yet: not measured", flush=True)
             if takes_offer(base):
                 targets["demand_offer"] = (f"{base}/_demand?{urlencode(OFFER)}", internal)
             else:

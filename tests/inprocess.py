@@ -166,7 +166,15 @@ async def serving(assembled: Assembled, stored: Stored | None = None) -> AsyncIt
 
 
 # Every table of the queue, in the order they are compared.
-TABLES = ("jobs", "job_attempts", "status_events", "job_uploads", "nodes", "ui_sessions")
+TABLES = (
+    "jobs",
+    "job_attempts",
+    "status_events",
+    "job_uploads",
+    "nodes",
+    "ui_sessions",
+    "audit_log",
+)
 
 
 class Stored:

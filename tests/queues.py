@@ -20,7 +20,7 @@ KINDS = ["memory", "sqlite", "postgres"]
 
 
 class SqlPorts:
-    """The five SQL port adapters over one database, answering as one object like the in-memory
+    """The SQL port adapters over one database, answering as one object like the in-memory
     reference model does (each method is looked up on the adapter of its port), so that one
     contract suite drives both."""
 
@@ -32,6 +32,7 @@ class SqlPorts:
             sql.SqlUploadLedger(database),
             sql.SqlWorkerRegistry(database),
             sql.SqlDashboardReads(database),
+            sql.SqlAuditLog(database),
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -91,7 +92,7 @@ async def open_queue(
             async with engine.begin() as conn:
                 await conn.execute(
                     text(
-                        "TRUNCATE jobs, job_attempts, status_events, job_uploads, nodes "
+                        "TRUNCATE jobs, job_attempts, status_events, job_uploads, nodes, audit_log "
                         "RESTART IDENTITY CASCADE"
                     )
                 )

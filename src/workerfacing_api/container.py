@@ -35,6 +35,7 @@ from workerfacing_api.adapters.sql import (
     Database,
     DatabaseUrlError,
     PostgresDatabase,
+    SqlAuditLog,
     SqlDashboardReads,
     SqlHealth,
     SqliteDatabase,
@@ -57,6 +58,7 @@ from workerfacing_api.core.jobs import JobService
 from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.notices import WaitNotices
+from workerfacing_api.core.operations import Operations
 from workerfacing_api.core.overview import Overview
 from workerfacing_api.core.ports import (
     FileStorage,
@@ -277,6 +279,7 @@ class Container(containers.DeclarativeContainer):
     uploads = providers.Singleton(SqlUploadLedger, database)
     registry = providers.Singleton(SqlWorkerRegistry, database)
     dashboard_reads = providers.Singleton(SqlDashboardReads, database)
+    audit = providers.Singleton(SqlAuditLog, database)
     health = providers.Singleton(SqlHealth, database)
     database_open = providers.Resource(_database_open, database)
     # The dashboard's sessions (Litestar's server-side sessions): in the queue's database, so
@@ -382,6 +385,8 @@ class Container(containers.DeclarativeContainer):
         seen_window=settings.provided.worker_seen_window,
         exclude_attempted=settings.provided.retry_different,
     )
+    # What operators do, from the CLI or the dashboard, with its audit log.
+    operations = providers.Singleton(Operations, jobs, fleet, audit, clock)
     notices = providers.Singleton(
         WaitNotices,
         queue,
@@ -485,6 +490,7 @@ def use_in_memory_queue(container: Container, queue: InMemoryQueue) -> None:
         container.uploads,
         container.registry,
         container.dashboard_reads,
+        container.audit,
     ):
         port.override(providers.Object(queue))
     container.health.override(providers.Object(InProcessStore()))

@@ -84,7 +84,7 @@ def test_db_upgrade_then_current(tmp_path: Path) -> None:
     upgraded = cli("db", "upgrade", cwd=tmp_path, env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "up to date" in upgraded.stdout
-    assert cli("db", "current", cwd=tmp_path, env=env).stdout.strip() == "0008"
+    assert cli("db", "current", cwd=tmp_path, env=env).stdout.strip() == "0009"
 
 
 def test_token_needs_a_username(tmp_path: Path) -> None:
@@ -312,3 +312,49 @@ def test_demand_prints_the_classes_as_json(server: Server) -> None:
     (waiting,) = report["classes"]
     assert (waiting["gpu_mem"], waiting["no_node_can_run"]) == (80000, 1)
     assert "80 000 MiB of GPU memory" in waiting["reason"]
+
+
+def test_jobs_fail_stops_the_worker_and_audit_lists_it(server: Server) -> None:
+    env = {
+        "QUEUE_DB_URL": f"sqlite:///{server.db_path}",
+        "LOCAL_STATE_DIR": str(server.root / ".workerfacing-api"),
+    }
+    server.submit()
+    (job_id,) = server.pull("w").keys()
+    assert cli("audit", cwd=server.root, env=env).stdout == "no operator has acted yet\n"
+    failed = cli(
+        "jobs", "fail", job_id, "--reason", "input file is corrupt", cwd=server.root, env=env
+    )
+    assert failed.returncode == 0, failed.stderr
+    assert failed.stdout == f"job {job_id}: failed (it was pulled on worker w)\n"
+    # The worker's next ping: 404, its signal to stop.
+    ping = requests.put(
+        f"{server.url}/jobs/{job_id}/status",
+        params={"status": "running"},
+        headers=server.auth("w"),
+        timeout=10,
+    )
+    assert ping.status_code == 404
+    again = cli("jobs", "fail", job_id, "--reason", "twice", cwd=server.root, env=env)
+    assert (again.returncode, again.stdout) == (1, f"job {job_id}: not failed: it is error\n")
+    blank = cli("jobs", "fail", job_id, "--reason", " ", cwd=server.root, env=env)
+    assert blank.returncode != 0
+    assert (
+        blank.stderr.strip()
+        .splitlines()[-1]
+        .endswith("say why the job is failed: the reason is shown to its user")
+    )
+    listed = cli("audit", "--json", cwd=server.root, env=env)
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    assert [(e["action"], e["jobs"]) for e in entries] == [
+        ("fail", [int(job_id)]),
+        ("fail", [int(job_id)]),
+    ]
+    assert entries[-1]["actor"].startswith("cli")
+    assert entries[-1]["detail"] == (
+        f"reason: input file is corrupt; job {job_id}: failed (it was pulled on worker w)"
+    )
+    text = cli("audit", "--limit", "1", cwd=server.root, env=env)
+    assert text.stdout.count("\n") == 1
+    assert f"fail {job_id} jobs {job_id}: reason: twice" in text.stdout

@@ -46,7 +46,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0008"
+        assert await current(engine) == "0009"
     finally:
         await engine.dispose()
 
@@ -286,7 +286,7 @@ async def test_wait_notices_come_and_go_and_the_queue_stays(
     await upgrade(engine, "0007")
     before = await _counts(engine, "nodes")
 
-    await upgrade(engine)
+    await upgrade(engine, "0008")
     assert await current(engine) == "0008"
     async with engine.begin() as conn:
         assert (await conn.execute(text("SELECT wait_notice FROM jobs"))).all() == [(None,)]
@@ -327,3 +327,45 @@ async def _queue_in_use(engine: AsyncEngine) -> None:
             "first_seen_at, last_seen_at) VALUES ('w1', 'local', 8, 64000, 0, 'A100', :now, :now)",
         ):
             await conn.execute(text(statement), {"now": now})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_audit_log_comes_and_goes_and_the_queue_stays(
+    blank_engine: AsyncEngine, kind: str
+) -> None:
+    """0009 adds the operators' audit log and indexes the jobs by state in id order instead of
+    by state alone; down again, the log goes and the old index is back; the jobs stay."""
+    engine = blank_engine
+    await upgrade(engine, "0005")
+    await _queue_in_use(engine)
+    await upgrade(engine, "0008")
+    before = await _counts(engine, "nodes")
+
+    await upgrade(engine)
+    assert await current(engine) == "0009"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, action, target, jobs, detail) "
+                "VALUES (:at, 'alice', 'fail', '1', '[1]', 'reason: stuck')"
+            ),
+            {"at": datetime(2026, 12, 6, tzinfo=UTC)},
+        )
+        indexes = await conn.run_sync(
+            lambda sync: {i["name"] for i in sync.dialect.get_indexes(sync, "jobs")}
+        )
+    assert "ix_jobs_status_id" in indexes
+    assert "ix_jobs_status" not in indexes
+    assert await _counts(engine, "nodes") == before
+
+    await _downgrade(engine, "0008")
+    assert await current(engine) == "0008"
+    assert await _counts(engine, "nodes") == before
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync))
+        indexes = await conn.run_sync(
+            lambda sync: {i["name"] for i in sync.dialect.get_indexes(sync, "jobs")}
+        )
+    assert "audit_log" not in tables
+    assert "ix_jobs_status" in indexes
+    assert "ix_jobs_status_id" not in indexes

@@ -53,6 +53,8 @@ DEFAULT_MAX_JOBS_PER_NODE = 8
 # a handful of rounds is plenty even under heavy contention from one worker's retried requests.
 _CAS_ROUNDS = 8
 _SWEEP_BATCH = 500
+# The longest reason an operator may give for failing a job (the user reads it).
+MAX_OPERATOR_REASON = 1000
 _RECENT_JOBS = 10_000  # snapshots kept for optimistic updates (about 3 kB each)
 
 
@@ -312,6 +314,42 @@ class JobService:
             events.append(committed.event)
             results[job_id] = "queued again"
             log.info("job %s retried by an operator: queued again", job_id)
+        if events:
+            await self._sync.deliver_now(events)
+        return results
+
+    async def fail_on_operators_word(self, job_ids: list[int], reason: str) -> dict[int, str]:
+        """An operator fails queued or active jobs with ``reason``: each ends in ``error``, the
+        upstream hears it with the reason, and the worker that held it gets 404 at its next
+        call, so that it stops. Returns what became of each id, in words."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidRequest("say why the job is failed: the reason is shown to its user")
+        if len(reason) > MAX_OPERATOR_REASON:
+            raise InvalidRequest(
+                f"the reason is {len(reason)} characters long; at most {MAX_OPERATOR_REASON}"
+            )
+        results: dict[int, str] = {}
+        events: list[StatusEvent | None] = []
+        for job_id in job_ids:
+            job = await self._get(job_id)
+            if job is None:
+                results[job_id] = "does not exist"
+                continue
+            if job.status is not JobStatus.QUEUED and job.status not in ACTIVE_STATUSES:
+                results[job_id] = f"not failed: it is {job.status.value}"
+                continue
+            committed = await self._queue.fail_on_operators_word(
+                job, reason, self._clock.now(), lease=self._sync.inline()
+            )
+            if committed is None:
+                results[job_id] = "not failed: it changed meanwhile; try again"
+                continue
+            self._recent.pop(job_id, None)
+            events.append(committed.event)
+            was = job.status.value + (f" on worker {job.worker}" if job.worker else "")
+            results[job_id] = f"failed (it was {was})"
+            log.warning("job %s failed by an operator (it was %s): %s", job_id, was, reason)
         if events:
             await self._sync.deliver_now(events)
         return results

@@ -21,6 +21,7 @@ from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
     AttemptOutcome,
     AttemptRecord,
+    AuditEntry,
     Claimed,
     Committed,
     Environment,
@@ -29,6 +30,7 @@ from workerfacing_api.core.model import (
     FailureKind,
     FleetBaseline,
     Job,
+    JobQuery,
     JobStatus,
     KeepAlive,
     Outcome,
@@ -103,8 +105,8 @@ class _Attempt(msgspec.Struct, kw_only=True):
 
 
 class InMemoryQueue:
-    """Implements ``JobQueue``, ``Outbox``, ``UploadLedger``, ``WorkerRegistry`` and
-    ``DashboardReads``.
+    """Implements ``JobQueue``, ``Outbox``, ``UploadLedger``, ``WorkerRegistry``,
+    ``DashboardReads`` and ``AuditLog``.
     ``record_events`` says whether status changes leave outbox events (only when an upstream
     is configured)."""
 
@@ -121,6 +123,7 @@ class InMemoryQueue:
         self._history: dict[tuple[int, int], _Attempt] = {}  # (job id, attempt) -> attempt
         self._workers: dict[str, WorkerRecord] = {}  # without active_jobs (computed on read)
         self._end_noted: set[str] = set()  # workers whose latest cool-off's end was reported
+        self._audit: list[AuditEntry] = []
 
     # -- JobQueue ------------------------------------------------------------------------------
 
@@ -344,6 +347,33 @@ class InMemoryQueue:
             self._jobs[job.id] = updated
             return Committed(job=updated, event=self._event(updated, detail, now, lease))
 
+    async def fail_on_operators_word(
+        self, job: Job, reason: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        reason = storable(reason)
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or current.status not in (JobStatus.QUEUED, *ACTIVE_STATUSES)
+                or not self._unchanged(job, same_events=self._record_events)
+            ):
+                return None
+            if current.status in ACTIVE_STATUSES:
+                self._note_outcome(job.id, job.attempt, Outcome.STOPPED, now)
+            updated = msgspec.structs.replace(
+                current,
+                status=JobStatus.ERROR,
+                worker=None,
+                node=None,
+                runtime_details=reason,
+                updated_at=now,
+                event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
+            )
+            self._jobs[job.id] = updated
+            return Committed(job=updated, event=self._event(updated, reason, now, lease))
+
     async def record_update(
         self,
         job: Job,
@@ -503,13 +533,18 @@ class InMemoryQueue:
             row.ended_at = now
 
     async def outcomes_of(self, node: str, since: datetime, limit: int) -> list[AttemptOutcome]:
-        ended = [o for o in self._outcomes() if o.node == node and o.ended_at > since]
+        # An operator's stop says nothing of the node.
+        ended = [
+            o
+            for o in self._outcomes()
+            if o.node == node and o.ended_at > since and o.outcome is not Outcome.STOPPED
+        ]
         return ended[:limit]
 
     async def baseline(self, since: datetime, now: datetime, *, excluding: str) -> FleetBaseline:
         votes: dict[str, int] = {}  # node -> finished minus failed
         for o in self._outcomes():
-            if o.node == excluding or o.ended_at <= since:
+            if o.node == excluding or o.ended_at <= since or o.outcome is Outcome.STOPPED:
                 continue
             known = self._workers.get(o.node)
             if known is not None and known.aside(now):
@@ -641,6 +676,35 @@ class InMemoryQueue:
         )
         return classes[:limit]
 
+    async def list_jobs(self, query: JobQuery, limit: int) -> list[Job]:
+        q = query
+        found = [
+            j
+            for j in self._jobs.values()
+            if (not q.states or j.status in q.states)
+            and (q.environment is None or _class_of(j)[0] == q.environment)
+            and (q.worker is None or j.worker == q.worker)
+            and (q.node is None or j.node == q.node)
+            and (
+                q.hardware is None
+                or _class_of(j)
+                == (
+                    q.hardware.environment,
+                    q.hardware.cpu_cores,
+                    q.hardware.memory,
+                    q.hardware.gpu_mem,
+                    q.hardware.gpu_model,
+                    q.hardware.gpu_archi,
+                )
+            )
+            and (q.created_before is None or j.created_at < q.created_before)
+            and (q.created_after is None or j.created_at >= q.created_after)
+            and (q.upstream_id is None or j.upstream_id == q.upstream_id)
+            and (q.queue_id is None or j.id == q.queue_id)
+            and (q.before_id is None or j.id < q.before_id)
+        ]
+        return sorted(found, key=lambda j: -j.id)[:limit]
+
     async def recent_failures(self, limit: int) -> list[Failure]:
         failures = [
             Failure(
@@ -762,6 +826,24 @@ class InMemoryQueue:
                     ev.event = msgspec.structs.replace(ev.event, attempts=ev.event.attempts + 1)
                     ev.due_at = until
                     ev.leased_until = None
+
+    # -- AuditLog ------------------------------------------------------------------------------
+
+    async def record_action(self, entry: AuditEntry) -> AuditEntry:
+        async with self._lock:
+            kept = msgspec.structs.replace(
+                entry,
+                id=len(self._audit) + 1,
+                actor=storable(entry.actor),
+                target=storable(entry.target),
+                detail=storable(entry.detail),
+            )
+            self._audit.append(kept)
+            return kept
+
+    async def actions(self, before_id: int | None, limit: int) -> list[AuditEntry]:
+        kept = [e for e in reversed(self._audit) if before_id is None or e.id < before_id]
+        return kept[:limit]
 
     def pending_events(self) -> list[StatusEvent]:
         """Undelivered events, oldest first (for tests and operators)."""

@@ -385,6 +385,7 @@ class Outcome(enum.StrEnum):
     FINISHED = "finished"
     ERROR = "error"  # the worker reported error
     TIMEOUT = "timeout"  # the worker fell silent and the sweep took the job back
+    STOPPED = "stopped"  # an operator failed the job: no evidence about the worker
 
 
 class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -499,3 +500,46 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: datetime | None
     outcome: Outcome | None
     node: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# What operators do (ARCHITECTURE §7): the jobs view, and the audit log of their actions.
+
+
+class ClassKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A hardware class as the queue stores it (``WaitingClass`` without its counts): the
+    environment (``any`` for none) and each requirement, 0 or None for "anything"."""
+
+    environment: str
+    cpu_cores: int = 0
+    memory: int = 0
+    gpu_mem: int = 0
+    gpu_model: str | None = None
+    gpu_archi: str | None = None
+
+
+class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Which jobs the jobs view lists, newest first; every filter given must hold."""
+
+    states: tuple[JobStatus, ...] = ()  # any of these; none: every state
+    environment: str | None = None  # cloud, local or any
+    worker: str | None = None  # the account that holds it, or ended it
+    node: str | None = None
+    hardware: ClassKey | None = None
+    created_before: datetime | None = None  # older than an age
+    created_after: datetime | None = None  # younger than an age
+    upstream_id: int | None = None  # meta.job_id
+    queue_id: int | None = None
+    before_id: int | None = None  # the page after the one that ended with this id
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One operator's action, as the audit log keeps it."""
+
+    id: int = 0  # given by the log
+    at: datetime
+    actor: str  # who: an operator's name, "internal key", or "cli:<user>"
+    action: str  # retry, release or fail
+    target: str  # what it named: job ids, a node or an account
+    jobs: tuple[int, ...] = ()  # the jobs it changed or named
+    detail: str = ""  # the reason given, and what became of each

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from workerfacing_api.core.model import (
     AttemptOutcome,
     AttemptRecord,
+    AuditEntry,
     Claimed,
     Committed,
     Delivery,
@@ -22,6 +23,7 @@ from workerfacing_api.core.model import (
     FleetBaseline,
     Identity,
     Job,
+    JobQuery,
     JobStatus,
     Message,
     Outcome,
@@ -134,6 +136,14 @@ class JobQueue(Protocol):
     ) -> Committed | None:
         """A queued job that waited too long for a worker that can run it ends in ``error``
         with ``detail`` (recorded as its event); None when it is no longer queued as given."""
+        ...
+
+    async def fail_on_operators_word(
+        self, job: Job, reason: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        """An operator fails a queued or active job: it ends in ``error`` with ``reason`` (its
+        event), held by no worker any more, so that its worker's next call answers 404; an
+        active attempt ends as ``Outcome.STOPPED``. None when it is no longer as given."""
         ...
 
     async def record_update(
@@ -292,6 +302,11 @@ class DashboardReads(Protocol):
         (then the oldest first), at most ``limit`` groups."""
         ...
 
+    async def list_jobs(self, query: JobQuery, limit: int) -> list[Job]:
+        """The jobs ``query`` selects, the highest id first, ``limit`` at most (keyset pages:
+        ``query.before_id``); bounded by an index whatever the size of the queue."""
+        ...
+
     async def recent_failures(self, limit: int) -> list[Failure]:
         """Jobs whose status is error (at: their last update) and attempts the sweep took back
         (outcome timeout, at: when), newest first, at most ``limit`` in all. A time-out that
@@ -304,6 +319,18 @@ class DashboardReads(Protocol):
 
     async def pending_events_of(self, job_id: int) -> list[StatusEvent]:
         """The job's status events not delivered upstream yet, oldest first."""
+        ...
+
+
+class AuditLog(Protocol):
+    """What operators did (ARCHITECTURE §7), kept in the database."""
+
+    async def record_action(self, entry: AuditEntry) -> AuditEntry:
+        """Keep ``entry``; it comes back with its id."""
+        ...
+
+    async def actions(self, before_id: int | None, limit: int) -> list[AuditEntry]:
+        """The latest actions first, ids below ``before_id`` when given, ``limit`` at most."""
         ...
 
 

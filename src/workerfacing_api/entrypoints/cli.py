@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import getpass
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ import msgspec
 
 from workerfacing_api.config import ConfigError, Settings, load_settings, trusted_proxies
 from workerfacing_api.core.fleet import duration
+from workerfacing_api.core.model import MAX_DB_INT
 
 # Each command imports what it uses, inside its function: the container brings the web
 # framework, SQLAlchemy and the drivers, which `--help` and a misspelt command never need
@@ -374,8 +376,10 @@ async def _sweep(container: Container, *, once: bool, interval: float) -> None:
 
 def cmd_jobs(args: argparse.Namespace) -> None:
     settings = _settings()
-    # `retry` changes jobs and tells the upstream (with the shared key): the whole container.
-    container = _container(settings) if args.action == "retry" else _reading_container(settings)
+    # `retry` and `fail` change jobs and tell the upstream (with the shared key): the whole
+    # container.
+    changes = args.action in ("retry", "fail")
+    container = _container(settings) if changes else _reading_container(settings)
     _configure_logging(settings, "WARNING")
     _refuse_missing_database(container)
     _reading(container, lambda: _jobs(container, args))
@@ -435,6 +439,9 @@ async def _jobs(container: Container, args: argparse.Namespace) -> None:
     if args.action == "retry":
         await _retry(container, args.ids)
         return
+    if args.action == "fail":
+        await _fail_jobs(container, args.ids, args.reason)
+        return
     if args.action == "why":
         await _why(container, args.id, meta=args.meta, as_json=args.json)
         return
@@ -491,10 +498,17 @@ async def _seen_workers(container: Container) -> list[WorkerRecord]:
     return await container.fleet().workers(now - window)
 
 
+def _actor() -> str:
+    """Who acts from this shell, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name to be had (a container without one): still recorded
+        return "cli"
+
+
 async def _retry(container: Container, ids: list[int]) -> None:
-    jobs = container.jobs()
     sync = container.sync()
-    results = await jobs.retry(ids)
+    results = await container.operations().retry(_actor(), ids)
     while await sync.dispatch_due() > 0:  # the upstream hears "queued" now, if it answers
         pass
     await sync.wait_idle(10)
@@ -502,6 +516,44 @@ async def _retry(container: Container, ids: list[int]) -> None:
         print(f"job {job_id}: {result}")
     if any(result != "queued again" for result in results.values()):
         raise SystemExit(1)
+
+
+async def _fail_jobs(container: Container, ids: list[int], reason: str) -> None:
+    from workerfacing_api.core.errors import InvalidRequest
+
+    sync = container.sync()
+    try:
+        results = await container.operations().fail(_actor(), ids, reason)
+    except InvalidRequest as exc:
+        _fail(exc.detail)
+    while await sync.dispatch_due() > 0:  # the upstream hears "error" now, if it answers
+        pass
+    await sync.wait_idle(10)
+    for job_id, result in results.items():
+        print(f"job {job_id}: {result}")
+    if any(not result.startswith("failed") for result in results.values()):
+        raise SystemExit(1)
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    settings = _settings()
+    container = _reading_container(settings)
+    _configure_logging(settings, "WARNING")
+    _refuse_missing_database(container)
+    _reading(container, lambda: _audit(container, args))
+
+
+async def _audit(container: Container, args: argparse.Namespace) -> None:
+    entries = await container.audit().actions(args.before, args.limit)
+    if args.json:
+        print(msgspec.json.encode(entries).decode())
+        return
+    if not entries:
+        print("no operator has acted yet")
+        return
+    for e in entries:
+        jobs = f" jobs {', '.join(str(j) for j in e.jobs)}" if e.jobs else ""
+        print(f"#{e.id} {_time(e.at)} {e.actor} {e.action} {e.target}{jobs}: {e.detail}")
 
 
 async def _why(container: Container, job_id: int, *, meta: bool, as_json: bool) -> None:
@@ -601,7 +653,7 @@ async def _workers(container: Container, args: argparse.Namespace) -> None:
     now = container.clock().now()
     fleet = container.fleet()
     if args.action == "release":
-        released = await fleet.release(args.name, now)
+        released = await container.operations().release(_actor(), args.name)
         if released is None:
             _fail(
                 f"no node or account named {args.name!r} has ever pulled here "
@@ -695,6 +747,16 @@ def _positive(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 < number <= MAX_DB_INT:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number above 0")
     return number
 
 
@@ -811,6 +873,13 @@ def parser() -> argparse.ArgumentParser:
     )
     retry = views.add_parser("retry", help="put failed jobs back in the queue (start over)")
     retry.add_argument("ids", type=int, nargs="+", metavar="ID", help="queue ids")
+    fail = views.add_parser(
+        "fail",
+        help="fail queued or running jobs with a reason: the user-facing API hears `error` with "
+        "it, and the worker's next call answers 404 (it stops)",
+    )
+    fail.add_argument("ids", type=int, nargs="+", metavar="ID", help="queue ids")
+    fail.add_argument("--reason", required=True, help="why, in words the job's user reads")
     why = views.add_parser("why", help="why a job waits")
     why.add_argument("id", type=int, help="queue id (meta.job_id with --meta)")
     why.add_argument("--meta", action="store_true", help="ID is meta.job_id (user-facing id)")
@@ -851,6 +920,14 @@ def parser() -> argparse.ArgumentParser:
         help="with --cloudwatch: publish again every SECONDS, until stopped (a sidecar)",
     )
     demand.set_defaults(run=cmd_demand)
+
+    audit = commands.add_parser(
+        "audit", help="what operators did (retry, release, fail), the latest first"
+    )
+    audit.add_argument("--limit", type=_positive_int, default=50, help="entries at most (50)")
+    audit.add_argument("--before", type=_positive_int, help="entries older than this id")
+    audit.add_argument("--json", action="store_true", help="print a JSON list")
+    audit.set_defaults(run=cmd_audit)
 
     workers = commands.add_parser(
         "workers",

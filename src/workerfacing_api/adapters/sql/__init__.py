@@ -1,11 +1,12 @@
-"""SQL adapters: the queue's five ports (jobs, outbox, upload ledger, worker registry, dashboard
-reads), each written once over a ``Database`` of PostgreSQL or SQLite; Alembic migrations; and
-the database URLs operators write."""
+"""SQL adapters: the queue's ports (jobs, outbox, upload ledger, worker registry, dashboard
+reads, the operators' audit log), each written once over a ``Database`` of PostgreSQL or
+SQLite; Alembic migrations; and the database URLs operators write."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from workerfacing_api.adapters.sql.audit import SqlAuditLog
 from workerfacing_api.adapters.sql.dashboard import SqlDashboardReads
 from workerfacing_api.adapters.sql.database import Conflict, Database
 from workerfacing_api.adapters.sql.engine import (
@@ -40,6 +41,7 @@ __all__ = [
     "Database",
     "DatabaseUrlError",
     "PostgresDatabase",
+    "SqlAuditLog",
     "SqlDashboardReads",
     "SqlHealth",
     "SqlJobQueue",

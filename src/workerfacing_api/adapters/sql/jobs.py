@@ -27,6 +27,7 @@ from workerfacing_api.adapters.sql.rows import (
 )
 from workerfacing_api.core.matching import pull_order
 from workerfacing_api.core.model import (
+    ACTIVE_STATUSES,
     Claimed,
     Committed,
     ExpiredJob,
@@ -208,6 +209,16 @@ class SqlJobQueue:
             return None
         return msgspec.structs.replace(
             done, job=msgspec.structs.replace(done.job, wait_notice=notice)
+        )
+
+    async def fail_on_operators_word(
+        self, job: Job, reason: str, now: datetime, *, lease: bool = True
+    ) -> Committed | None:
+        # A running attempt ends as stopped: the operator's word, no evidence about the node.
+        ended = Outcome.STOPPED.value if job.status in ACTIVE_STATUSES else None
+        values = {"details": reason, "ended": ended}
+        return await self._change(
+            "fail_on_operators_word", job, values, now, forward=True, lease=lease
         )
 
     async def fail_waiting(

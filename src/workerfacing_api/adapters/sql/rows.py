@@ -16,6 +16,7 @@ from workerfacing_api.core.model import (
     DEFAULT_PRIORITY,
     AttemptOutcome,
     AttemptRecord,
+    AuditEntry,
     Environment,
     Failure,
     FailureKind,
@@ -65,6 +66,7 @@ class _StoredPaths(msgspec.Struct, kw_only=True):
 _hardware = msgspec.json.Decoder(_HardwareView, strict=False)
 _paths = msgspec.json.Decoder(_StoredPaths)
 _names = msgspec.json.Decoder(tuple[str, ...])  # a JSON array of worker or group names
+_ids = msgspec.json.Decoder(list[int])  # a JSON array of job ids
 
 
 # uploads_since's :since when the caller wants every upload: before anything stored.
@@ -357,4 +359,27 @@ def attempt_record_from(row: Row) -> AttemptRecord:
         ended_at=utc_or_none(row["ended_at"]),
         outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
         node=row["node"],
+    )
+
+
+def audit_values(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "jobs": msgspec.json.encode(list(entry.jobs)).decode(),
+        "detail": entry.detail,
+    }
+
+
+def audit_entry_from(row: Row) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=utc(row["at"]),
+        actor=row["actor"],
+        action=row["action"],
+        target=row["target"],
+        jobs=tuple(_ids.decode(row["jobs"])),
+        detail=row["detail"],
     )

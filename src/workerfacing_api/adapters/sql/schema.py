@@ -167,11 +167,12 @@ Index(
     postgresql_where=text("status = 'queued'"),
     sqlite_where=text("status = 'queued'"),
 )
-# Jobs by state (stats: the dashboard, every few seconds, and /metrics): an index-only count
-# instead of a sort of the whole table, about 5 ms per 100 000 jobs. Small (deduplicated: a few
-# states), and a change of state rewrites index entries anyway (status is in the predicates of
-# the partial indexes above), so keep-alives stay in-place (HOT) updates.
-Index("ix_jobs_status", jobs.c.status)
+# Jobs by state, in id order within a state: an index-only count by state (stats: the dashboard,
+# every few seconds, and /metrics) instead of a sort of the whole table; and the jobs view's
+# pages of one state, newest first, each a short range of it. A change of state rewrites index
+# entries anyway (status is in the predicates of the partial indexes above), and this is the
+# one index of the state, so keep-alives stay in-place (HOT) updates.
+Index("ix_jobs_status_id", jobs.c.status, jobs.c.id)
 # The oldest queued job (stats): one index entry, not a pass over the queue.
 Index(
     "ix_jobs_queued_created_at",
@@ -342,3 +343,17 @@ ui_sessions = Table(
 )
 # The expired sessions, removed as new ones are written.
 Index("ix_ui_sessions_expires_at", ui_sessions.c.expires_at)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", _Timestamp, nullable=False),
+    Column("actor", Text, nullable=False, comment="an operator, 'internal key' or 'cli:<user>'"),
+    Column("action", String(16), nullable=False, comment="retry, release or fail"),
+    Column("target", Text, nullable=False, comment="the job ids, node or account it named"),
+    Column("jobs", Text, nullable=False, comment="the job ids it named, a JSON array"),
+    Column("detail", Text, nullable=False, comment="the reason given, what became of each"),
+    comment="what operators did, from the CLI or the dashboard: never changed, never deleted",
+    sqlite_autoincrement=True,
+)

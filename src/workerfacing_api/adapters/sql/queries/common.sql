@@ -258,6 +258,19 @@ WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
     AND status = 'error' AND (:record = 0 OR event_seq = :expected_event_seq)
 
 
+-- name: fail_on_operators_word_job
+-- Not a statement: an operator fails a queued or active job with :details (ARCHITECTURE §3). No
+-- worker holds it any more, so that its worker's next call answers 404 and it stops; its
+-- attempt, if one runs, ends as 'stopped' (note_outcome: no evidence against the node).
+UPDATE jobs
+SET status = 'error', worker = NULL, node = NULL, runtime_details = :details, updated_at = :now,
+    event_seq = event_seq + :record, keepalive_claimed = false,
+    forwarded_at = CASE WHEN :record = 1 THEN :now ELSE forwarded_at END
+WHERE id = :id AND status = :expected_status AND attempt = :expected_attempt
+    AND (:record = 0 OR event_seq = :expected_event_seq)
+    AND status IN ('queued', 'pulled', 'preprocessing', 'running', 'postprocessing')
+
+
 -- name: tell_why_waiting_job
 -- Not a statement: the user of a queued job is told why it waits (core.notices): :notice is
 -- what it was told (null: a worker that can run it was seen since), and the event carries
@@ -402,11 +415,12 @@ ORDER BY w.account, w.node, j.id;
 
 
 -- name: outcomes_of
--- The node's attempts that ended after :since, the latest first (ties: the higher job id, then
+-- The node's attempts that ended after :since by its own doing (an operator's stop says nothing
+-- of it), the latest first (ties: the higher job id, then
 -- attempt): a backward range of ix_job_attempts_node_ended_at, in the order wanted.
 SELECT job_id, attempt, worker, node, outcome, pulled_at, ended_at
 FROM job_attempts
-WHERE node = :node AND ended_at > :since
+WHERE node = :node AND ended_at > :since AND outcome <> 'stopped'
 ORDER BY ended_at DESC, job_id DESC, attempt DESC
 LIMIT :limit;
 
@@ -414,12 +428,12 @@ LIMIT :limit;
 -- name: baseline
 -- How the other nodes (not :excluding, not set aside at :now) fared with the attempts that ended
 -- after :since, one vote each: healthy when it finished more than it failed (errors and
--- time-outs), failing otherwise. A range of ix_job_attempts_ended_at, grouped by node.
+-- time-outs; an operator's stop is neither), failing otherwise. A range of ix_job_attempts_ended_at, grouped by node.
 SELECT count(CASE WHEN finished > failed THEN 1 END) AS healthy,
     count(CASE WHEN finished <= failed THEN 1 END) AS failing
 FROM (
     SELECT a.node, count(CASE WHEN a.outcome = 'finished' THEN 1 END) AS finished,
-        count(CASE WHEN a.outcome <> 'finished' THEN 1 END) AS failed
+        count(CASE WHEN a.outcome IN ('error', 'timeout') THEN 1 END) AS failed
     FROM job_attempts a
     WHERE a.ended_at > :since AND a.node <> :excluding
         AND NOT EXISTS (SELECT 1 FROM nodes w WHERE w.node = a.node AND w.aside_until > :now)
@@ -594,6 +608,63 @@ SELECT {job_columns}
 FROM jobs
 WHERE status = 'queued' AND wait_notice IS NOT NULL AND id > :after
 ORDER BY id
+LIMIT :limit;
+
+
+-- name: list_jobs
+-- The jobs view (DashboardReads.list_jobs) over every state (or several: {some_states}): the
+-- jobs every given filter selects, the highest id first, :limit at most. Invariant: a page walks
+-- the primary key backwards and stops at :limit; it never sorts the jobs.
+SELECT {job_columns}
+FROM jobs
+WHERE ({some_states} = 0 OR status {in_states}) AND {jobs_view_filters}
+ORDER BY id DESC
+LIMIT :limit;
+
+
+-- name: list_jobs_of_state
+-- The jobs view over one state: likewise, a range of ix_jobs_status_id read backwards.
+SELECT {job_columns}
+FROM jobs
+WHERE status = :state AND {jobs_view_filters}
+ORDER BY id DESC
+LIMIT :limit;
+
+
+-- name: jobs_view_filters
+-- Not a statement: the jobs view's filters but the state, each on when its literal is 1 (so
+-- that each set of filters is planned as what it is), and keyset pages: from below :before_id
+-- on when {paged}, so that a job submitted meanwhile never shifts a page.
+({by_environment} = 0 OR environment = :environment)
+    AND ({by_worker} = 0 OR worker = :worker)
+    AND ({by_node} = 0 OR node = :node)
+    AND ({by_class} = 0 OR (req_cpu_cores = :cpu_cores AND req_memory = :memory
+        AND req_gpu_mem = :gpu_mem
+        AND ({gpu_model_any} = 1 AND req_gpu_model IS NULL
+            OR {gpu_model_any} = 0 AND req_gpu_model = :gpu_model)
+        AND ({gpu_archi_any} = 1 AND req_gpu_archi IS NULL
+            OR {gpu_archi_any} = 0 AND req_gpu_archi = :gpu_archi)))
+    AND ({older} = 0 OR created_at < :created_before)
+    AND ({younger} = 0 OR created_at >= :created_after)
+    AND ({by_upstream_id} = 0 OR upstream_id = :upstream_id)
+    AND ({by_queue_id} = 0 OR id = :queue_id)
+    AND ({paged} = 0 OR id < :before_id)
+
+
+-- The operators' audit log (AuditLog): written once per action, never changed.
+
+-- name: record_action
+INSERT INTO audit_log (at, actor, action, target, jobs, detail)
+VALUES (:at, :actor, :action, :target, :jobs, :detail)
+RETURNING id, at, actor, action, target, jobs, detail;
+
+
+-- name: audit_actions
+-- The latest actions first, below :before_id when {paged}: a range of the primary key.
+SELECT id, at, actor, action, target, jobs, detail
+FROM audit_log
+WHERE {paged} = 0 OR id < :before_id
+ORDER BY id DESC
 LIMIT :limit;
 
 

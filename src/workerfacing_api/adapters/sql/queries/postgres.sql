@@ -140,6 +140,17 @@ WITH changed AS ({start_failed_job_over} RETURNING {changed_columns}),
 {after_change}
 
 
+-- name: fail_on_operators_word
+-- An operator's failing of a job (common.sql's fail_on_operators_word_job), likewise.
+WITH changed AS ({fail_on_operators_word_job} RETURNING {changed_columns}),
+{after_change}
+
+
+-- name: in_states
+-- Not a statement: "is one of :states" (list_jobs).
+= ANY(CAST(:states AS text[]))
+
+
 -- name: tell_why_waiting
 -- Telling a queued job's user why it waits (common.sql's tell_why_waiting_job), likewise.
 WITH changed AS ({tell_why_waiting_job} RETURNING {changed_columns}),

@@ -150,6 +150,17 @@ CASE WHEN job_group IN (SELECT value FROM json_each(:groups)) THEN 0 ELSE 1 END
 {after_change}
 
 
+-- name: fail_on_operators_word
+-- An operator's failing of a job (common.sql's fail_on_operators_word_job), likewise.
+{fail_on_operators_word_job};
+{after_change}
+
+
+-- name: in_states
+-- Not a statement: "is one of :states" (list_jobs).
+IN (SELECT value FROM json_each(:states))
+
+
 -- name: tell_why_waiting
 -- Telling a queued job's user why it waits (common.sql's tell_why_waiting_job), likewise.
 {tell_why_waiting_job};
