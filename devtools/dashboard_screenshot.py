@@ -1,13 +1,16 @@
-"""The README's picture of the operators' dashboard, ``docs/dashboard.png``, made anew.
+"""The README's pictures of the operators' dashboard, ``docs/dashboard.png`` (the overview) and
+``docs/dashboard-jobs.png`` (the jobs view), made anew.
 
 Starts ``workerfacing-api serve`` on the embedded default in a throwaway folder (a free port on
 127.0.0.1), fills the queue the way the DECODE clients would (jobs submitted, pulled, one
 finished, one failed, one running, one that no worker fits), signs an operator in with Debian's
 Chromium (Playwright, ``/usr/bin/chromium``; never a browser download), waits for the page to
-show it all, and saves the page. The tests never write into the repository; run this when the
-dashboard changes:
+show it all, and saves the page; then opens the jobs view, ticks the failed jobs as an operator
+about to retry them would, and saves that too. The tests never write into the repository; run
+this when the dashboard changes:
 
-    uv run python devtools/dashboard_screenshot.py [--out docs/dashboard.png]
+    uv run python devtools/dashboard_screenshot.py [--out docs/dashboard.png] \
+        [--jobs-out docs/dashboard-jobs.png]
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png")
+    parser.add_argument("--jobs-out", type=Path, default=ROOT / "docs" / "dashboard-jobs.png")
     args = parser.parse_args()
     if not CHROMIUM.exists():
         sys.exit(f"no Chromium at {CHROMIUM}: apt-get install chromium")
@@ -85,14 +89,14 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         sys.exit("serve did not answer within 30 s")
                     time.sleep(0.1)
-            picture(url, home, args.out)
+            picture(url, home, args.out, args.jobs_out)
         finally:
             serve.terminate()
             serve.wait(timeout=30)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.jobs_out}")
 
 
-def picture(url: str, home: Path, out: Path) -> None:
+def picture(url: str, home: Path, out: Path, jobs_out: Path) -> None:
     issuer = LocalIssuer(home / "state" / "identity.key")
     key = (home / "state" / "internal-api-key").read_text().strip()
 
@@ -122,6 +126,19 @@ def picture(url: str, home: Path, out: Path) -> None:
     params = {"status": "error", "runtime_details": details}
     call("PUT", f"/jobs/{pulled['gpu-box-2']}/status", "gpu-box-2", params=params)
 
+    def more_for_the_jobs_view() -> None:
+        """More waiting, and a second failure on another box (after the overview's picture)."""
+        for job_id in (5, 6, 7):
+            call("POST", "/_jobs", json=job_document(job_id, root=root, environment=None))
+        ((late, _),) = call("GET", "/jobs", "gpu-box-4", params={"memory": 32_000}).items()
+        oom = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+        call(
+            "PUT",
+            f"/jobs/{late}/status",
+            "gpu-box-4",
+            params={"status": "error", "runtime_details": oom},
+        )
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -132,6 +149,18 @@ def picture(url: str, home: Path, out: Path) -> None:
         expect(page.get_by_test_id("failures-table")).to_contain_text("CUDA", timeout=WAIT_MS)
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
+
+        more_for_the_jobs_view()
+        page.get_by_test_id("nav-jobs").click()
+        rows = page.get_by_test_id("job-row")
+        expect(rows).to_have_count(7, timeout=WAIT_MS)
+        for row in rows.filter(
+            has=page.get_by_test_id("job-row-status").get_by_text("error")
+        ).all():
+            row.get_by_role("checkbox").check()
+        expect(page.get_by_test_id("retry-selected")).to_have_text("Retry selected (2)")
+        jobs_out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(jobs_out), full_page=True)
         browser.close()
 
 

@@ -347,6 +347,11 @@ async def test_docs_are_served_and_list_every_endpoint(api: Api) -> None:
         "/_demand": ["get"],
         "/ui/api/overview": ["get"],
         "/ui/api/jobs/{job_id}": ["get"],
+        "/ui/api/jobs": ["get"],
+        "/ui/api/audit": ["get"],
+        "/ui/api/actions/retry": ["post"],
+        "/ui/api/actions/fail": ["post"],
+        "/ui/api/actions/release": ["post"],
     }
     pull_parameters = {p["name"] for p in paths["/jobs"]["get"]["parameters"]}
     assert {"memory", "cpu_cores", "gpu_mem", "gpu_memory", "limit", "older_than"} <= (

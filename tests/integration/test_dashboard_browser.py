@@ -4,12 +4,14 @@ move as jobs are submitted, pulled and finished (by the page's own refresh, neve
 opens a failed job from the failures table and reads its details, all under the service's
 Content-Security-Policy with no violation in the console; reads the demand by hardware class (a
 class a node seen fits, and one no node can run, with why) and when a queued job may start; and
-a page of another site (a tiny
-server on another port of 127.0.0.1, reached as ``127.0.0.1`` and as ``localhost``) can neither
-sign the browser in or out with a form it submits, nor show the sign-in page in a frame. (The
-README's screenshot,
-``docs/dashboard.png``, is made by ``devtools/dashboard_screenshot.py``: a test writes nothing
-into the repository.)
+an operator finds failed jobs in the jobs view and retries two at once, releases a node the
+fleet set aside and fails a running job with a reason, each confirmed first, heard by the
+upstream (a fake user-facing API in its own process) and shown in the audit log; and a page of
+another site (a tiny server on another port of 127.0.0.1, reached as ``127.0.0.1`` and as
+``localhost``) can neither sign the browser in or out with a form it submits, nor show the
+sign-in page in a frame. (The README's screenshots, ``docs/dashboard.png`` and
+``docs/dashboard-jobs.png``, are made by ``devtools/dashboard_screenshot.py``: a test writes
+nothing into the repository.)
 
 Playwright's own browser download is never used: the test launches ``/usr/bin/chromium``
 (``apt-get install chromium``). Without it the test skips, except with ``CI=true``.
@@ -30,7 +32,7 @@ import requests
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from tests.conftest import IN_CI
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, Upstream, upstream_env
 
 # Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
 pytestmark = pytest.mark.e2e
@@ -335,3 +337,123 @@ def test_a_page_of_another_site_cannot_sign_in_or_out_or_frame_the_dashboard(
             page.goto(f"{origin}/frame.html")
         expect(page.frame_locator("iframe").locator("input[name=token]")).to_have_count(0)
     assert all("frame-ancestors" in text for text in csp_violations(console))
+
+
+def test_operator_finds_failed_jobs_and_acts_on_them(
+    server_factory: Callable[..., Server], upstream: Upstream, browser: Browser
+) -> None:
+    server = server_factory(upstream_env(upstream))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    console: list[ConsoleMessage] = []
+    page.on("console", lambda message: console.append(message))
+
+    # gpu-good finishes a job; gpu-bad fails three in a row, and the fleet sets it aside.
+    def job_on(worker: str) -> tuple[int, int]:
+        meta = int(server.submit()["job"]["meta"]["job_id"])
+        (queue_id,) = server.pull(worker)
+        assert server.put_status(queue_id, "running", worker).status_code == 204
+        return meta, int(queue_id)
+
+    _, done = job_on("gpu-good")
+    assert server.put_status(done, "finished", "gpu-good").status_code == 204
+    failed: dict[int, int] = {}  # queue id -> meta.job_id
+    for _ in range(3):
+        meta, queue_id = job_on("gpu-bad")
+        answer = server.put_status(queue_id, "error", "gpu-bad", runtime_details="CUDA: boom")
+        assert answer.status_code == 204
+        failed[queue_id] = meta
+    assert server.pull("gpu-bad") == {}  # set aside
+    running_meta, running = job_on("gpu-good")
+
+    sign_in(page, server, server.token("ops-alice", groups=("operators",)))
+    expect(page).to_have_url(f"{server.url}/ui", timeout=WAIT_MS)
+    expect(page.get_by_test_id("state-error")).to_have_text("3", timeout=WAIT_MS)
+
+    # The jobs view, filtered to failed jobs: the three of gpu-bad, newest first.
+    page.get_by_test_id("nav-jobs").click()
+    page.get_by_test_id("filter-state").select_option("error")
+    page.get_by_test_id("filter-apply").click()
+    expect(page).to_have_url(f"{server.url}/ui#/jobs?state=error")
+    rows = page.get_by_test_id("job-row")
+    expect(rows).to_have_count(3, timeout=WAIT_MS)
+    newest_first = sorted(failed, reverse=True)
+    for row, queue_id in zip(rows.all(), newest_first, strict=True):
+        expect(row.get_by_test_id(f"job-link-{queue_id}")).to_be_visible()
+        expect(row).to_contain_text("CUDA: boom")
+
+    # Two of them retried at once, confirmed first.
+    retried = newest_first[:2]
+    for queue_id in retried:
+        page.get_by_test_id(f"select-{queue_id}").check()
+    bulk = page.get_by_test_id("retry-selected")
+    expect(bulk).to_have_text("Retry selected (2)")
+    bulk.click()
+    expect(page.get_by_test_id("confirm-message")).to_contain_text(f"#{retried[0]}, #{retried[1]}")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("confirm")).to_be_hidden()
+    expect(page.get_by_test_id("action-summary")).to_have_text("2 of 2 job(s) retried.")
+    for queue_id in retried:
+        meta = failed[queue_id]
+        upstream.wait_for(lambda: upstream.statuses(meta)[-1:] == ["queued"])  # noqa: B023
+    expect(rows).to_have_count(1, timeout=WAIT_MS)  # the view refreshed: one still failed
+
+    # The node the fleet set aside, released from the overview; the queued jobs of its class
+    # are one click from the demand panel.
+    page.get_by_test_id("nav-overview").click()
+    bad_node = page.get_by_test_id("node-row").filter(has_text="gpu-bad")
+    release = bad_node.get_by_role("button", name="Release")
+    expect(release).to_be_visible(timeout=WAIT_MS)
+    release.click()
+    expect(page.get_by_test_id("confirm-message")).to_contain_text("gpu-bad")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("action-summary")).to_contain_text("1 of 1 node(s)")
+    expect(bad_node.get_by_test_id("node-aside")).to_have_text("no (1 strikes)", timeout=WAIT_MS)
+    page.get_by_test_id("demand-class-link").click()
+    expect(page).to_have_url(f"{server.url}/ui#/jobs?state=queued&class=local%3A0%3A0%3A0%3A%3A")
+    expect(page.get_by_test_id("filter-class")).to_have_value("local:0:0:0::")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+
+    # The running job, failed on the operator's word with a reason.
+    page.get_by_test_id("filter-state").select_option("running")
+    page.get_by_test_id("filter-class").fill("")
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(1, timeout=WAIT_MS)
+    page.get_by_test_id(f"job-link-{running}").click()
+    expect(page.get_by_test_id("job-status")).to_have_text("running", timeout=WAIT_MS)
+    page.get_by_test_id("job-fail").click()
+    reason = "wrong calibration file: resubmit with the one of 3 December"
+    page.get_by_test_id("confirm-ok").click()  # no reason yet: asked for one, nothing done
+    expect(page.get_by_test_id("confirm-error")).to_contain_text("Say why")
+    page.get_by_test_id("confirm-reason").fill(reason)
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("action-summary")).to_have_text("1 of 1 job(s) failed.")
+    expect(page.get_by_test_id("action-result")).to_contain_text(
+        "failed (it was running on worker gpu-good)"
+    )
+    expect(page.get_by_test_id("job-status")).to_have_text("error", timeout=WAIT_MS)
+    upstream.wait_for(
+        lambda: any(
+            e["job_id"] == running_meta
+            and e["status"] == "error"
+            and e.get("runtime_details") == reason
+            for e in upstream.events()
+        )
+    )
+    ping = server.put_status(running, "running", "gpu-good")
+    assert ping.status_code == 404, ping.text  # the worker stops
+
+    # Each action in the audit log: who, what, which jobs.
+    page.get_by_test_id("nav-audit").click()
+    entries = page.get_by_test_id("audit-row")
+    expect(entries).to_have_count(3, timeout=WAIT_MS)
+    expect(entries.get_by_test_id("audit-actor")).to_have_text(["ops-alice"] * 3)
+    expect(entries.get_by_test_id("audit-action")).to_have_text(["fail", "release", "retry"])
+    expect(entries.nth(0).get_by_test_id("audit-detail")).to_contain_text(reason)
+    expect(entries.nth(1)).to_contain_text("released")
+    expect(entries.nth(2).get_by_test_id("audit-target")).to_have_text(
+        f"{retried[0]}, {retried[1]}"
+    )
+    assert script_errors == []
+    assert csp_violations(console) == []

@@ -41,6 +41,11 @@ SECURITY: dict[str, Requirement | None] = {
     "demand": OPERATOR,
     "dashboard_overview": DASHBOARD,
     "dashboard_job": DASHBOARD,
+    "dashboard_jobs": DASHBOARD,
+    "dashboard_audit": DASHBOARD,
+    "dashboard_retry": DASHBOARD,
+    "dashboard_fail": DASHBOARD,
+    "dashboard_release": DASHBOARD,
 }
 
 

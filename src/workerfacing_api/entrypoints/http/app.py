@@ -210,6 +210,8 @@ def create_app(
             "probes",
             "overview",
             "demand",
+            "operations",
+            "dashboard_reads",
             "settings",
             "clock",
         )

@@ -1,6 +1,9 @@
 """The operators' dashboard over HTTP (ARCHITECTURE §7): its sign-in and session, its pages and
-assets, and the two JSON reads the page refreshes itself from (``core.overview``, and the demand
-by hardware class of ``core.demand``, as ``GET /_demand`` has it).
+assets, the JSON reads the page refreshes itself from (``core.overview``, with the demand by
+hardware class of ``core.demand`` as ``GET /_demand`` has it; the jobs view, any job found by
+state, environment, worker or node, class, age or id, a keyset page at a time; the audit log),
+and the operators' actions (retry, fail with a reason, release), which are the core's
+``Operations``, as the CLI calls them.
 
 Sign-in fits a browser: the sign-in page posts a token once (a form body, never a URL), and the
 service keeps a session for it through Litestar's server-side session middleware, in the store
@@ -10,12 +13,14 @@ out deletes the session, so the cookie reads nothing anywhere afterwards. A sess
 ``SESSION_HOURS`` at most, and never beyond the expiry of the token it was made from. The cookie
 is HttpOnly, SameSite=Strict, Secure over https, and limited to ``/ui``.
 
-A request that changes something (signing in or out) is refused when it comes from another site
-(``refuse_other_sites``): a form on another page could otherwise sign a browser in as the
-attacker's operator, or out. The data endpoints also take what ``/metrics`` takes (an operator's
-bearer token, or the internal key), for scripts and tests. The pages and assets are files of
-``ui/``, the assets served by Litestar's static files router; none has an inline script or style
-(every answer's Content-Security-Policy forbids them, see ``app.py``).
+A request that changes something (signing in or out, an action) is refused when it comes from
+another site (``refuse_other_sites``): a form on another page could otherwise sign a browser in as
+the attacker's operator, or out, or make a signed-in operator's browser retry or fail jobs. The
+data endpoints and the actions also take what ``/metrics`` takes (an operator's bearer token, or
+the internal key), for scripts and tests; the audit log names the operator, or "internal key". The
+pages and assets are files of ``ui/``, the assets served by Litestar's static files router; none
+has an inline script or style (every answer's Content-Security-Policy forbids them, see
+``app.py``).
 """
 
 from __future__ import annotations
@@ -23,36 +28,64 @@ from __future__ import annotations
 import base64
 import binascii
 import html
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import msgspec
 from litestar import MediaType, Response, Router, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import ValidationException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, SkipValidation
+from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
 from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
-from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
+from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPScope, Receive, Scope, Send
 
 from workerfacing_api.core.access import OPERATORS_GROUP, in_group
 from workerfacing_api.core.demand import DemandReport
 from workerfacing_api.core.errors import (
     AccessDenied,
     DomainError,
+    InvalidRequest,
     JobNotFound,
     Unauthenticated,
 )
 from workerfacing_api.core.fleet import shared_node_hint
-from workerfacing_api.core.model import Environment, HardwareSpecs
+from workerfacing_api.core.jobs import MAX_OPERATOR_REASON
+from workerfacing_api.core.model import (
+    MAX_DB_INT,
+    NAME_MAX,
+    NO_CONTROL_CHARACTERS,
+    AuditEntry,
+    ClassKey,
+    Environment,
+    HardwareSpecs,
+    Job,
+    JobQuery,
+    JobStatus,
+)
+from workerfacing_api.core.operations import MAX_JOBS_PER_ACTION, Operations
 from workerfacing_api.core.overview import JobPage, Overview, QueueOverview
-from workerfacing_api.core.ports import Clock
+from workerfacing_api.core.ports import Clock, DashboardReads
+from workerfacing_api.core.text import storable
 from workerfacing_api.core.waiting import Explanation
 from workerfacing_api.entrypoints.http.auth import api_key, bearer_token
-from workerfacing_api.entrypoints.http.routes import JSON, AnyRequest, Gate, Problem, errors
+from workerfacing_api.entrypoints.http.errors import validation_error
+from workerfacing_api.entrypoints.http.routes import (
+    JSON,
+    NAME_HELP,
+    QUERY_MAX,
+    AnyRequest,
+    Gate,
+    Problem,
+    errors,
+)
 
 ASSETS = Path(__file__).with_name("ui")
 COOKIE = "wf_session"
@@ -67,6 +100,8 @@ _REVALIDATE = CacheControlHeader(no_cache=True)  # a new release's page and scri
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Clocked = SkipValidation[Clock]
+Actions = SkipValidation[Operations]
+Reads = SkipValidation[DashboardReads]
 
 
 # -- requests from other sites ------------------------------------------------------------------
@@ -102,8 +137,8 @@ def refuse_other_sites(app: ASGIApp) -> ASGIApp:
             if http["method"] not in _SAFE_METHODS and _from_another_site(http):
                 raise AccessDenied(
                     "refused: this request came from a page of another site, and only the "
-                    f"dashboard's own pages sign in and out; open {COOKIE_PATH}/login and sign "
-                    "in there"
+                    "dashboard's own pages sign in, sign out and act on jobs; open "
+                    f"{COOKIE_PATH} and act there"
                 )
         await app(scope, receive, send)
 
@@ -198,17 +233,33 @@ def _operator_of_session(request: AnyRequest, now: datetime) -> str | None:
     return None
 
 
-async def _require_operator(request: AnyRequest, access: Gate, clock: Clock) -> None:
-    """The data endpoints' check: a session, an operator's bearer token or the internal key
-    (as ``/metrics``). 401 without any, 403 for an identity outside ``operators``."""
-    if _operator_of_session(request, clock.now()) is not None:
-        return
+def _not_signed_in() -> Unauthenticated:
+    return Unauthenticated(
+        "not signed in: sign in at /ui/login, or send 'Authorization: Bearer <token>' of "
+        f"an identity in group {OPERATORS_GROUP!r}"
+    )
+
+
+async def _require_operator(request: AnyRequest, access: Gate, clock: Clock) -> str:
+    """The data endpoints' and actions' check: a session, an operator's bearer token or the
+    internal key (as ``/metrics``). 401 without any, 403 for an identity outside ``operators``.
+    Returns who: the operator's name, or ``"internal key"`` (the audit log's actor)."""
+    user = _operator_of_session(request, clock.now())
+    if user is not None:
+        return user
     if not request.headers.get("authorization") and not request.headers.get("x-api-key"):
-        raise Unauthenticated(
-            "not signed in: sign in at /ui/login, or send 'Authorization: Bearer <token>' of "
-            f"an identity in group {OPERATORS_GROUP!r}"
-        )
-    await access.operator(bearer_token(request), api_key(request))
+        raise _not_signed_in()
+    return await access.operator(bearer_token(request), api_key(request))
+
+
+def _some_credential(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard: a request with no credential at all (no session cookie, token or key) is
+    refused with 401 before its parameters or body are read, so that it learns first what it
+    lacks; the handler checks the credential itself (``_require_operator``)."""
+    if _cookie_sent(cast("HTTPScope", connection.scope)) is None and not (
+        connection.headers.get("authorization") or connection.headers.get("x-api-key")
+    ):
+        raise _not_signed_in()
 
 
 # -- pages and assets ---------------------------------------------------------------------------
@@ -536,6 +587,540 @@ async def job_page(
     return Response(msgspec.json.encode(_job_page_body(page)), media_type=JSON, headers=_NO_CACHE)
 
 
+# -- the jobs view ------------------------------------------------------------------------------
+
+JOBS_PAGE_MAX = 200
+_STATE = "|".join(s.value for s in JobStatus)
+# One or more states, comma-separated: ``state=error`` or ``state=queued,running`` (the
+# parameter may also be repeated). ``$(?!\n)``: Python's ``$`` alone also matches before a final
+# line feed (see ``NO_CONTROL_CHARACTERS``).
+STATES_PATTERN = rf"^({_STATE})(,({_STATE}))*$(?!\n)"
+# A hardware class as the demand report names one, ``environment:cpu_cores:memory:gpu_mem:
+# gpu_model:gpu_archi`` (numbers in MiB; 0 or empty: anything), e.g. ``local:0:0:40000::``.
+# A name holding ":" cannot be written so (no real GPU model or architecture has one).
+_CLASS_NAME = rf"([^:\x00-\x1f\x7f-\x9f]{{0,{NAME_MAX}}})"
+_CLASS_NUMBER = r"(\d{0,15})"  # below 2**53: the document's bounds are floats
+CLASS_PATTERN = (
+    rf"^(cloud|local|any):{_CLASS_NUMBER}:{_CLASS_NUMBER}:{_CLASS_NUMBER}:"
+    rf"{_CLASS_NAME}:{_CLASS_NAME}$(?!\n)"
+)
+# Ages in seconds up to some 300 years: any job's, and a date every database can hold.
+AGE_MAX = 10**10
+# The end of a job's runtime_details a row of the jobs view shows (a traceback's end matters).
+DETAILS_SHOWN = 200
+
+StateList = Annotated[str, msgspec.Meta(pattern=STATES_PATTERN)]
+
+
+def class_of(job: Job) -> str:
+    """The hardware class of ``job`` as the jobs view's ``class`` filter writes it, and as the
+    demand report groups its queued jobs (names as stored, "anything" as 0 or empty)."""
+    need = job.hardware
+    environment = "any" if job.environment is None else job.environment.value
+    model = "" if need.gpu_model is None else storable(need.gpu_model)
+    archi = "" if need.gpu_archi is None else storable(need.gpu_archi)
+    return (
+        f"{environment}:{need.cpu_cores or 0}:{need.memory or 0}:{need.gpu_mem or 0}:"
+        f"{model}:{archi}"
+    )
+
+
+def _class_key(text: str) -> ClassKey:
+    """The ``class`` filter (already matched against ``CLASS_PATTERN``) as the queue's key."""
+    match = re.fullmatch(CLASS_PATTERN.removesuffix("$(?!\n)"), text)
+    if match is None:  # pragma: no cover - Litestar checked the pattern
+        raise InvalidRequest(f"query parameter 'class': {text!r} is not a hardware class")
+    environment, cores, memory, gpu_mem, model, archi = match.groups()
+    return ClassKey(
+        environment=environment,
+        cpu_cores=int(cores or 0),
+        memory=int(memory or 0),
+        gpu_mem=int(gpu_mem or 0),
+        gpu_model=model or None,
+        gpu_archi=archi or None,
+    )
+
+
+def _states(values: tuple[str, ...]) -> tuple[JobStatus, ...]:
+    named = (JobStatus(part) for value in values for part in value.split(","))
+    return tuple(dict.fromkeys(named))
+
+
+def _short(details: str | None) -> str | None:
+    if details is None or len(details) <= DETAILS_SHOWN:
+        return details
+    return "…" + details[-DETAILS_SHOWN:]
+
+
+class JobRow(msgspec.Struct):
+    id: int  # queue id
+    meta_job_id: int
+    status: str
+    environment: str  # cloud, local or any
+    # The hardware class, as the ``class`` filter takes it.
+    hardware_class: str = msgspec.field(name="class")
+    hardware: HardwareSpecs = msgspec.field(default_factory=HardwareSpecs)
+    worker: str | None = None  # the account that holds it, or held it last
+    node: str | None = None
+    attempt: int = 0
+    created_at: str = ""
+    updated_at: str | None = None
+    age_seconds: float = 0.0
+    runtime_details: str | None = None  # its last 200 characters
+
+
+class JobsBody(msgspec.Struct):
+    now: str
+    jobs: list[JobRow]  # newest (highest queue id) first
+    # The ``before`` of the next page; null on the last.
+    next: int | None
+
+
+def _job_row(job: Job, now: datetime) -> JobRow:
+    return JobRow(
+        id=job.id,
+        meta_job_id=job.upstream_id,
+        status=job.status.value,
+        environment=_env(job.environment),
+        hardware_class=class_of(job),
+        hardware=job.hardware,
+        worker=job.worker,
+        node=job.node,
+        attempt=job.attempt,
+        created_at=job.created_at.isoformat(),
+        updated_at=_iso(job.updated_at),
+        age_seconds=max((now - job.created_at).total_seconds(), 0.0),
+        runtime_details=_short(job.runtime_details),
+    )
+
+
+def _name_filter(description: str) -> Any:
+    return QueryParameter(
+        max_length=NAME_MAX,
+        pattern=NO_CONTROL_CHARACTERS,
+        description=f"{description}; {NAME_HELP}",
+    )
+
+
+# Query parameters whose names Python or Litestar keep for themselves, by their names on the wire.
+_WIRE_NAMES = {"states": "state", "hardware_class": "class", "queue_id": "id"}
+
+
+def _validation_in_words(request: AnyRequest, exc: Exception) -> Response[Any]:
+    """A refused parameter or body of the jobs view and the actions, as ``validation_error``
+    words it, with each parameter named as the caller sent it and each pattern in words."""
+    assert isinstance(exc, ValidationException)
+    items = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            message = str(item.get("message", ""))
+            if key == "data" and message == "'data'":  # no body at all
+                message = "a JSON object is required"
+            for pattern, words in _PATTERNS_IN_WORDS.items():
+                message = message.replace(f"`str` matching regex {pattern!r}", words)
+            item = {**item, "key": _WIRE_NAMES.get(str(key), key), "message": message}
+        items.append(item)
+    return validation_error(request, ValidationException(detail=exc.detail, extra=items))
+
+
+def _in_words() -> ExceptionHandlersMap:
+    return {ValidationException: _validation_in_words}
+
+
+@get(
+    "/ui/api/jobs",
+    operation_id="dashboard_jobs",
+    guards=[_some_credential],
+    exception_handlers=_in_words(),
+    summary="Find jobs for the dashboard: by state, environment, worker or node, hardware "
+    "class, age, meta.job_id or queue id, newest first, a page at a time",
+    description="Every filter given must hold. Pages are keyset pages: pass the answer's "
+    "`next` as `before` for the next one (stable while jobs are added: none is repeated or "
+    "skipped). Same access as the other dashboard data.",
+    responses={
+        200: ResponseSpec(data_container=JobsBody, description="A page of jobs"),
+        **_data_errors(401, 403, 422, 503),
+    },
+)
+async def jobs_view(
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    dashboard_reads: Reads,
+    # ``state`` is a name Litestar keeps for the app's state: the parameter is renamed.
+    states: Annotated[
+        tuple[StateList, ...],
+        QueryParameter(
+            name="state",
+            description="the jobs in any of these states: repeatable (state=error&state=queued) "
+            f"or comma-separated (state=queued,running); states: {', '.join(JobStatus)}",
+            schema_extra={"items": {"type": "string", "pattern": STATES_PATTERN}},
+        ),
+    ] = (),
+    environment: Annotated[
+        Literal["cloud", "local", "any"] | None,
+        QueryParameter(description="the jobs of this environment ('any': a job that named none)"),
+    ] = None,
+    worker: Annotated[
+        str | None, _name_filter("the jobs a worker account holds, or held last")
+    ] = None,
+    node: Annotated[
+        str | None, _name_filter("the jobs a node (its id, n-…) holds, or held last")
+    ] = None,
+    hardware_class: Annotated[
+        str | None,
+        QueryParameter(
+            name="class",
+            pattern=CLASS_PATTERN,
+            description="the jobs of one hardware class, as the demand report lists them: "
+            "environment:cpu_cores:memory:gpu_mem:gpu_model:gpu_archi, memory in MiB, 0 or "
+            "empty for anything (e.g. local:0:0:40000:: is local jobs that ask for 40 000 MiB "
+            "of GPU memory and nothing else)",
+        ),
+    ] = None,
+    min_age: Annotated[
+        float | None,
+        QueryParameter(
+            ge=0,
+            le=AGE_MAX,
+            description="the jobs submitted at least this many seconds ago",
+            schema_extra={"minimum": 0},  # Litestar drops a zero bound of an optional value
+        ),
+    ] = None,
+    max_age: Annotated[
+        float | None,
+        QueryParameter(
+            ge=0,
+            le=AGE_MAX,
+            description="the jobs submitted at most this many seconds ago",
+            schema_extra={"minimum": 0},
+        ),
+    ] = None,
+    job_id: Annotated[
+        int | None,
+        QueryParameter(
+            ge=0,
+            le=QUERY_MAX,
+            description="the job the user-facing API knows by this meta.job_id (an integer)",
+            schema_extra={"minimum": 0},
+        ),
+    ] = None,
+    queue_id: Annotated[
+        int | None,
+        QueryParameter(
+            name="id", ge=1, le=QUERY_MAX, description="the job of this queue id (an integer)"
+        ),
+    ] = None,
+    before: Annotated[
+        int | None,
+        QueryParameter(
+            ge=1,
+            le=QUERY_MAX,
+            description="the page after the one whose answer gave this `next` (queue ids below it)",
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        QueryParameter(ge=1, le=JOBS_PAGE_MAX, description=f"jobs per page, 1 to {JOBS_PAGE_MAX}"),
+    ] = 50,
+) -> Response[bytes]:
+    await _require_operator(request, access, clock)
+    now = clock.now()
+    query = JobQuery(
+        states=_states(states),
+        environment=environment,
+        worker=worker,
+        node=node,
+        hardware=None if hardware_class is None else _class_key(hardware_class),
+        created_before=None if min_age is None else now - timedelta(seconds=min_age),
+        created_after=None if max_age is None else now - timedelta(seconds=max_age),
+        upstream_id=job_id,
+        queue_id=queue_id,
+        before_id=before,
+    )
+    found = await dashboard_reads.list_jobs(query, limit + 1)
+    page = found[:limit]
+    body = JobsBody(
+        now=now.isoformat(),
+        jobs=[_job_row(job, now) for job in page],
+        next=page[-1].id if len(found) > limit else None,
+    )
+    return Response(msgspec.json.encode(body), media_type=JSON, headers=_NO_CACHE)
+
+
+# -- the operators' actions and their audit log -------------------------------------------------
+
+QueueId = Annotated[int, msgspec.Meta(ge=1, le=MAX_DB_INT)]
+QueueIds = Annotated[
+    list[QueueId],
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_JOBS_PER_ACTION,
+        description=f"queue ids, 1 to {MAX_JOBS_PER_ACTION} of them",
+        # Litestar's document leaves out the bounds of the items (``extra`` is its key for
+        # what it adds to the schema as written).
+        extra_json_schema={
+            "extra": {"items": {"type": "integer", "minimum": 1, "maximum": MAX_DB_INT}}
+        },
+    ),
+]
+# Said so that it is shown to the job's user: some text (not only spaces), lines allowed, no
+# other control character.
+REASON_PATTERN = r"^(?=[\s\S]*\S)[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$(?!\n)"
+
+
+_PATTERNS_IN_WORDS = {
+    STATES_PATTERN: "one or more states separated by commas, each one of " + ", ".join(JobStatus),
+    CLASS_PATTERN: "a hardware class environment:cpu_cores:memory:gpu_mem:gpu_model:gpu_archi "
+    "(environment cloud, local or any; 0 or empty for anything; e.g. local:0:0:40000::)",
+    NO_CONTROL_CHARACTERS: "text without control characters",
+    REASON_PATTERN: "some text (not only spaces), without control characters other than tabs "
+    "and line breaks",
+}
+
+
+class RetryRequest(msgspec.Struct):
+    job_ids: QueueIds
+
+
+class FailRequest(msgspec.Struct):
+    job_ids: QueueIds
+    reason: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_OPERATOR_REASON,
+            pattern=REASON_PATTERN,
+            description="why, in words: forwarded upstream as the jobs' runtime_details, so "
+            f"their users read it; at most {MAX_OPERATOR_REASON} characters",
+        ),
+    ]
+
+
+class ReleaseRequest(msgspec.Struct):
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=NAME_MAX,
+            pattern=NO_CONTROL_CHARACTERS,
+            description="a node's id (n-…), or a worker account: all of its nodes",
+        ),
+    ]
+
+
+class JobResult(msgspec.Struct):
+    job_id: int  # queue id
+    result: str  # what became of it, in words
+
+
+class NodeResult(msgspec.Struct):
+    node: str
+    released: bool  # False: it was not set aside
+    result: str
+
+
+class ActionBody(msgspec.Struct):
+    action: Literal["retry", "fail", "release"]
+    actor: str  # as the audit log names them
+    summary: str  # in words, for the page
+    jobs: list[JobResult]
+    nodes: list[NodeResult]
+
+
+class AuditRow(msgspec.Struct):
+    id: int
+    at: str
+    actor: str  # an operator's name, "internal key", or "cli:<user>"
+    action: str  # retry, fail or release
+    target: str  # the job ids, node or account it named
+    jobs: list[int]
+    detail: str  # the reason given, and what became of each
+
+
+class AuditBody(msgspec.Struct):
+    entries: list[AuditRow]  # the latest first
+    next: int | None  # the ``before`` of the next page; null on the last
+
+
+_ACTION_ERRORS = {
+    403: "The token's identity is not in group 'operators', or the request came from a page "
+    "of another site",
+}
+
+
+def _action_errors(*codes: int) -> dict[int, ResponseSpec]:
+    specs = _data_errors(*codes)
+    for code, text in _ACTION_ERRORS.items():
+        if code in specs:
+            specs[code] = ResponseSpec(data_container=Problem, description=text)
+    return specs
+
+
+def _job_results(action: Literal["retry", "fail"], actor: str, results: dict[int, str]) -> bytes:
+    done = sum(1 for r in results.values() if r.startswith(("queued", "failed")))
+    verb = "retried" if action == "retry" else "failed"
+    body = ActionBody(
+        action=action,
+        actor=actor,
+        summary=f"{done} of {len(results)} job(s) {verb}",
+        jobs=[JobResult(job_id=j, result=r) for j, r in results.items()],
+        nodes=[],
+    )
+    return msgspec.json.encode(body)
+
+
+@post(
+    "/ui/api/actions/retry",
+    operation_id="dashboard_retry",
+    guards=[_some_credential],
+    exception_handlers=_in_words(),
+    summary="Retry failed jobs (as `workerfacing-api jobs retry`): each starts over, queued, "
+    "and the upstream hears `queued`; written to the audit log",
+    status_code=200,
+    responses={
+        200: ResponseSpec(data_container=ActionBody, description="What became of each job"),
+        **_action_errors(401, 403, 422, 503),
+    },
+)
+async def retry_jobs(
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    operations: Actions,
+    data: JSONBody[RetryRequest],
+) -> Response[bytes]:
+    actor = await _require_operator(request, access, clock)
+    results = await operations.retry(actor, data.job_ids)
+    return Response(_job_results("retry", actor, results), media_type=JSON, headers=_NO_CACHE)
+
+
+@post(
+    "/ui/api/actions/fail",
+    operation_id="dashboard_fail",
+    guards=[_some_credential],
+    exception_handlers=_in_words(),
+    summary="Fail queued or active jobs on an operator's word, with a reason: the upstream "
+    "hears `error` with it, and a worker's next call on the job answers 404 (it stops); "
+    "written to the audit log",
+    status_code=200,
+    responses={
+        200: ResponseSpec(data_container=ActionBody, description="What became of each job"),
+        **_action_errors(401, 403, 422, 503),
+    },
+)
+async def fail_jobs(
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    operations: Actions,
+    data: JSONBody[FailRequest],
+) -> Response[bytes]:
+    actor = await _require_operator(request, access, clock)
+    results = await operations.fail(actor, data.job_ids, data.reason)
+    return Response(_job_results("fail", actor, results), media_type=JSON, headers=_NO_CACHE)
+
+
+@post(
+    "/ui/api/actions/release",
+    operation_id="dashboard_release",
+    guards=[_some_credential],
+    exception_handlers=_in_words(),
+    summary="End a node's cool-off now, or that of every node of an account (as "
+    "`workerfacing-api workers release`); written to the audit log",
+    status_code=200,
+    responses={
+        200: ResponseSpec(data_container=ActionBody, description="What became of each node"),
+        **_action_errors(401, 403, 422, 503),
+        404: ResponseSpec(
+            data_container=Problem, description="No node or account of this name was ever seen"
+        ),
+    },
+)
+async def release_node(
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    operations: Actions,
+    data: JSONBody[ReleaseRequest],
+) -> Response[bytes]:
+    actor = await _require_operator(request, access, clock)
+    released = await operations.release(actor, data.name)
+    if released is None:
+        problem = Problem(
+            detail=f"no node or worker account named {data.name!r} was ever seen; give a node's "
+            "id (n-…, as the overview's worker nodes show it) or an account"
+        )
+        return Response(msgspec.json.encode(problem), media_type=JSON, status_code=404)
+    nodes = [
+        NodeResult(node=node, released=done, result="released" if done else "was not set aside")
+        for node, done in released.items()
+    ]
+    count = sum(1 for n in nodes if n.released)
+    body = ActionBody(
+        action="release",
+        actor=actor,
+        summary=f"{count} of {len(nodes)} node(s) of {data.name} released",
+        jobs=[],
+        nodes=nodes,
+    )
+    return Response(msgspec.json.encode(body), media_type=JSON, headers=_NO_CACHE)
+
+
+def _audit_row(entry: AuditEntry) -> AuditRow:
+    return AuditRow(
+        id=entry.id,
+        at=entry.at.isoformat(),
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        jobs=list(entry.jobs),
+        detail=entry.detail,
+    )
+
+
+@get(
+    "/ui/api/audit",
+    operation_id="dashboard_audit",
+    guards=[_some_credential],
+    exception_handlers=_in_words(),
+    summary="The audit log: who did what to which jobs or nodes, and when (the latest first)",
+    responses={
+        200: ResponseSpec(data_container=AuditBody, description="A page of the audit log"),
+        **_data_errors(401, 403, 422, 503),
+    },
+)
+async def audit_log(
+    request: AnyRequest,
+    access: Gate,
+    clock: Clocked,
+    operations: Actions,
+    before: Annotated[
+        int | None,
+        QueryParameter(
+            ge=1,
+            le=QUERY_MAX,
+            description="the page after the one whose answer gave this `next` (entry ids below it)",
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        QueryParameter(
+            ge=1, le=JOBS_PAGE_MAX, description=f"entries per page, 1 to {JOBS_PAGE_MAX}"
+        ),
+    ] = 50,
+) -> Response[bytes]:
+    await _require_operator(request, access, clock)
+    found = await operations.actions(before, limit + 1)
+    page = found[:limit]
+    body = AuditBody(
+        entries=[_audit_row(e) for e in page],
+        next=page[-1].id if len(found) > limit else None,
+    )
+    return Response(msgspec.json.encode(body), media_type=JSON, headers=_NO_CACHE)
+
+
 def dashboard_routes() -> list[Router]:
     """The dashboard's routes: those that read or change a session, behind the cross-site check
     and the sessions (in that order: a refused request never reaches its session), and the
@@ -543,7 +1128,18 @@ def dashboard_routes() -> list[Router]:
     return [
         Router(
             "/",
-            route_handlers=[dashboard, sign_in, sign_out, overview, job_page],
+            route_handlers=[
+                dashboard,
+                sign_in,
+                sign_out,
+                overview,
+                job_page,
+                jobs_view,
+                audit_log,
+                retry_jobs,
+                fail_jobs,
+                release_node,
+            ],
             middleware=[refuse_other_sites, dashboard_sessions],
         ),
         Router("/", route_handlers=[login_page]),
