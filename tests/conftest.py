@@ -119,6 +119,19 @@ def postgres_url() -> Iterator[str]:
         run_blocking(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+async def emptied_postgres_url(postgres_url: str) -> str:
+    """This session's PostgreSQL database with every table of the queue emptied: for a test
+    that serves a process on it and counts what it finds there (other tests of the session
+    leave their rows behind)."""
+    pg = await asyncpg.connect(postgres_url)
+    try:
+        await pg.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        await pg.close()
+    return postgres_url
+
+
 async def _migrate(url: str) -> None:
     from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
 

@@ -32,8 +32,9 @@ async def _drop_connections(url: str) -> int:
 
 
 def test_lost_database_connections_answer_503_then_recover(
-    server_factory: Callable[..., Server], postgres_url: str
+    server_factory: Callable[..., Server], emptied_postgres_url: str
 ) -> None:
+    postgres_url = emptied_postgres_url
     server = server_factory(db_url=postgres_url)
     server.submit()
     (job_id,) = server.pull("w")
@@ -67,8 +68,9 @@ def _retry_on_503(send: Callable[[], requests.Response], ok: int) -> list[int]:
 
 
 def test_submissions_and_pulls_survive_lost_connections(
-    server_factory: Callable[..., Server], postgres_url: str
+    server_factory: Callable[..., Server], emptied_postgres_url: str
 ) -> None:
+    postgres_url = emptied_postgres_url
     server = server_factory(db_url=postgres_url)
     server.submit()
     server.pull("w")  # the pool now holds a connection the next requests would reuse
