@@ -7,10 +7,17 @@ updates (running, finished); every change is forwarded upstream (3 calls per cyc
 cycles/s, status updates/s, p50/p99 latencies, the CPU the API processes spent per cycle, and
 duplicate hand-outs (must be 0).
 
+On PostgreSQL it also reports what a cycle costs the database: commits and rows written per cycle
+(``pg_stat_database``) and, with ``--pg-cluster`` (a throwaway cluster of its own that loads
+``pg_stat_statements``, durable commits as in production), statements, buffers dirtied and
+written, and WAL records and bytes per cycle; ``--statements`` lists the statements a cycle runs
+most.
+
 With ``--pull-latency`` it measures instead the latency of a pull that finds nothing, with 100,
 10 000 and 100 000 queued jobs that do not fit the worker.
 
     uv run python benchmarks/load.py --db postgres --processes 3 --workers 64
+    uv run python benchmarks/load.py --db postgres --processes 1 --workers 64 --pg-cluster
     uv run python benchmarks/load.py --pull-latency --db postgres
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -378,6 +386,110 @@ class Options:
     python: str = sys.executable
     updates: tuple[str, ...] = ("running", "finished")
     settle: float = 5.0  # seconds to wait for deliveries after the cycles
+    show_statements: bool = False  # print the statements a cycle runs most (pg_stat_statements)
+
+
+# -- what a cycle costs the database ---------------------------------------------------------------
+
+_DB_COUNTERS = """
+SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, blks_hit, blks_read
+FROM pg_stat_database WHERE datname = current_database()
+"""
+_STATEMENT_COUNTERS = """
+SELECT coalesce(sum(calls), 0) AS calls, coalesce(sum(rows), 0) AS rows,
+    coalesce(sum(shared_blks_dirtied), 0) AS blks_dirtied,
+    coalesce(sum(shared_blks_written), 0) AS blks_written,
+    coalesce(sum(wal_records), 0) AS wal_records, coalesce(sum(wal_bytes), 0) AS wal_bytes
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND query NOT LIKE '%pg_stat%'
+"""
+_TOP_STATEMENTS = """
+SELECT calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND query NOT LIKE '%pg_stat%'
+ORDER BY calls DESC LIMIT 12
+"""
+
+
+async def db_counters(url: str, *, reset: bool = False) -> dict[str, Any]:
+    """The database's own counters (pg_stat_database: commits, rows written, blocks) and, where
+    the server loads pg_stat_statements (``--pg-cluster``), its statements' calls, rows, blocks
+    dirtied and written, and WAL. With ``reset``, pg_stat_statements starts from zero."""
+    conn = await asyncpg.connect(url)
+    try:
+        await asyncio.sleep(1.2)  # backends flush their statistics at most once a second
+        counters: dict[str, Any] = dict(await conn.fetchrow(_DB_COUNTERS) or {})
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if reset:
+                await conn.execute("SELECT pg_stat_statements_reset()")
+            else:
+                counters |= dict(await conn.fetchrow(_STATEMENT_COUNTERS) or {})
+                counters["top"] = [dict(r) for r in await conn.fetch(_TOP_STATEMENTS)]
+        except asyncpg.PostgresError:
+            pass  # not loaded by this server: pg_stat_database's counters only
+        return counters
+    finally:
+        await conn.close()
+
+
+def per_cycle(before: dict[str, Any], after: dict[str, Any], cycles: int) -> dict[str, Any]:
+    """The database's counters per job cycle; statements only where pg_stat_statements ran."""
+
+    def delta(key: str) -> float:
+        return float(after.get(key, 0)) - float(before.get(key, 0))
+
+    figures: dict[str, Any] = {
+        "commits_per_cycle": round(delta("xact_commit") / cycles, 2),
+        "rows_written_per_cycle": round(
+            (delta("tup_inserted") + delta("tup_updated") + delta("tup_deleted")) / cycles, 2
+        ),
+    }
+    if "calls" in after:  # reset before the cycles: the totals are the cycles'
+        figures |= {
+            "statements_per_cycle": round(float(after["calls"]) / cycles, 2),
+            "statement_rows_per_cycle": round(float(after["rows"]) / cycles, 2),
+            "buffers_dirtied_per_cycle": round(float(after["blks_dirtied"]) / cycles, 2),
+            "buffers_written_per_cycle": round(float(after["blks_written"]) / cycles, 2),
+            "wal_records_per_cycle": round(float(after["wal_records"]) / cycles, 2),
+            "wal_bytes_per_cycle": round(float(after["wal_bytes"]) / cycles, 1),
+        }
+    return figures
+
+
+@contextmanager
+def stats_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port that loads pg_stat_statements
+    (durable commits, as in production: fsync and synchronous_commit on); yields its admin
+    URL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise SystemExit("--pg-cluster needs PostgreSQL's server binaries (initdb)")
+    bin_dir = found[-1].parent
+    home = Path(tempfile.mkdtemp(prefix="wf-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(home, "postgres", "postgres")
+    port = free_port()
+
+    def run(*args: str) -> None:
+        command = [*as_postgres, str(bin_dir / args[0]), *args[1:]]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    run("initdb", "-D", str(home / "data"), "-A", "trust", "-U", "postgres")
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {home} -c max_connections=200 "
+        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all "
+        "-c shared_buffers=256MB"
+    )
+    run("pg_ctl", "-D", str(home / "data"), "-o", options, "-l", str(home / "log"), "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run("pg_ctl", "-D", str(home / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def cycles_benchmark(
@@ -399,6 +511,8 @@ def cycles_benchmark(
             tokens = rig.tokens(workers)
             print(f"# {kind}, {processes} process(es), {workers} worker(s): cycling", flush=True)
             events_before = uvloop.run(stub_count(rig.stub_url)) if rig.stub else 0
+            counted = kind == "postgres"
+            db_counted = uvloop.run(db_counters(url, reset=True)) if counted else {}
             cpu_before = rig.api_cpu()
             db_before = postgres_cpu()
             stub_before = cpu_seconds(rig.stub.pid) if rig.stub else 0.0
@@ -422,9 +536,14 @@ def cycles_benchmark(
                     events = uvloop.run(stub_count(rig.stub_url)) - events_before
                 time.sleep(0.5)
                 events = uvloop.run(stub_count(rig.stub_url)) - events_before
+            # After the deliveries: what they cost the database is the cycles' too.
+            db_after = uvloop.run(db_counters(url)) if counted else {}
         finally:
             rig.stop()
     cycles = max(result.cycles, 1)
+    database_figures = per_cycle(db_counted, db_after, cycles) if db_after else {}
+    for top in db_after.get("top", []) if options.show_statements else []:
+        print(f"#   {top['calls'] / cycles:6.2f}/cycle  {top['query']}", flush=True)
     return {
         "db": kind,
         "upstream": "none" if options.no_upstream else "down" if upstream_down else "up",
@@ -449,6 +568,7 @@ def cycles_benchmark(
         if kind == "postgres"
         else None,
         "stub_cpu_ms_per_cycle": round(1000 * stub_cpu / cycles, 3),
+        **database_figures,
         "upstream_events": events,
         "state_changes": result.cycles * (1 + len(set(options.updates))),
         "duplicates": len(result.handed) - len(set(result.handed)),
@@ -562,6 +682,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cycle_rows(
+    kinds: list[str], args: argparse.Namespace, options: Options
+) -> list[dict[str, Any]]:
+    rows = []
+    for kind in kinds:
+        for processes in (int(p) for p in args.processes.split(",")):
+            for workers in (int(w) for w in args.workers.split(",")):
+                row = cycles_benchmark(kind, processes, workers, args.jobs, args.seconds, options)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
@@ -598,6 +731,17 @@ def main() -> None:
         default=5.0,
         help="seconds to wait for deliveries still under way after the cycles",
     )
+    parser.add_argument(
+        "--pg-cluster",
+        action="store_true",
+        help="run PostgreSQL in a throwaway cluster of its own that loads pg_stat_statements: "
+        "statements, rows, buffers and WAL per cycle beside the commits",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="with --pg-cluster: also print the statements a cycle runs most, per cycle",
+    )
     parser.add_argument("--sizes", default="100,10000,100000")
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -619,15 +763,13 @@ def main() -> None:
             python=args.python,
             updates=tuple(args.cycle.split(",")),
             settle=args.settle,
+            show_statements=args.statements,
         )
-        for kind in kinds:
-            for processes in (int(p) for p in args.processes.split(",")):
-                for workers in (int(w) for w in args.workers.split(",")):
-                    row = cycles_benchmark(
-                        kind, processes, workers, args.jobs, args.seconds, options
-                    )
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+        with contextlib.ExitStack() as stack:
+            if args.pg_cluster and "postgres" in kinds:
+                global ADMIN_URL
+                ADMIN_URL = stack.enter_context(stats_cluster())
+            rows += cycle_rows(kinds, args, options)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))

@@ -84,7 +84,7 @@ def test_db_upgrade_then_current(tmp_path: Path) -> None:
     upgraded = cli("db", "upgrade", cwd=tmp_path, env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "up to date" in upgraded.stdout
-    assert cli("db", "current", cwd=tmp_path, env=env).stdout.strip() == "0009"
+    assert cli("db", "current", cwd=tmp_path, env=env).stdout.strip() == "0010"
 
 
 def test_token_needs_a_username(tmp_path: Path) -> None:

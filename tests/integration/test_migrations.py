@@ -46,7 +46,7 @@ async def test_models_and_migrations_agree(
                 )
             )
         assert diff == []
-        assert await current(engine) == "0009"
+        assert await current(engine) == "0010"
     finally:
         await engine.dispose()
 
@@ -341,7 +341,7 @@ async def test_the_audit_log_comes_and_goes_and_the_queue_stays(
     await upgrade(engine, "0008")
     before = await _counts(engine, "nodes")
 
-    await upgrade(engine)
+    await upgrade(engine, "0009")
     assert await current(engine) == "0009"
     async with engine.begin() as conn:
         await conn.execute(
@@ -369,3 +369,59 @@ async def test_the_audit_log_comes_and_goes_and_the_queue_stays(
     assert "audit_log" not in tables
     assert "ix_jobs_status" in indexes
     assert "ix_jobs_status_id" not in indexes
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_cycles_foreign_keys_go_and_come_back_and_the_queue_stays(
+    blank_engine: AsyncEngine, kind: str
+) -> None:
+    """0010 drops the keys of job_attempts and status_events on jobs (the cycle's lookups);
+    down again they are back; the rows stay either way."""
+    engine = blank_engine
+    await upgrade(engine, "0005")
+    await _queue_in_use(engine)
+    await upgrade(engine, "0009")
+    async with engine.begin() as conn:  # the newest event, delivered (deleted)
+        given = await conn.execute(
+            text(
+                "INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at) "
+                "VALUES (1, 7, 'running', :at, :at) RETURNING id"
+            ),
+            {"at": datetime(2026, 12, 6, tzinfo=UTC)},
+        )
+        delivered = given.scalar_one()
+        await conn.execute(text("DELETE FROM status_events WHERE id = :id"), {"id": delivered})
+    before = await _counts(engine, "nodes")
+
+    async def keys() -> set[str]:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: {
+                    f"{table}.{fk['name']}"
+                    for table in ("job_attempts", "status_events", "job_uploads")
+                    for fk in sync.dialect.get_foreign_keys(sync, table)
+                }
+            )
+
+    assert await keys() == {
+        "job_attempts.fk_job_attempts_job_id_jobs",
+        "status_events.fk_status_events_job_id_jobs",
+        "job_uploads.fk_job_uploads_job_id_jobs",
+    }
+    await upgrade(engine)
+    assert await current(engine) == "0010"
+    assert await keys() == {"job_uploads.fk_job_uploads_job_id_jobs"}
+    assert await _counts(engine, "nodes") == before
+    async with engine.begin() as conn:  # ids are never given twice, the rebuild (SQLite) or not
+        new = await conn.execute(
+            text(
+                "INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at) "
+                "VALUES (1, 7, 'finished', :at, :at) RETURNING id"
+            ),
+            {"at": datetime(2026, 12, 6, tzinfo=UTC)},
+        )
+        assert new.scalar_one() > delivered
+        await conn.execute(text("DELETE FROM status_events WHERE status = 'finished'"))
+    await _downgrade(engine, "0009")
+    assert len(await keys()) == 3
+    assert await _counts(engine, "nodes") == before

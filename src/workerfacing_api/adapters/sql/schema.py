@@ -202,7 +202,10 @@ Index(
 job_attempts = Table(
     "job_attempts",
     metadata,
-    Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    # No foreign key to jobs (migration 0010): an attempt is inserted by the very statement that
+    # claims its job, and jobs are never deleted; a key would cost every claim a lookup and a
+    # lock of the job's row (ARCHITECTURE §3: a cycle runs no statement it does not need).
+    Column("job_id", _Id, primary_key=True),
     Column("attempt", Integer, primary_key=True),
     Column("worker", _Name, nullable=False),
     # Set by every claim since migration 0006 (which filled in the older rows); nullable so that
@@ -299,7 +302,9 @@ status_events = Table(
     "status_events",
     metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("job_id", _Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key to jobs, as for job_attempts: an event is inserted by the statement that
+    # changes its job, and jobs are never deleted.
+    Column("job_id", _Id, nullable=False),
     Column("upstream_id", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("runtime_details", Text),
