@@ -1,6 +1,7 @@
 """A job an operator failed, as its worker meets it (ARCHITECTURE §3): every call the DECODE worker
-makes on it (keep-alive, status, upload link, upload, input link) answers 404, the one answer it takes as "stop" (it crashes on a 403 or a 500), on
-SQLite and PostgreSQL alike; the link it was handed before keeps no power either."""
+makes on it (keep-alive, upload link, upload, input link) answers 404, the one answer it takes as
+"stop" (it crashes on a 403 or a 500), on SQLite and PostgreSQL alike; a link handed out before
+keeps no power either."""
 
 from __future__ import annotations
 
