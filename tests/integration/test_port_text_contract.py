@@ -18,6 +18,9 @@ from tests.bodies import job_document
 from tests.queues import Queue, at, submission, worker
 from workerfacing_api.core.model import (
     NAME_MAX,
+    AuditEntry,
+    ClassKey,
+    JobQuery,
     JobStatus,
     Outcome,
     Submission,
@@ -102,6 +105,39 @@ async def test_the_sweeps_and_the_operators_details_read_back(queue: Queue, text
 
 
 @pytest.mark.parametrize("text", FREE_TEXT.values(), ids=FREE_TEXT.keys())
+async def test_wait_notices_operators_reasons_and_the_audit_log_read_back(
+    queue: Queue, text: str
+) -> None:
+    job, _ = await queue.add(submission(1, hardware={"gpu_mem": 80000}), at(0))
+    told = await queue.tell_why_waiting(job, text, text, at(1))
+    assert told is not None
+    assert told.job.wait_notice == _as_stored(text)
+    stored = await queue.get(job.id)
+    assert stored is not None
+    assert stored.wait_notice == _as_stored(text)
+    assert await queue.tell_why_waiting(stored, text, text, at(2)) is None  # told already
+    (waiting,) = await queue.waiting_classes(10)
+    assert await queue.waiting_in_class(waiting, at(9), not_told=text, after=0, limit=9) == []
+    others = await queue.waiting_in_class(waiting, at(9), not_told="other", after=0, limit=9)
+    assert [j.id for j in others] == [job.id]
+    assert [j.id for j in await queue.told_why_waiting(0, 9)] == [job.id]
+    failed = await queue.fail_on_operators_word(stored, text, at(3))
+    assert failed is not None
+    assert (failed.job.status, failed.job.runtime_details) == (JobStatus.ERROR, _as_stored(text))
+    other, _ = await queue.add(submission(2), at(4))
+    given_up = await queue.fail_waiting(other, text, at(5))
+    assert given_up is not None
+    assert given_up.job.runtime_details == _as_stored(text)
+    details = [e.runtime_details for e in await queue.pending_events_of(job.id)]
+    assert details == [_as_stored(text), _as_stored(text)]
+    kept = await queue.record_action(
+        AuditEntry(at=at(6), actor=text, action="fail", target=text, jobs=(1, 2), detail=text)
+    )
+    assert (kept.actor, kept.target, kept.detail) == (_as_stored(text),) * 3
+    assert await queue.actions(None, 10) == [kept]
+
+
+@pytest.mark.parametrize("text", FREE_TEXT.values(), ids=FREE_TEXT.keys())
 async def test_file_ids_of_the_upload_ledger_read_back(queue: Queue, text: str) -> None:
     job, _ = await queue.add(submission(1), at(0))
     file_id = f"/data/alice/output/{text}"
@@ -154,6 +190,12 @@ async def test_names_of_workers_groups_and_hardware_read_back(queue: Queue, name
     classes = await queue.waiting_classes(10)
     assert classes == []  # the one job was pulled
     assert await queue.count_ahead(job, profile, at(6), exclude_attempted=False) == 0
+    # The jobs view finds it by this worker, node and hardware class.
+    by_worker = await queue.list_jobs(JobQuery(worker=name), 10)
+    by_node = await queue.list_jobs(JobQuery(node=node), 10)
+    hardware = ClassKey(environment="local", gpu_model=name, gpu_archi=name)
+    by_class = await queue.list_jobs(JobQuery(hardware=hardware), 10)
+    assert [j.id for j in by_worker + by_node + by_class] == [job.id] * 3
 
 
 def _submission_with(body: dict[str, object], name: str) -> Submission:

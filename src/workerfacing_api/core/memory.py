@@ -10,8 +10,9 @@ backend answers alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -241,30 +242,23 @@ class InMemoryQueue:
     async def retry_failed(
         self, job: Job, detail: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
-        detail = storable(detail)
-        async with self._lock:
-            current = self._jobs.get(job.id)
-            if (
-                current is None
-                or current.status is not JobStatus.ERROR
-                or not self._unchanged(job, same_events=self._record_events)
-            ):
-                return None
-            updated = msgspec.structs.replace(
-                current,
-                status=JobStatus.QUEUED,
-                worker=None,
-                node=None,
-                num_retries=0,
-                runtime_details=detail,
-                updated_at=now,
-                event_seq=current.event_seq + int(self._record_events),
-                forwarded_at=now if self._record_events else current.forwarded_at,
-                wait_notice=None,
-            )
-            self._jobs[job.id] = updated
+        done = await self._commit(
+            job,
+            (JobStatus.ERROR,),
+            storable(detail),
+            now,
+            lease,
+            status=JobStatus.QUEUED,
+            worker=None,
+            node=None,
+            num_retries=0,
+            runtime_details=storable(detail),
+            updated_at=now,
+            wait_notice=None,
+        )
+        if done is not None:  # no await since the change: still atomic with it
             self._attempts[job.id] = []  # it starts over: every worker may take it again
-            return Committed(job=updated, event=self._event(updated, detail, now, lease))
+        return done
 
     async def waiting_in_class(
         self,
@@ -305,74 +299,49 @@ class InMemoryQueue:
     async def tell_why_waiting(
         self, job: Job, notice: str | None, detail: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
-        notice, detail = _text(notice), storable(detail)
-        async with self._lock:
-            current = self._jobs.get(job.id)
-            if (
-                current is None
-                or current.status is not JobStatus.QUEUED
-                or not self._unchanged(job, same_events=self._record_events)
-                or current.wait_notice == notice
-            ):
-                return None
-            updated = msgspec.structs.replace(
-                current,
-                wait_notice=notice,
-                event_seq=current.event_seq + int(self._record_events),
-                forwarded_at=now if self._record_events else current.forwarded_at,
-            )
-            self._jobs[job.id] = updated
-            return Committed(job=updated, event=self._event(updated, detail, now, lease))
+        notice = _text(notice)
+        return await self._commit(
+            job,
+            (JobStatus.QUEUED,),
+            storable(detail),
+            now,
+            lease,
+            unless=lambda current: current.wait_notice == notice,
+            wait_notice=notice,
+        )
 
     async def fail_waiting(
         self, job: Job, detail: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
         detail = storable(detail)
-        async with self._lock:
-            current = self._jobs.get(job.id)
-            if (
-                current is None
-                or current.status is not JobStatus.QUEUED
-                or not self._unchanged(job, same_events=self._record_events)
-            ):
-                return None
-            updated = msgspec.structs.replace(
-                current,
-                status=JobStatus.ERROR,
-                runtime_details=detail,
-                updated_at=now,
-                event_seq=current.event_seq + int(self._record_events),
-                forwarded_at=now if self._record_events else current.forwarded_at,
-            )
-            self._jobs[job.id] = updated
-            return Committed(job=updated, event=self._event(updated, detail, now, lease))
+        return await self._commit(
+            job,
+            (JobStatus.QUEUED,),
+            detail,
+            now,
+            lease,
+            status=JobStatus.ERROR,
+            runtime_details=detail,
+            updated_at=now,
+        )
 
     async def fail_on_operators_word(
         self, job: Job, reason: str, now: datetime, *, lease: bool = True
     ) -> Committed | None:
         reason = storable(reason)
-        async with self._lock:
-            current = self._jobs.get(job.id)
-            if (
-                current is None
-                or current.status not in (JobStatus.QUEUED, *ACTIVE_STATUSES)
-                or not self._unchanged(job, same_events=self._record_events)
-            ):
-                return None
-            if current.status in ACTIVE_STATUSES:
-                self._note_outcome(job.id, job.attempt, Outcome.STOPPED, now)
-            updated = msgspec.structs.replace(
-                current,
-                status=JobStatus.ERROR,
-                worker=None,
-                node=None,
-                runtime_details=reason,
-                updated_at=now,
-                event_seq=current.event_seq + int(self._record_events),
-                forwarded_at=now if self._record_events else current.forwarded_at,
-            )
-            self._jobs[job.id] = updated
-            return Committed(job=updated, event=self._event(updated, reason, now, lease))
+        return await self._commit(
+            job,
+            (JobStatus.QUEUED, *ACTIVE_STATUSES),
+            reason,
+            now,
+            lease,
+            ended=Outcome.STOPPED if job.status in ACTIVE_STATUSES else None,
+            status=JobStatus.ERROR,
+            worker=None,
+            node=None,
+            runtime_details=reason,
+            updated_at=now,
+        )
 
     async def record_update(
         self,
@@ -678,25 +647,27 @@ class InMemoryQueue:
 
     async def list_jobs(self, query: JobQuery, limit: int) -> list[Job]:
         q = query
+        # Names as stored (``storable``), as a database compares the text it was given.
+        worker = _text(q.worker)
+        hardware = None
+        if q.hardware is not None:
+            h = q.hardware
+            hardware = (
+                h.environment,
+                h.cpu_cores,
+                h.memory,
+                h.gpu_mem,
+                _text(h.gpu_model),
+                _text(h.gpu_archi),
+            )
         found = [
             j
             for j in self._jobs.values()
             if (not q.states or j.status in q.states)
             and (q.environment is None or _class_of(j)[0] == q.environment)
-            and (q.worker is None or j.worker == q.worker)
+            and (worker is None or j.worker == worker)
             and (q.node is None or j.node == q.node)
-            and (
-                q.hardware is None
-                or _class_of(j)
-                == (
-                    q.hardware.environment,
-                    q.hardware.cpu_cores,
-                    q.hardware.memory,
-                    q.hardware.gpu_mem,
-                    q.hardware.gpu_model,
-                    q.hardware.gpu_archi,
-                )
-            )
+            and (hardware is None or _class_of(j) == hardware)
             and (q.created_before is None or j.created_at < q.created_before)
             and (q.created_after is None or j.created_at >= q.created_after)
             and (q.upstream_id is None or j.upstream_id == q.upstream_id)
@@ -861,6 +832,41 @@ class InMemoryQueue:
             and current.worker == job.worker
             and (not same_events or current.event_seq == job.event_seq)
         )
+
+    async def _commit(
+        self,
+        job: Job,
+        allowed: Collection[JobStatus],
+        detail: str,
+        now: datetime,
+        lease: bool,
+        *,
+        unless: Callable[[Job], bool] | None = None,
+        ended: Outcome | None = None,
+        **changes: Any,
+    ) -> Committed | None:
+        """A compare-and-set on ``job`` (its state one of ``allowed``, and not ``unless``) that
+        makes ``changes`` and records the new state's event with ``detail``; the attempt ends
+        as ``ended`` when given. None, and nothing changed, when the snapshot is stale."""
+        async with self._lock:
+            current = self._jobs.get(job.id)
+            if (
+                current is None
+                or current.status not in allowed
+                or not self._unchanged(job, same_events=self._record_events)
+                or (unless is not None and unless(current))
+            ):
+                return None
+            if ended is not None:
+                self._note_outcome(job.id, job.attempt, ended, now)
+            updated = msgspec.structs.replace(
+                current,
+                **changes,
+                event_seq=current.event_seq + int(self._record_events),
+                forwarded_at=now if self._record_events else current.forwarded_at,
+            )
+            self._jobs[job.id] = updated
+            return Committed(job=updated, event=self._event(updated, detail, now, lease))
 
     async def _expire(
         self,

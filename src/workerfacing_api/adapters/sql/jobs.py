@@ -39,6 +39,7 @@ from workerfacing_api.core.model import (
     WaitingClass,
     WorkerProfile,
 )
+from workerfacing_api.core.text import storable
 
 # How many jobs at the head of the queue a claim looks at first on SQLite (its claim_jobs).
 HEAD_WINDOW = 200
@@ -207,8 +208,10 @@ class SqlJobQueue:
         done = await self._change("tell_why_waiting", job, values, now, forward=True, lease=lease)
         if done is None:
             return None
+        # The notice as the database keeps it (``Database`` stores every text parameter so).
+        kept = None if notice is None else storable(notice)
         return msgspec.structs.replace(
-            done, job=msgspec.structs.replace(done.job, wait_notice=notice)
+            done, job=msgspec.structs.replace(done.job, wait_notice=kept)
         )
 
     async def fail_on_operators_word(
