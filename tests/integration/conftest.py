@@ -32,6 +32,7 @@ from workerfacing_api.adapters.identity import LocalIssuer
 
 if TYPE_CHECKING:
     from devtools.aws_local import MotoServer
+    from playwright.sync_api import Browser
 
 
 def free_port() -> int:
@@ -419,3 +420,23 @@ def fresh_database() -> Iterator[str]:
         yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         run_blocking(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# -- a real browser: Debian's Chromium, driven by Playwright (never a browser download) --------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright  # only the browser tests pay its import
+
+    if not CHROMIUM.exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield launched
+        launched.close()

@@ -29,29 +29,14 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
 
-from tests.conftest import IN_CI
 from tests.integration.conftest import Server, Upstream, upstream_env
 
 # Real processes on 127.0.0.1 (serve, the fake upstream, moto): docs/TESTING.md.
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000  # the page refreshes every 5 s; three refreshes is plenty
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

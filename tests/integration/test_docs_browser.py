@@ -10,36 +10,19 @@ Playwright's own browser download is never used: the test launches ``/usr/bin/ch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Route, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Route, expect
 
-from tests.conftest import IN_CI
 from tests.integration.conftest import Server
 from workerfacing_api.entrypoints.http.app import DOCS_POLICY
 
 # Real processes on 127.0.0.1 (serve, a browser): docs/TESTING.md.
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
 
 
 def test_docs_render_offline_and_authorize_sends_the_token(

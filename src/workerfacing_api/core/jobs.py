@@ -53,9 +53,19 @@ DEFAULT_MAX_JOBS_PER_NODE = 8
 # a handful of rounds is plenty even under heavy contention from one worker's retried requests.
 _CAS_ROUNDS = 8
 _SWEEP_BATCH = 500
+# What became of a job an operator retried or failed, when it was done: the words start so
+# (``action_done``); anything else says why it was not.
+RETRIED = "queued again"
+FAILED = "failed"
 # The longest reason an operator may give for failing a job (the user reads it).
 MAX_OPERATOR_REASON = 1000
 _RECENT_JOBS = 10_000  # snapshots kept for optimistic updates (about 3 kB each)
+
+
+def action_done(result: str) -> bool:
+    """Whether ``result`` (what ``retry`` or ``fail_on_operators_word`` said of a job) says it
+    was done: the CLI's exit code and the dashboard's count read it alike."""
+    return result == RETRIED or result.startswith(f"{FAILED} (")
 
 
 class JobService:
@@ -312,7 +322,7 @@ class JobService:
                 continue
             self._recent.pop(job_id, None)
             events.append(committed.event)
-            results[job_id] = "queued again"
+            results[job_id] = RETRIED
             log.info("job %s retried by an operator: queued again", job_id)
         if events:
             await self._sync.deliver_now(events)
@@ -348,7 +358,7 @@ class JobService:
             self._recent.pop(job_id, None)
             events.append(committed.event)
             was = job.status.value + (f" on worker {job.worker}" if job.worker else "")
-            results[job_id] = f"failed (it was {was})"
+            results[job_id] = f"{FAILED} (it was {was})"
             log.warning("job %s failed by an operator (it was %s): %s", job_id, was, reason)
         if events:
             await self._sync.deliver_now(events)

@@ -507,6 +507,8 @@ def _actor() -> str:
 
 
 async def _retry(container: Container, ids: list[int]) -> None:
+    from workerfacing_api.core.jobs import action_done
+
     sync = container.sync()
     results = await container.operations().retry(_actor(), ids)
     while await sync.dispatch_due() > 0:  # the upstream hears "queued" now, if it answers
@@ -514,12 +516,13 @@ async def _retry(container: Container, ids: list[int]) -> None:
     await sync.wait_idle(10)
     for job_id, result in results.items():
         print(f"job {job_id}: {result}")
-    if any(result != "queued again" for result in results.values()):
+    if not all(action_done(result) for result in results.values()):
         raise SystemExit(1)
 
 
 async def _fail_jobs(container: Container, ids: list[int], reason: str) -> None:
     from workerfacing_api.core.errors import InvalidRequest
+    from workerfacing_api.core.jobs import action_done
 
     sync = container.sync()
     try:
@@ -531,7 +534,7 @@ async def _fail_jobs(container: Container, ids: list[int], reason: str) -> None:
     await sync.wait_idle(10)
     for job_id, result in results.items():
         print(f"job {job_id}: {result}")
-    if any(not result.startswith("failed") for result in results.values()):
+    if not all(action_done(result) for result in results.values()):
         raise SystemExit(1)
 
 

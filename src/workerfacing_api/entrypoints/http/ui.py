@@ -57,7 +57,7 @@ from workerfacing_api.core.errors import (
     Unauthenticated,
 )
 from workerfacing_api.core.fleet import shared_node_hint
-from workerfacing_api.core.jobs import MAX_OPERATOR_REASON
+from workerfacing_api.core.jobs import MAX_OPERATOR_REASON, action_done
 from workerfacing_api.core.model import (
     MAX_DB_INT,
     NAME_MAX,
@@ -959,7 +959,7 @@ def _action_errors(*codes: int) -> dict[int, ResponseSpec]:
 
 
 def _job_results(action: Literal["retry", "fail"], actor: str, results: dict[int, str]) -> bytes:
-    done = sum(1 for r in results.values() if r.startswith(("queued", "failed")))
+    done = sum(1 for r in results.values() if action_done(r))
     verb = "retried" if action == "retry" else "failed"
     body = ActionBody(
         action=action,
