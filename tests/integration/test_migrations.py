@@ -3,6 +3,7 @@ autogenerate against a freshly migrated database finds nothing to do."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from tests.conftest import ADMIN_URL
 from workerfacing_api.adapters.sql import create_engine, database_url, upgrade
 from workerfacing_api.adapters.sql.jobs import memory_class
 from workerfacing_api.adapters.sql.migrate import alembic_config, current
-from workerfacing_api.adapters.sql.postgres import numbered
+from workerfacing_api.adapters.sql.postgres import PLANNER_SETTINGS, numbered
 from workerfacing_api.adapters.sql.schema import metadata
 from workerfacing_api.core.model import Environment, WorkerProfile, node_id
 
@@ -106,6 +107,48 @@ async def test_pull_reads_an_index_range_not_the_queue(postgres_url: str) -> Non
     assert "ix_jobs_queued_fit" in few_fit, few_fit
     assert "Seq Scan on jobs" not in many_fit, many_fit
     assert "ix_jobs_queued_order" in many_fit, many_fit
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (ANALYZE, FORMAT JSON) plan."""
+    return [plan, *(node for child in plan.get("Plans", []) for node in _plan_nodes(child))]
+
+
+async def test_a_lease_after_an_outage_reads_the_backlog_once(postgres_url: str) -> None:
+    """The plan of a dispatcher's lease is made while the outbox is nearly empty (events go
+    inline) and kept on the connection; then an outage of the upstream leaves 2 000 events due.
+    The lease of 50 chooses them in one pass, each "heads its job's line" a probe of one index
+    entry. (As written before, "id IN (…)" with NOT EXISTS, the kept plan ran the choice again
+    for every due event and read all of the index for each: minutes for this backlog.)"""
+    settings = PLANNER_SETTINGS | {"statement_timeout": "10s"}
+    conn = await asyncpg.connect(postgres_url, server_settings=settings)
+    try:
+        await conn.execute("TRUNCATE jobs, job_attempts, status_events CASCADE")
+        await conn.execute("ANALYZE status_events")
+        sql, names = numbered("lease_events", ())
+        await conn.execute(f"PREPARE lease AS {sql}")
+        arguments = {"now": "now()", "until": "now()", "limit": "50"}
+        lease = f"EXECUTE lease({', '.join(arguments[name] for name in names)})"
+        await conn.execute(lease)  # the plan, made on the empty outbox, is kept from here on
+        await conn.execute(
+            "INSERT INTO status_events (job_id, upstream_id, status, created_at, due_at, attempts)"
+            " SELECT g % 1000, g, 'running', now(), now() - interval '1 minute', 1"
+            " FROM generate_series(1, 2000) g"
+        )
+        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {lease}")
+        leased = await conn.fetch("SELECT job_id FROM status_events WHERE leased_until IS NOT NULL")
+        await conn.execute("TRUNCATE status_events")
+    finally:
+        await conn.close()
+    (plan,) = json.loads(explained)
+    nodes = _plan_nodes(plan["Plan"])
+    # 50 events, each the head of its job's line (one of its job's two events), once each.
+    assert len(leased) == len({r["job_id"] for r in leased}) == 50
+    chooser = next(n for n in nodes if n["Node Type"] == "Limit")  # the first: the outer one
+    assert chooser["Actual Loops"] == 1, plan
+    removed = sum(n.get("Rows Removed by Filter", 0) for n in nodes)
+    removed += sum(n.get("Rows Removed by Join Filter", 0) for n in nodes)
+    assert removed <= 100, plan
 
 
 # The columns migration 0005 turns into TEXT on PostgreSQL.

@@ -477,21 +477,20 @@ aside_until <= :now AND aside_until IS NOT NULL AND NOT aside_end_noted
 
 -- name: deliverable_events
 -- Not a statement: due events that head their job's line (no older event of the job is left) and
--- that nobody holds, the oldest first: what lease_events takes.
+-- that nobody holds, the oldest first: what lease_events takes. "Heads its line" is a probe of
+-- one entry of ix_status_events_job_id_id per event read, however the plan was made: written as
+-- NOT EXISTS, a plan made while the outbox was nearly empty (and kept while a backlog grew)
+-- read all of the index for every event.
 SELECT e.id FROM status_events e
 WHERE e.due_at <= :now AND (e.leased_until IS NULL OR e.leased_until <= :now)
-    AND NOT EXISTS (SELECT 1 FROM status_events p WHERE p.job_id = e.job_id AND p.id < e.id)
+    AND e.id = (SELECT min(p.id) FROM status_events p WHERE p.job_id = e.job_id)
 ORDER BY e.id
 LIMIT :limit
 
 
--- name: lease_events
--- Lease due events that head their job's line to this process's dispatcher until :until.
--- {skip_locked}: dispatchers in several processes take disjoint events without waiting on each
--- other.
-UPDATE status_events SET leased_until = :until
-WHERE id IN ({deliverable_events} {skip_locked})
-RETURNING id, job_id, upstream_id, status, runtime_details, created_at, attempts;
+-- name: leased_events
+-- Not a statement: what lease_events returns.
+RETURNING id, job_id, upstream_id, status, runtime_details, created_at, attempts
 
 
 -- name: expedite_events

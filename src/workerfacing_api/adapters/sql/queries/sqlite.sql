@@ -221,8 +221,12 @@ DELETE FROM status_events WHERE job_id IN (SELECT value FROM json_each(:ids));
 INDEXED BY ix_jobs_active_worker
 
 
--- name: skip_locked
--- Not a statement: the write lock, taken up front, already keeps other dispatchers out.
+-- name: lease_events
+-- Lease due events that head their job's line to this process's dispatcher until :until. The
+-- write lock, taken up front, already keeps other dispatchers out.
+UPDATE status_events SET leased_until = :until
+WHERE id IN ({deliverable_events})
+{leased_events};
 
 
 -- name: complete_events
