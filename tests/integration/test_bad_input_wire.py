@@ -1,7 +1,8 @@
 """Bad input that only the real server and its socket decide (the rest of bad input runs in this
 process: test_bad_input.py): a raw path with ``..`` segments, which an HTTP client library
-resolves before sending; a query string beyond the HTTP parser's limit, answered by uvicorn
-before the app sees it; a client hanging up in the middle of an upload.
+resolves before sending; a request head beyond serve's limit and bytes that are not HTTP,
+answered by the server's protocol before the app sees them; a client hanging up in the middle
+of an upload.
 
 One ``serve`` serves the whole module; every check compares the database and the file tree just
 before and just after its own request, so the order of the tests does not matter.
@@ -9,6 +10,7 @@ before and just after its own request, so the order of the tests does not matter
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -149,19 +151,113 @@ def send_a_huge_head(server: Server, prefix: bytes) -> tuple[bytes, int]:
 
 def test_a_huge_request_head_is_refused_early_and_stalls_no_one(queue: Queue) -> None:
     """The probe: a 1 MiB header on /health/live, no token needed (a 32 MiB one was read whole
-    and answered 200 after 3.5 s). uvicorn's h11 keeps at most 64 KiB of an incomplete head:
-    the request is refused with 400 (or the connection closed) long before the megabyte."""
+    and answered 200 after 3.5 s). serve keeps at most 64 KiB of an incomplete head: the
+    request is refused with 431 (or the connection closed) long before the megabyte."""
     answer, sent = send_a_huge_head(
         queue.server, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
     )
-    assert answer.startswith(b"HTTP/1.1 400") or sent < 1024 * 1024, (sent, answer[:100])
+    assert answer.startswith(b"HTTP/1.1 431") or sent < 1024 * 1024, (sent, answer[:100])
+
+
+def exchange(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``request`` sent whole on a connection of its own; the status, headers and body that the
+    server answered before it closed the connection."""
+    host, port = server.url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(request)
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_request_head_one_byte_over_the_limit_gets_431_in_json(queue: Queue) -> None:
+    """64 KiB of request line and headers is the limit: one byte more, still incomplete, is
+    refused with a JSON 431 naming the limit, and the connection closed; the app never sees
+    it. (Exactly one byte over: the server has then read everything sent, so its answer is
+    not lost to a reset.)"""
+    server = queue.server
+    rows = server.db_snapshot()
+    start = b"GET /jobs?memory=1 HTTP/1.1\r\nHost: x\r\nX-Big: "
+    status, headers, body = exchange(server, start + b"a" * (64 * 1024 + 1 - len(start)))
+    assert status == 431, body
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert "64 KiB" in json.loads(body)["detail"]
+    assert server.db_snapshot() == rows
+
+
+def test_bytes_that_are_not_http_get_400_in_json(queue: Queue) -> None:
+    status, headers, body = exchange(queue.server, b"HELLO /jobs WORLD\r\n\r\n")
+    assert status == 400, body
+    assert headers["content-type"] == "application/json"
+    assert "invalid HTTP request" in json.loads(body)["detail"]
+
+
+def test_bodies_are_never_counted_as_heads(queue: Queue) -> None:
+    """An upload of 300 KiB (its end arrives in a read of its own, after the head was read) and
+    two requests with 100 KiB bodies sent whole on one kept-alive connection are the app's to
+    answer: only what arrives while a head is incomplete counts against the limit."""
+    server = queue.server
+    uploaded = requests.post(
+        f"{server.url}/jobs/{queue.held}/files/upload",
+        params={"type": "output"},
+        headers=server.auth(HOLDER),
+        files={"file": ("big.bin", b"\x01" * 300 * 1024)},
+        timeout=10,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    body = b"x" * 100 * 1024
+    request = (
+        b"PUT /jobs/%s/status HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (queue.held.encode(), len(body), body)
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(request + request)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"}"):
+            chunk = client.recv(65536)
+            assert chunk, answers
+            answers += chunk
+    # No token: the app's 401 (JSON), twice; never the server's 431.
+    assert answers.count(b"HTTP/1.1 401") == 2, answers[:400]
+
+
+def test_heads_sent_in_small_pieces_are_counted_per_request(queue: Queue) -> None:
+    """The limit counts an incomplete head over many reads, and starts again with each request:
+    two requests of 40 KiB heads on one kept-alive connection, each sent 1 KiB at a time, are
+    both answered."""
+    host, port = queue.server.url.removeprefix("http://").split(":")
+    request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 40_000 + b"\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        for _ in range(2):
+            for at in range(0, len(request), 1024):
+                client.sendall(request[at : at + 1024])
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += client.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            while len(rest) < length:
+                rest += client.recv(65536)
 
 
 def test_a_query_string_of_a_megabyte_is_refused_and_changes_nothing(queue: Queue) -> None:
     server = queue.server
     rows = server.db_snapshot()
     answer, sent = send_a_huge_head(server, b"GET /jobs?memory=1&padding=")
-    assert answer.startswith(b"HTTP/1.1 400") or sent < 1024 * 1024, (sent, answer[:100])
+    assert answer.startswith(b"HTTP/1.1 431") or sent < 1024 * 1024, (sent, answer[:100])
     assert server.db_snapshot() == rows
     # A long query string that is no attack (60 000 characters) is still the app's to answer.
     fits = requests.get(

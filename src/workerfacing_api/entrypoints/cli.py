@@ -223,6 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from workerfacing_api.container import internal_key_file
     from workerfacing_api.entrypoints.http import create_app
+    from workerfacing_api.entrypoints.http.server import BoundedHttpTools
 
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -254,11 +255,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "proxy_headers": bool(trusted_proxies(settings)),
         "forwarded_allow_ips": trusted_proxies(settings),
         "server_header": False,
-        # uvicorn's h11 protocol, for its limit on a request's head: a request line and headers
-        # beyond 64 KiB are refused with 400 before more is read (httptools has no limit: a
-        # 32 MiB header was read whole, and stalled the process).
-        "http": "h11",
-        "h11_max_incomplete_event_size": MAX_REQUEST_HEAD,
+        # uvicorn's httptools protocol (native parsing), with a limit on a request's head: a
+        # request line and headers beyond 64 KiB are refused with 431 before more is read.
+        "http": BoundedHttpTools,
         # SIGTERM: stop accepting, give requests in flight this long, then the app's shutdown
         # (duties stop, deliveries finish or are handed back, the pool closes), exit 0.
         "timeout_graceful_shutdown": settings.shutdown_grace,
@@ -280,9 +279,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
             workers=workers,
             **server,  # type: ignore[arg-type]
         )
-
-
-MAX_REQUEST_HEAD = 64 * 1024  # bytes of a request line and headers, together
 
 
 def cmd_token(args: argparse.Namespace) -> None:
