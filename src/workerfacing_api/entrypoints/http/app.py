@@ -3,8 +3,9 @@ error handlers, docs, the headers every answer carries, and the background dutie
 status dispatcher) that run beside it.
 
 Everything comes from the container: the handlers' dependencies are its providers
-(``litestar.di.Provide``), the guards ask its ``access``, and the app's lifespan opens and closes
-what its adapters hold (``container.running``). Nothing is kept beside it.
+(``litestar.di.Provide``), the routers' checks of who calls ask its ``access``, and the app's
+lifespan opens and closes what its adapters hold (``container.running``). Nothing is kept
+beside it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _docs_page() -> ExactSwaggerRenderPlugin:
     )
 
 
-# Who may call each group of routes, as the document tells it (the guards enforce it). The
+# Who may call each group of routes, as the document tells it (the routers' checks enforce it). The
 # dashboard's data also answers the key and an operator's token; they are listed before the
 # browser's cookie (schemathesis judges a request by the first alternative it carries, and takes
 # a cookie it made up beside a valid key for a bypass).
@@ -222,19 +223,19 @@ def create_app(
             Router(
                 "/",
                 route_handlers=WORKER_ROUTES,
-                guards=[workers_only(container.access)],
+                before_request=workers_only(container.access),
                 security=WORKERS,
             ),
             Router(
                 "/",
                 route_handlers=INTERNAL_ROUTES,
-                guards=[internal_only(container.access)],
+                before_request=internal_only(container.access),
                 security=INTERNAL,
             ),
             Router(
                 "/",
                 route_handlers=OPERATOR_ROUTES,
-                guards=[operators_only(container.access)],
+                before_request=operators_only(container.access),
                 security=OPERATORS,
             ),
             Router("/", route_handlers=dashboard_routes(), security=DASHBOARD),

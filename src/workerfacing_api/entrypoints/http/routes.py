@@ -4,7 +4,7 @@ encode its answer. Paths, parameter names and shapes are those the DECODE client
 The handlers take the core services they use as Litestar dependencies of those names, which
 ``app.create_app`` registers from the container (``jobs``, ``files``, ``signer``, ``access``,
 ``explainer``, ``probes``, ``settings``). The routes come in groups by who may call them, each
-guarded as a whole there (``auth``): workers, the user-facing API, operators, anyone.
+checked as a whole there (``auth``): workers, the user-facing API, operators, anyone.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ Gate = SkipValidation[Access]
 
 
 def caller(request: AnyRequest) -> Identity:
-    """The worker a guarded route serves (``auth.workers_only`` put it there)."""
+    """The worker a workers' route serves (``auth.workers_only`` put it there)."""
     return cast("Identity", request.user)
 
 
@@ -876,7 +876,7 @@ def openapi_json(request: AnyRequest) -> Response[bytes]:
     return Response(msgspec.json.encode(schema), media_type=JSON)
 
 
-# Who may call them (app.create_app guards each group as a whole).
+# Who may call them (app.create_app checks each group as a whole).
 PUBLIC_ROUTES = [
     welcome,
     openapi_json,
