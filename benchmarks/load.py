@@ -405,7 +405,8 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND query NOT LIKE '%pg_stat%'
 """
 _TOP_STATEMENTS = """
-SELECT calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query
+SELECT calls, rows, total_exec_time, total_plan_time,
+    left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND query NOT LIKE '%pg_stat%'
@@ -543,7 +544,11 @@ def cycles_benchmark(
     cycles = max(result.cycles, 1)
     database_figures = per_cycle(db_counted, db_after, cycles) if db_after else {}
     for top in db_after.get("top", []) if options.show_statements else []:
-        print(f"#   {top['calls'] / cycles:6.2f}/cycle  {top['query']}", flush=True)
+        print(
+            f"#   {top['calls'] / cycles:6.2f}/cycle"
+            f"  {top['total_exec_time'] / cycles:5.3f} ms  {top['query']}",
+            flush=True,
+        )
     return {
         "db": kind,
         "upstream": "none" if options.no_upstream else "down" if upstream_down else "up",
