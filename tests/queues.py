@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,15 @@ import msgspec
 from sqlalchemy import text
 
 from tests.bodies import job_document
+from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.adapters import sql
+from workerfacing_api.core.clock import FakeClock
+from workerfacing_api.core.fleet import AsidePolicy, Fleet
+from workerfacing_api.core.jobs import JobService
+from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Environment, Submission, WorkerProfile
+from workerfacing_api.core.sync import StatusSync
 
 KINDS = ["memory", "sqlite", "postgres"]
 
@@ -50,6 +57,28 @@ T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 def at(seconds: float) -> datetime:
     """``seconds`` after the contract suites' fixed start time."""
     return T0 + timedelta(seconds=seconds)
+
+
+@dataclass
+class Core:
+    """The core's use cases wired on one queue as ``serve`` wires them, with a fake clock at
+    ``at(0)`` and a recording user-facing API, for the suites that drive the use cases."""
+
+    queue: Queue
+    clock: FakeClock
+    upstream: RecordingUpstream
+    sync: StatusSync
+    fleet: Fleet
+    jobs: JobService
+
+
+def core_on(queue: Queue, *, timeout_failure: int = 300) -> Core:
+    clock = FakeClock(at(0))
+    upstream = RecordingUpstream()
+    sync = StatusSync(queue, queue, upstream, clock)
+    fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
+    jobs = JobService(queue, clock, RetryPolicy(timeout_failure=timeout_failure), sync, fleet)
+    return Core(queue, clock, upstream, sync, fleet, jobs)
 
 
 def worker(name: str = "w1", **kw: object) -> WorkerProfile:

@@ -17,20 +17,18 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from tests.queues import Queue, at, submission, worker
+from tests.queues import Queue, at, core_on, submission, worker
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.errors import JobNotFound
-from workerfacing_api.core.fleet import AsidePolicy, Fleet
+from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.jobs import DEFAULT_MAX_JOBS_PER_NODE, JobService
-from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import (
     Environment,
     JobStatus,
     Outcome,
     WorkerProfile,
 )
-from workerfacing_api.core.sync import StatusSync
 from workerfacing_api.core.waiting import WaitExplainer
 
 
@@ -289,13 +287,9 @@ class Service:
 
 @pytest.fixture
 async def service(queue: Queue) -> Service:
-    clock = FakeClock(at(0))
-    upstream = RecordingUpstream()
-    sync = StatusSync(queue, queue, upstream, clock)
-    fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
-    jobs = JobService(queue, clock, RetryPolicy(timeout_failure=300), sync, fleet)
-    explainer = WaitExplainer(queue, queue, clock, seen_window=900, exclude_attempted=True)
-    return Service(queue, clock, upstream, jobs, fleet, explainer)
+    c = core_on(queue)
+    explainer = WaitExplainer(queue, queue, c.clock, seen_window=900, exclude_attempted=True)
+    return Service(queue, c.clock, c.upstream, c.jobs, c.fleet, explainer)
 
 
 async def submit(s: Service, count: int, start: int = 1, **fields: object) -> None:

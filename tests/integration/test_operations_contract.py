@@ -9,16 +9,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.queues import Queue, at, submission, worker
+from tests.queues import Queue, at, core_on, submission, worker
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
 from workerfacing_api.core.errors import InvalidRequest, JobNotFound
-from workerfacing_api.core.fleet import AsidePolicy, Fleet
+from workerfacing_api.core.fleet import Fleet
 from workerfacing_api.core.jobs import JobService
-from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import ClassKey, JobQuery, JobStatus, Outcome
 from workerfacing_api.core.operations import Operations
-from workerfacing_api.core.sync import StatusSync
 
 
 @dataclass
@@ -33,12 +31,9 @@ class Service:
 
 @pytest.fixture
 async def service(queue: Queue) -> Service:
-    clock = FakeClock(at(0))
-    upstream = RecordingUpstream()
-    sync = StatusSync(queue, queue, upstream, clock)
-    fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
-    jobs = JobService(queue, clock, RetryPolicy(timeout_failure=300), sync, fleet)
-    return Service(queue, clock, upstream, jobs, fleet, Operations(jobs, fleet, queue, clock))
+    c = core_on(queue)
+    operations = Operations(c.jobs, c.fleet, queue, c.clock)
+    return Service(queue, c.clock, c.upstream, c.jobs, c.fleet, operations)
 
 
 async def test_an_operator_fails_a_running_job_and_its_worker_is_told_to_stop(

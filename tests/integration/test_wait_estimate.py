@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.queues import at, open_queue, submission, worker
-from tests.unit.helpers import RecordingUpstream
-from workerfacing_api.core.clock import FakeClock
-from workerfacing_api.core.fleet import AsidePolicy, Fleet
-from workerfacing_api.core.jobs import JobService
-from workerfacing_api.core.lifecycle import RetryPolicy
-from workerfacing_api.core.sync import StatusSync
+from tests.queues import at, core_on, open_queue, submission, worker
 from workerfacing_api.core.waiting import WaitExplainer
 
 STEP = 10.0  # seconds between two looks of the fleet at the queue (the workers' poll)
@@ -56,10 +50,8 @@ async def test_the_estimate_is_within_half_of_the_wait_for_most_jobs(
     kind: str, seed: int, tmp_path: Path
 ) -> None:
     async with open_queue(kind, tmp_path, None) as queue:
-        clock = FakeClock(at(0))
-        sync = StatusSync(queue, queue, RecordingUpstream(), clock)
-        fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
-        jobs = JobService(queue, clock, RetryPolicy(timeout_failure=3600), sync, fleet)
+        core = core_on(queue, timeout_failure=3600)
+        clock, jobs = core.clock, core.jobs
         explainer = WaitExplainer(queue, queue, clock, seen_window=900, exclude_attempted=False)
         rng = random.Random(seed)
         pending = arrivals(seed)

@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.inprocess import API_KEY, assemble, serving
-from tests.queues import Queue, at, submission, worker
+from tests.queues import Queue, at, core_on, submission, worker
 from tests.unit.helpers import RecordingUpstream
 from workerfacing_api.core.clock import FakeClock
-from workerfacing_api.core.fleet import AsidePolicy, Fleet
 from workerfacing_api.core.jobs import JobService
-from workerfacing_api.core.lifecycle import RetryPolicy
 from workerfacing_api.core.model import JobStatus
 from workerfacing_api.core.notices import WaitNotices
 from workerfacing_api.core.sync import StatusSync
@@ -59,12 +57,8 @@ class Service:
 
 @pytest.fixture
 async def service(queue: Queue) -> Service:
-    clock = FakeClock(at(0))
-    upstream = RecordingUpstream()
-    sync = StatusSync(queue, queue, upstream, clock)
-    fleet = Fleet(queue, AsidePolicy(after_failures=3, cool_off=600, cool_off_max=3600))
-    jobs = JobService(queue, clock, RetryPolicy(timeout_failure=300), sync, fleet)
-    return Service(queue, clock, upstream, jobs, sync)
+    c = core_on(queue)
+    return Service(queue, c.clock, c.upstream, c.jobs, c.sync)
 
 
 async def test_the_user_is_told_once_per_reason_and_when_a_node_can_run_it(
