@@ -8,6 +8,11 @@ trip. (Through SQLAlchemy's execution layer the same statements cost this servic
 times the CPU; SQLAlchemy still defines the schema and drives the migrations.) Only a submission
 and a cancellation, which are rare, take a transaction of a few statements.
 
+Changes and claims that requests make at the same time commit together (``Groups``): those
+of one statement that arrive while another group of it is in flight go as the next group, in one
+round trip and one transaction (asyncpg's ``fetchmany``), so that under load a commit, the
+costliest part of a change, is shared by many; alone, a change goes at once as before.
+
 A lost connection (the server restarted, failed over or ended it) is reported as
 ``Unavailable``, which workers see as a 503 they retry.
 """
@@ -19,6 +24,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -115,6 +121,129 @@ async def _fetch(
     return rows
 
 
+# The statements run in groups, besides the changes (``Statements.change``, each of one job, keyed
+# by its id): the claims, each for one node, whose rows say which node they answer (claimed_for).
+_CLAIMS = frozenset({"claim_jobs", "claim_jobs_preferring_groups"})
+
+
+@dataclass(slots=True)
+class _Request:
+    key: Any  # the job (a change) or the node (a claim) whose rows lock first
+    args: list[Any]
+    answer: asyncio.Future[list[Row]]
+
+
+class Groups:
+    """Runs a statement for many requests in one round trip and one transaction: group commit.
+
+    A request for a statement with no group of it in flight goes at once, alone. Those that
+    arrive meanwhile wait and go together as the next group (asyncpg's ``fetchmany``: one
+    Bind/Execute per request, one Sync, so one implicit transaction and one durable commit).
+    No request waits longer than the group before it, and under load commits, round trips and
+    connections are shared by as many requests as arrived during one.
+
+    Each request keeps the outcome it would have had alone:
+    - rows are told apart by ``key`` (a change's job id, a claim's node): two requests of one
+      key never share a group (the later one goes with the next), and each is answered with
+      the rows that carry its key (``column``);
+    - a group's requests run in the order of their keys, so that groups in several processes
+      lock rows in the same order (a deadlock PostgreSQL still breaks runs the group again);
+    - a group is all or nothing: when a statement of it fails, nothing of the group was
+      written, and its requests run again one by one, each meeting its own error;
+    - a lost connection is ``Unavailable`` for the whole group, as for one statement (its
+      commit may have happened: at least once, as everywhere here);
+    - a request whose caller stopped waiting still runs with its group.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[asyncpg.Connection], Awaitable[list[Row]]]], Awaitable[list[Row]]],
+    ) -> None:
+        self._run = run
+        self._waiting: dict[str, list[_Request]] = {}  # by statement
+        self._tasks: set[asyncio.Task[None]] = set()  # each statement's groups run in one task
+
+    async def rows(self, sql: str, key: Any, args: list[Any], column: str) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        request = _Request(key, args, loop.create_future())
+        waiting = self._waiting.get(sql)
+        if waiting is None:  # nothing of this statement in flight: go now
+            self._waiting[sql] = []
+            task = loop.create_task(self._groups(sql, column, [request]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            waiting.append(request)
+        return await request.answer
+
+    async def _groups(self, sql: str, column: str, group: list[_Request]) -> None:
+        """Runs ``group``, then the requests that arrived meanwhile, until none did."""
+        try:
+            while group:
+                await self._one(sql, column, group)
+                group, self._waiting[sql] = _one_per_key(self._waiting[sql])
+        except BaseException as exc:  # cancelled at shutdown: nobody is left waiting
+            for request in (*group, *self._waiting.get(sql, ())):
+                _answer(request, exc)
+            raise
+        finally:
+            del self._waiting[sql]
+
+    async def _one(self, sql: str, column: str, group: list[_Request]) -> None:
+        if len(group) == 1:
+            await self._alone(sql, group[0])
+            return
+        group.sort(key=lambda request: request.key)
+        try:
+            rows: list[Row] = await self._run(
+                lambda conn: conn.fetchmany(sql, [request.args for request in group])
+            )
+        except Unavailable as exc:
+            for request in group:
+                _answer(request, exc)
+            return
+        except Exception:  # nothing of the group was written: each on its own, for its error
+            for request in group:
+                await self._alone(sql, request)
+            return
+        answers: dict[Any, list[Row]] = {request.key: [] for request in group}
+        for row in rows:
+            answers[row[column]].append(row)
+        for request in group:
+            _answer(request, answers[request.key])
+
+    async def _alone(self, sql: str, request: _Request) -> None:
+        try:
+            rows: list[Row] = await self._run(lambda conn: conn.fetch(sql, *request.args))
+        except Exception as exc:
+            _answer(request, exc)
+        else:
+            _answer(request, rows)
+
+
+def _one_per_key(requests: list[_Request]) -> tuple[list[_Request], list[_Request]]:
+    """The first request of each key in ``requests``, and the others (in arrival order)."""
+    group: dict[Any, _Request] = {}
+    later: list[_Request] = []
+    for request in requests:
+        if request.key in group:
+            later.append(request)
+        else:
+            group[request.key] = request
+    return list(group.values()), later
+
+
+def _answer(request: _Request, outcome: list[Row] | BaseException) -> None:
+    if request.answer.done():  # its caller stopped waiting
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        request.answer.cancel()
+    elif isinstance(outcome, BaseException):
+        request.answer.set_exception(outcome)
+    else:
+        request.answer.set_result(outcome)
+
+
 class PostgresDatabase(database.Statements):
     """Implements ``database.Database`` on a pool of asyncpg connections, made by ``open`` (or
     the first statement) in the event loop that uses it (asyncpg binds a pool to its loop). A
@@ -150,6 +279,7 @@ class PostgresDatabase(database.Statements):
             "server_settings": {"application_name": "workerfacing-api", **PLANNER_SETTINGS},
         }
         self._pool: asyncpg.Pool | None = None
+        self._groups = Groups(self._run)
         self._opening = asyncio.Lock()
         self._closed = False
 
@@ -205,6 +335,10 @@ class PostgresDatabase(database.Statements):
     async def _rows(
         self, name: str, literals: Literals, params: Mapping[str, Any], *, change: bool
     ) -> list[Row]:
+        if change or name in _CLAIMS:
+            sql, names = numbered(name, literals)
+            key, column = ("id", "id") if change else ("node", "claimed_for")
+            return await self._groups.rows(sql, params[key], _arguments(names, params), column)
         return await self._run(lambda conn: _fetch(conn, name, literals, params, change))
 
     async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:

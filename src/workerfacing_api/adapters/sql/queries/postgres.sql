@@ -15,7 +15,8 @@ timestamptz
 -- Invariant: a job is handed to exactly one worker per attempt. The jobs are locked by the
 -- statement that updates them ({pick_in_queue_order} ends in FOR UPDATE SKIP LOCKED):
 -- concurrent claims take different jobs and never wait on each other, and nothing is read first
--- and locked later. Rows come back in no order.
+-- and locked later. Rows come back in no order, each naming the node it answers (claimed_for:
+-- claims of several nodes may run as one group, see postgres.Groups).
 WITH picked AS ({pick_in_queue_order}),
 {claim_picked}
 
@@ -72,7 +73,7 @@ attempts AS (
     SELECT id, attempt, worker, node, CAST(:now AS timestamptz) FROM changed
 ),
 events AS ({record_event} RETURNING id, job_id, leased_until)
-SELECT claim.retry, j.id, j.upstream_id, j.status, j.environment, j.job_group, j.priority,
+SELECT claim.retry, CAST(:node AS text) AS claimed_for, j.id, j.upstream_id, j.status, j.environment, j.job_group, j.priority,
     j.spec, j.paths_upload, j.worker, j.node, j.attempt, j.num_retries, j.event_seq,
     j.runtime_details, j.created_at, j.updated_at, j.last_heartbeat_at, j.forwarded_at,
     j.upstream_ok_at, j.wait_notice, e.id AS event_id, e.leased_until AS event_leased_until

@@ -1,0 +1,167 @@
+"""Group commit on PostgreSQL (``postgres.Groups``): changes and claims that requests make at the
+same time share one transaction, and each request still gets the answer it would have had alone.
+
+What a transaction wrote is read back from PostgreSQL itself: the rows one transaction changed
+carry its id (``xmin``). Requests started in one step of the event loop arrive together: the
+first goes alone, the others wait for it and go as one group, so a burst of N changes commits
+in two transactions, not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.queues import SqlPorts, at, open_queue, submission, worker
+from workerfacing_api.adapters import sql
+from workerfacing_api.core.model import Job, JobStatus
+
+N = 8
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, postgres_url: str) -> AsyncIterator[SqlPorts]:
+    async with open_queue("postgres", tmp_path, postgres_url) as q:
+        assert isinstance(q, SqlPorts)
+        yield q
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to read what the queue's transactions wrote."""
+    conn = await asyncpg.connect(sql.postgres_dsn(sql.database_url(postgres_url)), timeout=10)
+    yield conn
+    await conn.close()
+
+
+async def transactions_of(db: asyncpg.Connection, table: str, ids: list[int]) -> int:
+    """How many transactions last wrote these rows of ``table``."""
+    column = "id" if table == "jobs" else "job_id"
+    count: int = await db.fetchval(
+        f"SELECT count(DISTINCT xmin::text) FROM {table} WHERE {column} = ANY($1::bigint[])", ids
+    )
+    return count
+
+
+async def queued(queue: SqlPorts, count: int) -> list[int]:
+    return [(await queue.add(submission(i + 1), at(0)))[0].id for i in range(count)]
+
+
+async def pulled(queue: SqlPorts, count: int) -> list[Job]:
+    """``count`` jobs, each pulled by a worker of its own (w0, w1, ...), one after the other."""
+    await queued(queue, count)
+    jobs = []
+    for i in range(count):
+        (claimed,) = await queue.claim_jobs(
+            worker(f"w{i}"), 1, at(1), exclude_attempted=False, max_held=4
+        )
+        jobs.append(claimed.job)
+    return jobs
+
+
+async def report(queue: SqlPorts, job: Job, status: Any, seconds: float = 2) -> Any:
+    return await queue.record_update(
+        job, status, f"{job.worker} says so", at(seconds), forward=True
+    )
+
+
+async def test_claims_of_many_nodes_at_once_share_a_commit_and_hand_out_each_job_once(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    ids = await queued(queue, 3 * N)
+    workers = [worker(f"w{i}") for i in range(N)]
+    answers = await asyncio.gather(
+        *(queue.claim_jobs(w, 2, at(1), exclude_attempted=False, max_held=4) for w in workers)
+    )
+    for w, claimed in zip(workers, answers, strict=True):
+        assert len(claimed) == 2
+        assert {c.job.worker for c in claimed} == {w.worker}
+        assert all(c.job.status is JobStatus.PULLED and c.event is not None for c in claimed)
+    handed_out = [c.job.id for claimed in answers for c in claimed]
+    assert len(set(handed_out)) == 2 * N
+    rows = await db.fetch("SELECT id, worker FROM jobs WHERE status = 'pulled' ORDER BY id")
+    assert {r["id"]: r["worker"] for r in rows} == {
+        c.job.id: c.job.worker for claimed in answers for c in claimed
+    }
+    assert await transactions_of(db, "jobs", handed_out) == 2
+    assert await transactions_of(db, "job_attempts", handed_out) == 2
+    assert set(ids) - set(handed_out) == {
+        r["id"] for r in await db.fetch("SELECT id FROM jobs WHERE status = 'queued'")
+    }
+
+
+async def test_updates_of_many_jobs_at_once_share_a_commit_each_answered_with_its_own_job(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    jobs = await pulled(queue, N)
+    answers = await asyncio.gather(*(report(queue, job, JobStatus.RUNNING) for job in jobs))
+    for job, committed in zip(jobs, answers, strict=True):
+        assert committed is not None
+        assert (committed.job.id, committed.job.worker) == (job.id, job.worker)
+        assert committed.job.status is JobStatus.RUNNING
+        assert committed.job.runtime_details == f"{job.worker} says so"
+    ids = [job.id for job in jobs]
+    assert await transactions_of(db, "jobs", ids) == 2
+    events = await db.fetch(
+        "SELECT job_id, status FROM status_events WHERE status = 'running' ORDER BY job_id"
+    )
+    assert [(e["job_id"], e["status"]) for e in events] == [(i, "running") for i in sorted(ids)]
+
+
+async def test_two_updates_of_one_job_at_once_run_one_after_the_other(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    """Both start from the same snapshot: exactly one wins, as when they ran alone."""
+    (job,) = await pulled(queue, 1)
+    first, second = await asyncio.gather(
+        report(queue, job, JobStatus.RUNNING), report(queue, job, JobStatus.FINISHED)
+    )
+    assert first is not None
+    assert first.job.status is JobStatus.RUNNING
+    assert second is None
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
+    statuses = await db.fetch("SELECT status FROM status_events WHERE job_id = $1", job.id)
+    assert sorted(e["status"] for e in statuses) == ["pulled", "running"]
+
+
+async def test_a_change_that_fails_fails_alone_and_its_group_commits(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    """A status the table refuses (its CHECK) aborts the group's transaction; the others run
+    again and commit, and only the failing request sees the error."""
+    jobs = await pulled(queue, N)
+    bogus = SimpleNamespace(value="bogus")
+    answers = await asyncio.gather(
+        report(queue, jobs[0], JobStatus.RUNNING),  # alone: the group is the rest
+        *(report(queue, job, JobStatus.RUNNING) for job in jobs[1:-1]),
+        report(queue, jobs[-1], bogus),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[-1], asyncpg.CheckViolationError)
+    assert all(a is not None and not isinstance(a, BaseException) for a in answers[:-1])
+    rows = await db.fetch("SELECT id, status FROM jobs ORDER BY id")
+    assert [r["status"] for r in rows] == ["running"] * (N - 1) + ["pulled"]
+
+
+async def test_a_caller_that_stops_waiting_does_not_hold_up_its_group(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    jobs = await pulled(queue, 4)
+    tasks = [asyncio.create_task(report(queue, job, JobStatus.RUNNING)) for job in jobs]
+    await asyncio.sleep(0)  # each has sent its change on its way
+    tasks[2].cancel()
+    done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert all(
+        d is not None and not isinstance(d, BaseException) for i, d in enumerate(done) if i != 2
+    )
+    # Its change had reached the queue: it commits with its group, as a change whose answer
+    # was lost on the way back would have.
+    rows = await db.fetch("SELECT status FROM jobs ORDER BY id")
+    assert [r["status"] for r in rows] == ["running"] * 4
