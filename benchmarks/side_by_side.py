@@ -35,6 +35,8 @@ FIGURES = [
     ("postgres_cpu_ms_per_cycle", "PostgreSQL CPU ms"),
     ("statements_per_cycle", "statements"),
     ("commits_per_cycle", "commits"),
+    ("rows_written_per_cycle", "rows written"),
+    ("buffers_written_per_cycle", "buffers written"),
     ("wal_records_per_cycle", "WAL records"),
     ("client_cpu_ms_per_cycle", "client CPU ms"),
     ("stub_cpu_ms_per_cycle", "stub CPU ms"),

@@ -165,3 +165,17 @@ async def test_a_caller_that_stops_waiting_does_not_hold_up_its_group(
     # was lost on the way back would have.
     rows = await db.fetch("SELECT status FROM jobs ORDER BY id")
     assert [r["status"] for r in rows] == ["running"] * 4
+
+
+async def test_two_claims_of_one_node_at_once_keep_its_hold_cap(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    """Two pulls of one node never share a group: the later one sees what the first took, so
+    a node allowed one job gets one, however its pulls arrive."""
+    await queued(queue, 4)
+    gpu = worker("lab")
+    answers = await asyncio.gather(
+        *(queue.claim_jobs(gpu, 1, at(1), exclude_attempted=False, max_held=1) for _ in range(3))
+    )
+    assert sorted(len(claimed) for claimed in answers) == [0, 0, 1]
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'pulled'") == 1
