@@ -17,10 +17,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.queues import SqlPorts, at, open_queue, submission, worker
+from tests.queues import Queue, SqlPorts, at, open_queue, submission, worker
 from workerfacing_api.adapters import sql
-from workerfacing_api.core.model import Job, JobStatus
+from workerfacing_api.core.memory import InMemoryQueue
+from workerfacing_api.core.model import Committed, Job, JobStatus
 
 N = 8
 
@@ -179,3 +182,72 @@ async def test_two_claims_of_one_node_at_once_keep_its_hold_cap(
     )
     assert sorted(len(claimed) for claimed in answers) == [0, 0, 1]
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'pulled'") == 1
+
+
+# A burst: updates of a few held jobs, all from the snapshots the workers hold (as requests that
+# arrive at the same moment are), each a change of state (an event) or a keep-alive (none).
+bursts = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # which job
+        st.sampled_from([None, JobStatus.RUNNING, JobStatus.FINISHED, JobStatus.ERROR]),
+        st.sampled_from([None, "", "epoch 3", "stalled: 'quoted' \"and\" ünïcode\nline"]),
+    ),
+    min_size=2,
+    max_size=12,
+)
+
+
+async def apply_burst(
+    queue: Queue, burst: list[tuple[int, JobStatus | None, str | None]], *, at_once: bool
+) -> tuple[list[tuple[str, str | None] | None], list[tuple[Any, ...]]]:
+    """Four jobs pulled by four workers, then ``burst`` at once (gathered) or one by one; what
+    each update answered and how the jobs and their events ended."""
+    for i in range(4):
+        await queue.add(submission(i + 1), at(0))
+    held = []
+    for i in range(4):
+        (claimed,) = await queue.claim_jobs(
+            worker(f"w{i}"), 1, at(1), exclude_attempted=False, max_held=4
+        )
+        held.append(claimed.job)
+    held.sort(key=lambda job: job.id)
+
+    def update(pick: int, status: JobStatus | None, details: str | None) -> Any:
+        job = held[pick]
+        return queue.record_update(
+            job, status or job.status, details, at(2), forward=status is not None
+        )
+
+    answers: list[Committed | None]
+    if at_once:
+        answers = list(await asyncio.gather(*(update(*op) for op in burst)))
+    else:
+        answers = [await update(*op) for op in burst]
+    jobs = [await queue.get(job.id) for job in held]
+    events = [e for job in held for e in await queue.pending_events_of(job.id)]
+    said = [None if a is None else (a.job.status.value, a.job.runtime_details) for a in answers]
+    ended = [
+        (j.status.value, j.runtime_details, j.event_seq, j.last_heartbeat_at)
+        for j in jobs
+        if j is not None
+    ]
+    return said, ended + [(e.job_id, e.status.value, e.runtime_details) for e in events]
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(burst=bursts)
+def test_a_burst_of_updates_at_once_ends_as_the_reference_model_one_by_one(
+    burst: list[tuple[int, JobStatus | None, str | None]], tmp_path: Path, postgres_url: str
+) -> None:
+    """Grouped, and reordered by job within a group: none of it shows. Each update answers,
+    and the jobs and their events end, as the in-memory model says the same updates do one
+    after the other in the order they arrived."""
+
+    async def on_postgres() -> Any:
+        async with open_queue("postgres", tmp_path, postgres_url) as q:
+            return await apply_burst(q, burst, at_once=True)
+
+    expected = asyncio.run(apply_burst(InMemoryQueue(record_events=True), burst, at_once=False))
+    assert asyncio.run(on_postgres()) == expected
