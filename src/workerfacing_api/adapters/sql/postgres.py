@@ -9,9 +9,9 @@ times the CPU; SQLAlchemy still defines the schema and drives the migrations.) O
 and a cancellation, which are rare, take a transaction of a few statements.
 
 Changes and claims that requests make at the same time commit together (``Groups``): those
-of one statement that arrive while another group of it is in flight go as the next group, in one
-round trip and one transaction (asyncpg's ``fetchmany``), so that under load a commit, the
-costliest part of a change, is shared by many; alone, a change goes at once as before.
+that arrive while a group is in flight go as the next groups, each in one round trip and one
+transaction (asyncpg's ``fetchmany``), so that under load a commit, the costliest part of a
+change, is shared by many; alone, a change goes at once as before.
 
 A lost connection (the server restarted, failed over or ended it) is reported as
 ``Unavailable``, which workers see as a 503 they retry.
@@ -136,16 +136,18 @@ class _Request:
 class Groups:
     """Runs a statement for many requests in one round trip and one transaction: group commit.
 
-    A request for a statement with no group of it in flight goes at once, alone. Those that
-    arrive meanwhile wait and go together as the next group (asyncpg's ``fetchmany``: one
-    Bind/Execute per request, one Sync, so one implicit transaction and one durable commit).
-    No request waits longer than the group before it, and under load commits, round trips and
-    connections are shared by as many requests as arrived during one.
+    A process runs one group at a time. A request that finds none in flight starts one at the
+    loop's next turn, with every request that arrived by then; those that arrive while a group
+    is in flight wait for it, and the next group takes those of the statement that has waited
+    longest (asyncpg's ``fetchmany``: one Bind/Execute per request, one Sync, so one implicit
+    transaction and one durable commit). Nothing waits for company: alone, a request goes at
+    once; under load commits, round trips and connections are shared by as many requests as
+    arrived during a group.
 
     Each request keeps the outcome it would have had alone:
     - rows are told apart by ``key`` (a change's job id, a claim's node): two requests of one
-      key never share a group (the later one goes with the next), and each is answered with
-      the rows that carry its key (``column``);
+      key never share a group (the later one goes with a later group, in arrival order), and
+      each is answered with the rows that carry its key (``column``);
     - a group's requests run in the order of their keys, so that groups in several processes
       lock rows in the same order (a deadlock PostgreSQL still breaks runs the group again);
     - a group is all or nothing: when a statement of it fails, nothing of the group was
@@ -160,34 +162,37 @@ class Groups:
         run: Callable[[Callable[[asyncpg.Connection], Awaitable[list[Row]]]], Awaitable[list[Row]]],
     ) -> None:
         self._run = run
-        self._waiting: dict[str, list[_Request]] = {}  # by statement
-        self._tasks: set[asyncio.Task[None]] = set()  # each statement's groups run in one task
+        # What waits, by statement (with the column that names a row's key), longest first.
+        self._waiting: dict[str, tuple[str, list[_Request]]] = {}
+        self._runner: asyncio.Task[None] | None = None  # runs the groups while any wait
 
     async def rows(self, sql: str, key: Any, args: list[Any], column: str) -> list[Row]:
         loop = asyncio.get_running_loop()
         request = _Request(key, args, loop.create_future())
-        waiting = self._waiting.get(sql)
-        if waiting is None:  # nothing of this statement in flight: go now
-            self._waiting[sql] = []
-            task = loop.create_task(self._groups(sql, column, [request]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            waiting.append(request)
+        self._waiting.setdefault(sql, (column, []))[1].append(request)
+        if self._runner is None:
+            self._runner = loop.create_task(self._groups())
         return await request.answer
 
-    async def _groups(self, sql: str, column: str, group: list[_Request]) -> None:
-        """Runs ``group``, then the requests that arrived meanwhile, until none did."""
+    async def _groups(self) -> None:
+        """One group after the other, each of the statement that waited longest, until none
+        waits."""
+        group: list[_Request] = []
         try:
-            while group:
+            while self._waiting:
+                sql = next(iter(self._waiting))
+                column, waiting = self._waiting.pop(sql)
+                group, later = _one_per_key(waiting)
+                if later:  # behind the other statements now
+                    self._waiting[sql] = (column, later)
                 await self._one(sql, column, group)
-                group, self._waiting[sql] = _one_per_key(self._waiting[sql])
         except BaseException as exc:  # cancelled at shutdown: nobody is left waiting
-            for request in (*group, *self._waiting.get(sql, ())):
+            for request in (*group, *(r for _, w in self._waiting.values() for r in w)):
                 _answer(request, exc)
+            self._waiting.clear()
             raise
         finally:
-            del self._waiting[sql]
+            self._runner = None
 
     async def _one(self, sql: str, column: str, group: list[_Request]) -> None:
         if len(group) == 1:
