@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.queues import Queue, SqlPorts, at, open_queue, submission, worker
 from workerfacing_api.adapters import sql
+from workerfacing_api.adapters.sql.postgres import GROUPS_TASK
 from workerfacing_api.core.memory import InMemoryQueue
 from workerfacing_api.core.model import Committed, Job, JobStatus
 
@@ -249,3 +250,23 @@ def test_a_burst_of_updates_at_once_ends_as_the_reference_model_one_by_one(
 
     expected = asyncio.run(apply_burst(InMemoryQueue(record_events=True), burst, at_once=False))
     assert asyncio.run(on_postgres()) == expected
+
+
+async def test_a_group_cancelled_before_it_began_cancels_its_requests_and_the_next_goes(
+    queue: SqlPorts, db: asyncpg.Connection
+) -> None:
+    """At shutdown the event loop may cancel the group's task before it ran at all: its
+    requests end (cancelled, none left hanging) and a later request starts a group again."""
+    jobs = await pulled(queue, 2)
+    first = asyncio.create_task(report(queue, jobs[0], JobStatus.RUNNING))
+    await asyncio.sleep(0)  # the request waits; the group's task has not run yet
+    (runner,) = [t for t in asyncio.all_tasks() if t.get_name() == GROUPS_TASK]
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(first, timeout=10)
+    second = await asyncio.wait_for(report(queue, jobs[1], JobStatus.RUNNING), timeout=10)
+    assert second is not None
+    assert [r["status"] for r in await db.fetch("SELECT status FROM jobs ORDER BY id")] == [
+        "pulled",
+        "running",
+    ]

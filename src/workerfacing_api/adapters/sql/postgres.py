@@ -126,6 +126,9 @@ async def _fetch(
 _CLAIMS = frozenset({"claim_jobs", "claim_jobs_preferring_groups"})
 
 
+GROUPS_TASK = "queue-groups"  # the name of the task that runs a process's groups
+
+
 @dataclass(slots=True)
 class _Request:
     key: Any  # the job (a change) or the node (a claim) whose rows lock first
@@ -171,8 +174,19 @@ class Groups:
         request = _Request(key, args, loop.create_future())
         self._waiting.setdefault(sql, (column, []))[1].append(request)
         if self._runner is None:
-            self._runner = loop.create_task(self._groups())
+            self._runner = loop.create_task(self._groups(), name=GROUPS_TASK)
+            self._runner.add_done_callback(self._cancelled_unstarted)
         return await request.answer
+
+    def _cancelled_unstarted(self, runner: asyncio.Task[None]) -> None:
+        """A runner cancelled before it began (at shutdown) ran none of ``_groups``: what waits
+        for it is cancelled too, and the next request starts a runner again."""
+        if self._runner is runner:
+            self._runner = None
+            for _, waiting in self._waiting.values():
+                for request in waiting:
+                    request.answer.cancel()
+            self._waiting.clear()
 
     async def _groups(self) -> None:
         """One group after the other, each of the statement that waited longest, until none
