@@ -183,10 +183,14 @@ class Groups:
         for it is cancelled too, and the next request starts a runner again."""
         if self._runner is runner:
             self._runner = None
-            for _, waiting in self._waiting.values():
-                for request in waiting:
-                    request.answer.cancel()
-            self._waiting.clear()
+            self._end_waiting(asyncio.CancelledError())
+
+    def _end_waiting(self, outcome: BaseException) -> None:
+        """Every waiting request ends with ``outcome``: the runner is gone."""
+        for _, waiting in self._waiting.values():
+            for request in waiting:
+                _answer(request, outcome)
+        self._waiting.clear()
 
     async def _groups(self) -> None:
         """One group after the other, each of the statement that waited longest, until none
@@ -201,9 +205,9 @@ class Groups:
                     self._waiting[sql] = (column, later)
                 await self._one(sql, column, group)
         except BaseException as exc:  # cancelled at shutdown: nobody is left waiting
-            for request in (*group, *(r for _, w in self._waiting.values() for r in w)):
+            for request in group:
                 _answer(request, exc)
-            self._waiting.clear()
+            self._end_waiting(exc)
             raise
         finally:
             self._runner = None
